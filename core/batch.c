@@ -1,0 +1,694 @@
+/* batch.c - batch ids, tasks and slices.  Requests are cut into slices and
+ * handed to transports; completions update atomic counters; waiters sleep on
+ * a condition variable.  A batch lives while its id is held or any of its
+ * tasks is unfinished, so freeing an id early never frees memory a
+ * transport still uses, and a stale or doubly freed id is just "not found". */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "log.h"
+#include "net.h"
+
+typedef struct te_batch te_batch;
+
+typedef struct te_task {
+    te_batch *batch;
+    atomic_uint slices_left;
+    atomic_int error;          /* first failure, 0 if none */
+    atomic_int state;          /* TE_TRANSFER_WAITING / COMPLETED / FAILED */
+    atomic_uint_fast64_t transferred;
+    te_segment *seg;           /* reference held until the task finishes */
+    te_segment_id seg_id;
+    te_region *local_pin;      /* pinned local region or NULL */
+} te_task;
+
+typedef struct core_slice {
+    te_slice pub; /* first: transports see only this */
+    te_task *task;
+    int transport; /* index in engine->transports */
+} core_slice;
+
+typedef struct slice_chunk {
+    struct slice_chunk *next;
+    core_slice slices[];
+} slice_chunk;
+
+struct te_batch {
+    te_engine *engine;
+    te_batch_id id;
+    size_t capacity;
+    size_t ntasks; /* under lock */
+    te_task *tasks;
+    atomic_int tasks_left;   /* unfinished tasks */
+    atomic_int settle_left;  /* unfinished tasks + an unsent notification */
+    atomic_int refs;         /* the id + one per unfinished task + lookups */
+    atomic_bool any_failed;
+    atomic_int notify_status; /* 0 none/ok, <0 failed */
+    _Atomic int64_t deadline_ns;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char *notify_name, *notify_msg;
+    te_segment *notify_seg;
+    struct te_batch *sender_next;
+    slice_chunk *chunks;
+};
+
+#define MAX_BATCH_CAPACITY (1u << 20)
+#define ID_INDEX_BITS 24
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void batch_unref(te_batch *b)
+{
+    if (atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    while (b->chunks) {
+        slice_chunk *c = b->chunks;
+        b->chunks = c->next;
+        free(c);
+    }
+    if (b->notify_seg)
+        te_segment_put(b->notify_seg);
+    free(b->notify_name);
+    free(b->notify_msg);
+    free(b->tasks);
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->cond);
+    free(b);
+}
+
+static void settle_one(te_batch *b)
+{
+    if (atomic_fetch_sub(&b->settle_left, 1) == 1) {
+        pthread_mutex_lock(&b->lock);
+        pthread_cond_broadcast(&b->cond);
+        pthread_mutex_unlock(&b->lock);
+    }
+}
+
+static void sender_enqueue(te_engine *e, te_batch *b)
+{
+    atomic_fetch_add(&b->refs, 1);
+    pthread_mutex_lock(&e->sender_lock);
+    b->sender_next = NULL;
+    te_batch **p = &e->sender_head;
+    while (*p)
+        p = &(*p)->sender_next;
+    *p = b;
+    pthread_cond_signal(&e->sender_cond);
+    pthread_mutex_unlock(&e->sender_lock);
+}
+
+static void all_tasks_done(te_batch *b)
+{
+    if (!b->notify_name)
+        return;
+    if (atomic_load(&b->any_failed)) {
+        atomic_store(&b->notify_status, TE_ERR_STATE);
+        settle_one(b); /* no notification after a failure, like the original */
+        return;
+    }
+    sender_enqueue(b->engine, b);
+}
+
+static int is_peer_failure(int st)
+{
+    return st == TE_ERR_PEER_CLOSED || st == TE_ERR_SOCKET || st == TE_ERR_TIMEOUT ||
+           st == TE_ERR_DNS || st == TE_ERR_ADDRESS_NOT_REGISTERED || st == TE_ERR_REMOTE ||
+           st == TE_ERR_ENDPOINT || st == TE_ERR_REJECT_HANDSHAKE;
+}
+
+static void task_finish(te_task *t)
+{
+    te_batch *b = t->batch;
+    te_engine *e = b->engine;
+    int err = atomic_load(&t->error);
+    if (err) {
+        atomic_store(&b->any_failed, true);
+        if (t->seg && is_peer_failure(err))
+            te_segment_mark_stale(e, t->seg_id, t->seg); /* refetch before next use */
+    }
+    atomic_store(&t->state, err ? TE_TRANSFER_FAILED : TE_TRANSFER_COMPLETED);
+    if (t->local_pin)
+        te_memreg_unpin(&e->memreg, t->local_pin);
+    t->local_pin = NULL;
+    if (t->seg)
+        te_segment_put(t->seg);
+    t->seg = NULL;
+    if (atomic_fetch_sub(&b->tasks_left, 1) == 1)
+        all_tasks_done(b);
+    settle_one(b);
+    batch_unref(b);
+}
+
+void te_slice_done(te_host *h, te_slice *slice, int status)
+{
+    te_task *t = ((core_slice *)slice)->task;
+    if (status) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&t->error, &zero, status < 0 ? status : TE_ERR_REMOTE);
+    } else {
+        atomic_fetch_add(&t->transferred, slice->length);
+    }
+    if (atomic_fetch_sub(&t->slices_left, 1) == 1)
+        task_finish(t);
+}
+
+/* ---- ids ----------------------------------------------------------------- */
+
+static te_batch *batch_get(te_engine *e, te_batch_id id)
+{
+    if (id == 0)
+        return NULL;
+    uint64_t index = (id & ((1u << ID_INDEX_BITS) - 1)) - 1;
+    uint32_t gen = (uint32_t)(id >> ID_INDEX_BITS);
+    te_batch *b = NULL;
+    pthread_mutex_lock(&e->batch_lock);
+    if (index < e->batch_cap && e->batches[index] && e->batch_gen[index] == gen) {
+        b = e->batches[index];
+        atomic_fetch_add(&b->refs, 1);
+    }
+    pthread_mutex_unlock(&e->batch_lock);
+    return b;
+}
+
+int te_batch_allocate(te_engine *e, size_t capacity, te_batch_id *id)
+{
+    if (!e || !id || capacity == 0 || capacity > MAX_BATCH_CAPACITY)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "batch capacity must be 1..%u", MAX_BATCH_CAPACITY);
+    te_batch *b = calloc(1, sizeof *b);
+    te_task *tasks = calloc(capacity, sizeof *tasks);
+    if (!b || !tasks) {
+        free(b);
+        free(tasks);
+        return te_fail(TE_ERR_MEMORY, "cannot allocate a batch of %zu", capacity);
+    }
+    b->engine = e;
+    b->capacity = capacity;
+    b->tasks = tasks;
+    atomic_init(&b->refs, 1);
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->cond, NULL);
+
+    pthread_mutex_lock(&e->batch_lock);
+    size_t slot = e->batch_cap;
+    for (size_t n = 0; n < e->batch_cap; n++) {
+        size_t i = (e->batch_free_hint + n) % e->batch_cap;
+        if (!e->batches[i]) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot == e->batch_cap) {
+        size_t cap = e->batch_cap ? e->batch_cap * 2 : 64;
+        te_batch **nb = cap < (1u << ID_INDEX_BITS) ? realloc(e->batches, cap * sizeof *nb) : NULL;
+        uint32_t *ng = nb ? realloc(e->batch_gen, cap * sizeof *ng) : NULL;
+        if (nb)
+            e->batches = nb;
+        if (!ng) {
+            pthread_mutex_unlock(&e->batch_lock);
+            batch_unref(b);
+            return te_fail(TE_ERR_MEMORY, "too many batch ids in use");
+        }
+        e->batch_gen = ng;
+        for (size_t i = e->batch_cap; i < cap; i++) {
+            e->batches[i] = NULL;
+            e->batch_gen[i] = 1;
+        }
+        e->batch_cap = cap;
+    }
+    e->batches[slot] = b;
+    e->batch_free_hint = (uint32_t)(slot + 1);
+    b->id = ((uint64_t)e->batch_gen[slot] << ID_INDEX_BITS) | (slot + 1);
+    pthread_mutex_unlock(&e->batch_lock);
+    *id = b->id;
+    return 0;
+}
+
+int te_batch_free(te_engine *e, te_batch_id id)
+{
+    if (!e)
+        return TE_ERR_INVALID_ARGUMENT;
+    te_batch *b = NULL;
+    pthread_mutex_lock(&e->batch_lock);
+    uint64_t index = (id & ((1u << ID_INDEX_BITS) - 1)) - 1;
+    if (id && index < e->batch_cap && e->batches[index] &&
+        e->batch_gen[index] == (uint32_t)(id >> ID_INDEX_BITS)) {
+        b = e->batches[index];
+        e->batches[index] = NULL;
+        if (++e->batch_gen[index] == 0) /* ids never reuse a live generation */
+            e->batch_gen[index] = 1;
+    }
+    pthread_mutex_unlock(&e->batch_lock);
+    if (!b)
+        return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
+    batch_unref(b); /* the id's reference; in-flight tasks hold their own */
+    return 0;
+}
+
+/* ---- submission ---------------------------------------------------------- */
+
+static void fail_task_now(te_task *t, int status)
+{
+    atomic_store(&t->error, status);
+    atomic_store(&t->slices_left, 1);
+    te_slice_done(NULL, &(core_slice){.task = t}.pub, status);
+}
+
+static int submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n,
+                  const char *notify_name, const char *notify_msg)
+{
+    if (!e || (!reqs && n))
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "submit: NULL argument");
+    if (!e->initialized)
+        return te_fail(TE_ERR_STATE, "submit: engine not initialized");
+    for (size_t i = 0; i < n; i++) {
+        const te_request *r = &reqs[i];
+        if ((r->opcode != TE_OP_READ && r->opcode != TE_OP_WRITE) || !r->local ||
+            r->length == 0 || r->target < 0 ||
+            (uintptr_t)r->local + r->length < (uintptr_t)r->local ||
+            r->remote + r->length < r->remote)
+            return te_fail(TE_ERR_INVALID_ARGUMENT,
+                           "submit: request %zu is invalid (opcode %d, local %p, length %llu)",
+                           i, r->opcode, r->local, (unsigned long long)r->length);
+    }
+    te_batch *b = batch_get(e, id);
+    if (!b)
+        return te_fail(TE_ERR_NOT_FOUND, "submit: batch id %llu is not allocated",
+                       (unsigned long long)id);
+    int rc = 0;
+    te_segment **segs = calloc(n ? n : 1, sizeof *segs);
+    te_slice **ptrs = NULL;
+    slice_chunk *chunk = NULL;
+    if (!segs) {
+        rc = TE_ERR_MEMORY;
+        goto out;
+    }
+    pthread_mutex_lock(&b->lock);
+    if (b->ntasks + n > b->capacity) {
+        rc = te_fail(TE_ERR_TOO_MANY_REQUESTS, "submit: %zu + %zu requests exceed capacity %zu",
+                     b->ntasks, n, b->capacity);
+        goto unlock;
+    }
+    if (b->notify_name) {
+        rc = te_fail(TE_ERR_INVALID_ARGUMENT, "submit: batch already ends with a notification");
+        goto unlock;
+    }
+    /* Resolve every target first so that a failure takes nothing. */
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && reqs[i].target == reqs[i - 1].target) {
+            segs[i] = segs[i - 1];
+            atomic_fetch_add(&segs[i]->refs, 1);
+            continue;
+        }
+        rc = te_segment_get(e, reqs[i].target, false, &segs[i]);
+        if (rc)
+            goto unlock;
+    }
+    size_t total_slices = 0;
+    uint64_t total_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const te_transport *tr = &e->transports[segs[i]->transport];
+        uint64_t ss = tr->ops->slice_size;
+        total_slices += ss ? (reqs[i].length + ss - 1) / ss : 1;
+        total_bytes += reqs[i].length;
+    }
+    chunk = calloc(1, sizeof *chunk + total_slices * sizeof(core_slice));
+    ptrs = malloc((total_slices ? total_slices : 1) * sizeof *ptrs);
+    if (!chunk || !ptrs) {
+        rc = te_fail(TE_ERR_MEMORY, "submit: cannot allocate %zu slices", total_slices);
+        goto unlock;
+    }
+    int64_t deadline = te_now_ns() + e->cfg.transfer_timeout_ms * 1000000 + (int64_t)total_bytes;
+    if (deadline > atomic_load(&b->deadline_ns))
+        atomic_store(&b->deadline_ns, deadline);
+    if (notify_name) {
+        b->notify_name = strdup(notify_name);
+        b->notify_msg = strdup(notify_msg ? notify_msg : "");
+        b->notify_seg = segs[0];
+        atomic_fetch_add(&segs[0]->refs, 1);
+        atomic_fetch_add(&b->settle_left, 1);
+    }
+    size_t base = b->ntasks;
+    b->ntasks += n;
+    atomic_fetch_add(&b->tasks_left, (int)n);
+    atomic_fetch_add(&b->settle_left, (int)n);
+    atomic_fetch_add(&b->refs, (int)n);
+    chunk->next = b->chunks;
+    b->chunks = chunk;
+    pthread_mutex_unlock(&b->lock);
+
+    /* Build the slices; tasks that cannot even start fail now. */
+    size_t k = 0;
+    te_task **failed = calloc(n ? n : 1, sizeof *failed);
+    int *failed_status = calloc(n ? n : 1, sizeof *failed_status);
+    size_t nfailed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const te_request *r = &reqs[i];
+        te_task *t = &b->tasks[base + i];
+        te_segment *seg = segs[i];
+        segs[i] = NULL;
+        t->batch = b;
+        t->seg = seg;
+        t->seg_id = r->target;
+        atomic_store(&t->state, TE_TRANSFER_WAITING);
+        const te_transport *tr = &e->transports[seg->transport];
+        int buf = te_segdesc_find(seg->desc, r->remote, r->length);
+        if (buf < 0) {
+            /* The cached descriptor may predate a registration: refetch once. */
+            te_segment *fresh;
+            if (te_segment_get(e, r->target, true, &fresh) == 0) {
+                te_segment_put(seg);
+                t->seg = seg = fresh;
+                tr = &e->transports[seg->transport];
+                buf = te_segdesc_find(seg->desc, r->remote, r->length);
+            }
+        }
+        int st = 0;
+        if (buf < 0)
+            st = te_fail(TE_ERR_ADDRESS_NOT_REGISTERED,
+                         "remote range 0x%llx+%llu is not inside a buffer of segment %s",
+                         (unsigned long long)r->remote, (unsigned long long)r->length,
+                         seg->desc->name);
+        te_region *pin = NULL;
+        if (!st && te_memreg_pin(&e->memreg, (uint64_t)(uintptr_t)r->local, r->length, &pin) &&
+            (tr->ops->caps & TE_TRANSPORT_CAP_NEEDS_LOCAL_MR))
+            st = te_fail(TE_ERR_ADDRESS_NOT_REGISTERED,
+                         "local range %p+%llu is not registered (needed by %s)", r->local,
+                         (unsigned long long)r->length, tr->plugin->name);
+        t->local_pin = pin;
+        if (st || !failed || !failed_status) {
+            if (failed && failed_status) {
+                failed[nfailed] = t;
+                failed_status[nfailed++] = st;
+            } else {
+                fail_task_now(t, TE_ERR_MEMORY);
+            }
+            continue;
+        }
+        uint64_t ss = tr->ops->slice_size ? tr->ops->slice_size : r->length;
+        unsigned count = 0;
+        for (uint64_t off = 0; off < r->length; off += ss, count++) {
+            core_slice *cs = &chunk->slices[k + count];
+            cs->task = t;
+            cs->transport = seg->transport;
+            cs->pub.opcode = (uint32_t)r->opcode;
+            cs->pub.local = (char *)r->local + off;
+            cs->pub.remote = r->remote + off;
+            cs->pub.length = r->length - off < ss ? r->length - off : ss;
+            cs->pub.peer = seg->peer;
+            cs->pub.local_mr = pin ? pin->mr[seg->transport] : NULL;
+            cs->pub.remote_buffer = buf;
+            cs->pub.deadline_ns = deadline;
+            ptrs[k + count] = &cs->pub;
+        }
+        atomic_store(&t->slices_left, count);
+        k += count;
+    }
+    /* Hand runs of slices with the same transport over in one call each. */
+    for (size_t start = 0; start < k;) {
+        int ti = ((core_slice *)ptrs[start])->transport;
+        size_t end = start + 1;
+        while (end < k && ((core_slice *)ptrs[end])->transport == ti)
+            end++;
+        te_transport *tr = &e->transports[ti];
+        int src = tr->ops->submit(tr->inst, ptrs + start, end - start);
+        if (src) {
+            te_log(TE_LOG_WARN, "core", "transport %s refused %zu slices: %s",
+                   tr->plugin->name, end - start, te_strerror(src));
+            for (size_t j = start; j < end; j++)
+                te_slice_done(&e->host, ptrs[j], src);
+        }
+        start = end;
+    }
+    for (size_t i = 0; i < nfailed; i++)
+        fail_task_now(failed[i], failed_status[i]);
+    free(failed);
+    free(failed_status);
+    goto out;
+unlock:
+    pthread_mutex_unlock(&b->lock);
+    free(chunk);
+    for (size_t i = 0; i < n; i++)
+        if (segs[i])
+            te_segment_put(segs[i]);
+out:
+    free(ptrs);
+    free(segs);
+    batch_unref(b);
+    return rc;
+}
+
+int te_submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n)
+{
+    return submit(e, id, reqs, n, NULL, NULL);
+}
+
+int te_submit_with_notify(te_engine *e, te_batch_id id, const te_request *reqs, size_t n,
+                          const char *name, const char *msg)
+{
+    if (!name || n == 0)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "submit with notify: needs a name and requests");
+    return submit(e, id, reqs, n, name, msg);
+}
+
+/* ---- status and waiting -------------------------------------------------- */
+
+static int batch_state(te_batch *b, uint64_t *transferred)
+{
+    pthread_mutex_lock(&b->lock);
+    size_t n = b->ntasks;
+    pthread_mutex_unlock(&b->lock);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += atomic_load(&b->tasks[i].transferred);
+    if (transferred)
+        *transferred = bytes;
+    if (atomic_load(&b->any_failed) || atomic_load(&b->notify_status))
+        return TE_TRANSFER_FAILED;
+    if (atomic_load(&b->settle_left) == 0)
+        return TE_TRANSFER_COMPLETED;
+    int64_t dl = atomic_load(&b->deadline_ns);
+    if (dl && te_now_ns() > dl)
+        return TE_TRANSFER_TIMEOUT;
+    return TE_TRANSFER_WAITING;
+}
+
+int te_task_status(te_engine *e, te_batch_id id, size_t task, int *status, uint64_t *transferred)
+{
+    if (!e || !status)
+        return TE_ERR_INVALID_ARGUMENT;
+    te_batch *b = batch_get(e, id);
+    if (!b)
+        return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
+    pthread_mutex_lock(&b->lock);
+    size_t n = b->ntasks;
+    pthread_mutex_unlock(&b->lock);
+    int rc = 0;
+    if (task >= n) {
+        rc = te_fail(TE_ERR_INVALID_ARGUMENT, "task %zu of a batch with %zu tasks", task, n);
+    } else {
+        te_task *t = &b->tasks[task];
+        int st = atomic_load(&t->state);
+        int64_t dl = atomic_load(&b->deadline_ns);
+        if (st == TE_TRANSFER_COMPLETED && b->notify_name && atomic_load(&b->settle_left) > 0)
+            st = TE_TRANSFER_WAITING; /* the notification is not sent yet */
+        if (st == TE_TRANSFER_COMPLETED && atomic_load(&b->notify_status))
+            st = TE_TRANSFER_FAILED;
+        if (st == TE_TRANSFER_WAITING && dl && te_now_ns() > dl)
+            st = TE_TRANSFER_TIMEOUT;
+        *status = st;
+        if (transferred)
+            *transferred = atomic_load(&t->transferred);
+    }
+    batch_unref(b);
+    return rc;
+}
+
+int te_batch_status(te_engine *e, te_batch_id id, int *status, uint64_t *transferred)
+{
+    if (!e || !status)
+        return TE_ERR_INVALID_ARGUMENT;
+    te_batch *b = batch_get(e, id);
+    if (!b)
+        return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
+    *status = batch_state(b, transferred);
+    batch_unref(b);
+    return 0;
+}
+
+static int wait_settled(te_batch *b, int64_t until_ns)
+{
+    int rc = 0;
+    pthread_mutex_lock(&b->lock);
+    while (atomic_load(&b->settle_left) > 0) {
+        int64_t now = te_now_ns();
+        if (until_ns && now >= until_ns) {
+            rc = TE_ERR_TIMEOUT;
+            break;
+        }
+        /* CLOCK_REALTIME for the condvar; re-check the monotonic deadline. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t step = until_ns ? until_ns - now : 1000000000;
+        if (step > 1000000000)
+            step = 1000000000;
+        ts.tv_sec += step / 1000000000;
+        ts.tv_nsec += step % 1000000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
+int te_batch_wait(te_engine *e, te_batch_id id, int64_t timeout_ms, int *status)
+{
+    if (!e)
+        return TE_ERR_INVALID_ARGUMENT;
+    te_batch *b = batch_get(e, id);
+    if (!b)
+        return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
+    int64_t until = timeout_ms >= 0 ? te_now_ns() + timeout_ms * 1000000
+                                    : atomic_load(&b->deadline_ns);
+    if (timeout_ms < 0 && until == 0)
+        until = te_now_ns(); /* nothing submitted: nothing to wait for */
+    int rc = wait_settled(b, until);
+    int st = batch_state(b, NULL);
+    if (rc && st == TE_TRANSFER_WAITING && timeout_ms < 0)
+        st = TE_TRANSFER_TIMEOUT;
+    if (status)
+        *status = st;
+    batch_unref(b);
+    return rc;
+}
+
+/* First failure of the batch, for te_transfer_sync's return value. */
+static int batch_error(te_batch *b)
+{
+    for (size_t i = 0; i < b->ntasks; i++) {
+        int err = atomic_load(&b->tasks[i].error);
+        if (err)
+            return err;
+    }
+    int ns = atomic_load(&b->notify_status);
+    return ns ? ns : TE_ERR_REMOTE;
+}
+
+int te_transfer_sync(te_engine *e, const te_request *reqs, size_t n, const char *notify_name,
+                     const char *notify_msg)
+{
+    te_batch_id id;
+    if (n == 0)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "transfer: no requests");
+    int rc = te_batch_allocate(e, n, &id);
+    if (rc)
+        return rc;
+    rc = notify_name ? te_submit_with_notify(e, id, reqs, n, notify_name, notify_msg)
+                     : te_submit(e, id, reqs, n);
+    if (rc == 0) {
+        int st;
+        rc = te_batch_wait(e, id, -1, &st);
+        if (st == TE_TRANSFER_COMPLETED) {
+            rc = 0;
+        } else if (st == TE_TRANSFER_FAILED) {
+            te_batch *b = batch_get(e, id);
+            rc = b ? batch_error(b) : TE_ERR_REMOTE;
+            if (b)
+                batch_unref(b);
+            te_fail(rc, "transfer failed: %s", te_strerror(rc));
+        } else {
+            rc = te_fail(TE_ERR_TIMEOUT, "transfer did not finish within its deadline");
+        }
+    }
+    te_batch_free(e, id);
+    return rc;
+}
+
+/* ---- notification sender and teardown ------------------------------------- */
+
+static void *sender_main(void *arg)
+{
+    te_engine *e = arg;
+    pthread_mutex_lock(&e->sender_lock);
+    for (;;) {
+        while (!e->sender_head && !e->sender_stop)
+            pthread_cond_wait(&e->sender_cond, &e->sender_lock);
+        te_batch *b = e->sender_head;
+        if (!b)
+            break;
+        e->sender_head = b->sender_next;
+        bool stopping = e->sender_stop;
+        pthread_mutex_unlock(&e->sender_lock);
+        int rc = stopping ? TE_ERR_STATE
+                          : te_notify_send(e, b->notify_seg, b->notify_name, b->notify_msg);
+        if (rc)
+            atomic_store(&b->notify_status, rc);
+        settle_one(b);
+        batch_unref(b);
+        pthread_mutex_lock(&e->sender_lock);
+    }
+    pthread_mutex_unlock(&e->sender_lock);
+    return NULL;
+}
+
+int te_sender_start(te_engine *e)
+{
+    e->sender_stop = false;
+    if (pthread_create(&e->sender_thread, NULL, sender_main, e) != 0)
+        return te_fail(TE_ERR_MEMORY, "cannot start the notification thread");
+    e->sender_running = true;
+    return 0;
+}
+
+void te_sender_stop(te_engine *e)
+{
+    if (!e->sender_running)
+        return;
+    pthread_mutex_lock(&e->sender_lock);
+    e->sender_stop = true;
+    pthread_cond_broadcast(&e->sender_cond);
+    pthread_mutex_unlock(&e->sender_lock);
+    pthread_join(e->sender_thread, NULL);
+    e->sender_running = false;
+}
+
+/* Waits (bounded by each batch's deadline plus a grace second) for every
+ * batch to settle, so transports can be destroyed with nothing in flight. */
+void te_batches_quiesce(te_engine *e)
+{
+    pthread_mutex_lock(&e->batch_lock);
+    size_t cap = e->batch_cap;
+    pthread_mutex_unlock(&e->batch_lock);
+    for (size_t i = 0; i < cap; i++) {
+        pthread_mutex_lock(&e->batch_lock);
+        te_batch *b = e->batches[i];
+        if (b)
+            atomic_fetch_add(&b->refs, 1);
+        pthread_mutex_unlock(&e->batch_lock);
+        if (!b)
+            continue;
+        int64_t dl = atomic_load(&b->deadline_ns);
+        if (wait_settled(b, dl ? dl + 1000000000 : te_now_ns()))
+            te_log(TE_LOG_ERROR, "core", "batch %llu still in flight at shutdown",
+                   (unsigned long long)b->id);
+        batch_unref(b);
+    }
+}
+
+void te_batches_destroy(te_engine *e)
+{
+    for (size_t i = 0; i < e->batch_cap; i++)
+        if (e->batches[i])
+            batch_unref(e->batches[i]);
+    free(e->batches);
+    free(e->batch_gen);
+    e->batches = NULL;
+    e->batch_gen = NULL;
+    e->batch_cap = 0;
+}

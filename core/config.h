@@ -1,0 +1,35 @@
+/* config.h - engine settings read from the MC_* environment variables. */
+#ifndef TE_CORE_CONFIG_H
+#define TE_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct te_config {
+    int64_t transfer_timeout_ms;   /* MC_TRANSFER_TIMEOUT (s), default 30, >= 1 */
+    uint16_t min_rpc_port;         /* MC_MIN_RPC_PORT, default 15000 */
+    uint16_t max_rpc_port;         /* MC_MAX_RPC_PORT, default 17000 */
+    uint16_t handshake_port;       /* MC_HANDSHAKE_PORT, default 12001 */
+    bool legacy_rpc_binding;       /* MC_LEGACY_RPC_PORT_BINDING */
+    bool force_tcp;                /* MC_FORCE_TCP */
+    bool use_ipv6;                 /* MC_USE_IPV6 */
+    char bind_address[256];        /* MC_TCP_BIND_ADDRESS, "" if unset */
+    char cluster_id[128];          /* MC_METADATA_CLUSTER_ID, "" if unset */
+    uint64_t max_frame;            /* MC_HANDSHAKE_MAX_LENGTH, 1 MiB default, 4 KiB..128 MiB */
+    int connect_timeout_ms;        /* MC_HANDSHAKE_CONNECT_TIMEOUT (s), default 5 */
+    int rpc_io_timeout_ms;         /* per-connection RPC read/write limit, 5 s */
+    int rpc_max_connections;       /* concurrent RPC connections served, 64 */
+} te_config;
+
+/* Fills *cfg from the environment; bad values are logged and replaced by the
+ * default, never fatal. */
+void te_config_load(te_config *cfg);
+
+/* Parsers shared with tests: 0 on success, TE_ERR_INVALID_ARGUMENT otherwise. */
+int te_parse_bool(const char *s, bool *out);
+int te_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Value of an environment variable, NULL when unset or empty. */
+const char *te_env(const char *name);
+
+#endif

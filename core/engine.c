@@ -1,0 +1,429 @@
+/* engine.c - the engine's public lifetime and memory calls: create,
+ * initialize (metadata store, RPC port, transports, first publish),
+ * register/unregister, destroy. */
+#include "engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net.h"
+
+te_engine *te_engine_create(void)
+{
+    te_log_init();
+    te_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->host.engine = e;
+    te_config_load(&e->cfg);
+    pthread_mutex_init(&e->init_lock, NULL);
+    pthread_mutex_init(&e->seg_lock, NULL);
+    pthread_mutex_init(&e->batch_lock, NULL);
+    pthread_mutex_init(&e->notify_lock, NULL);
+    pthread_mutex_init(&e->sender_lock, NULL);
+    pthread_cond_init(&e->sender_cond, NULL);
+    te_memreg_init(&e->memreg);
+    return e;
+}
+
+/* ---- initialize ------------------------------------------------------------ */
+
+/* Picks the metadata plugin and its connection string from the arguments of
+ * initialize()/initialize_ext() (see te.h and the reference, section 1.1). */
+static int choose_metadata(const char *server, const char *type, char *plugin, size_t plen,
+                           const char **conn)
+{
+    if (!server || !*server)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "metadata server is empty");
+    const char *sep = strstr(server, "://");
+    if (!strcmp(server, "P2PHANDSHAKE") || (type && !strcasecmp(type, "p2p") && !sep)) {
+        snprintf(plugin, plen, "metadata_p2p");
+        *conn = server;
+        return 0;
+    }
+    char scheme[32];
+    if (sep) {
+        size_t n = (size_t)(sep - server);
+        if (n == 0 || n >= sizeof scheme)
+            return te_fail(TE_ERR_INVALID_ARGUMENT, "metadata server '%s' has a bad scheme",
+                           server);
+        memcpy(scheme, server, n);
+        scheme[n] = '\0';
+        *conn = sep + 3;
+    } else {
+        snprintf(scheme, sizeof scheme, "%s", type && *type ? type : "etcd");
+        *conn = server;
+    }
+    for (char *c = scheme; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    if (!strcmp(scheme, "https"))
+        snprintf(scheme, sizeof scheme, "http");
+    if (!strcmp(scheme, "http"))
+        *conn = server; /* the HTTP store wants the whole URL */
+    snprintf(plugin, plen, "metadata_%s", scheme);
+    return 0;
+}
+
+static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
+{
+    int fd = -1;
+    uint16_t port = 0;
+    if (!e->p2p && e->cfg.legacy_rpc_binding) {
+        fd = te_net_listen(NULL, port_hint, 128, &port);
+        if (fd < 0)
+            return te_fail(TE_ERR_SOCKET, "cannot bind the RPC port %u (MC_LEGACY_RPC_PORT_BINDING)",
+                           port_hint);
+    } else {
+        unsigned seed = (unsigned)(te_now_ns() ^ (getpid() * 2654435761u));
+        unsigned span = (unsigned)(e->cfg.max_rpc_port - e->cfg.min_rpc_port) + 1;
+        for (int tries = 0; tries < 500 && fd < 0; tries++) {
+            uint16_t p = (uint16_t)(e->cfg.min_rpc_port + rand_r(&seed) % span);
+            fd = te_net_listen(NULL, p, 128, &port);
+        }
+        if (fd < 0)
+            return te_fail(TE_ERR_SOCKET, "no free RPC port in %u..%u", e->cfg.min_rpc_port,
+                           e->cfg.max_rpc_port);
+    }
+    e->rpc_port = port;
+    int rc = te_rpc_server_start(&e->rpc, fd, port, e->cfg.max_frame, e->cfg.rpc_io_timeout_ms,
+                                 e->cfg.rpc_max_connections);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return te_rpc_install_builtin(e);
+}
+
+static int add_transport(te_engine *e, const char *name, const char *device_filter)
+{
+    const te_plugin *p;
+    int rc = te_plugin_load(name, TE_PLUGIN_TRANSPORT, &p);
+    if (rc)
+        return rc;
+    te_transport_params params = {.size = sizeof params, .segment_name = e->segment_name,
+                                  .device_filter = device_filter ? device_filter : ""};
+    te_transport *t = &e->transports[e->transport_count];
+    t->plugin = p;
+    t->ops = &p->transport;
+    t->inst = NULL;
+    rc = t->ops->create(&e->host, &params, &t->inst);
+    if (rc)
+        return te_fail(rc, "transport %s: create failed: %s", name, te_last_error());
+    e->transport_count++;
+    return 0;
+}
+
+static int start_transports(te_engine *e, const char *protocol, const char *device_filter)
+{
+    const char *proto = protocol && *protocol ? protocol : "tcp";
+    if (e->cfg.force_tcp && strcmp(proto, "tcp") != 0) {
+        te_log(TE_LOG_INFO, "core", "MC_FORCE_TCP is set: using tcp instead of %s", proto);
+        proto = "tcp";
+    }
+    int rc = add_transport(e, proto, device_filter);
+    if (rc && !strcmp(proto, "rdma")) {
+        /* Clients such as SGLang and vLLM pass "rdma" by default. */
+        te_log(TE_LOG_WARN, "core", "no usable RDMA transport (%s); falling back to tcp",
+               te_last_error());
+        proto = "tcp";
+        rc = add_transport(e, proto, device_filter);
+    }
+    return rc;
+}
+
+static void stop_everything(te_engine *e);
+
+int te_engine_initialize(te_engine *e, const char *local_hostname, const char *metadata_server,
+                         const char *protocol, const char *device_name, const char *metadata_type)
+{
+    if (!e || !local_hostname || !*local_hostname)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "initialize: local_hostname is empty");
+    pthread_mutex_lock(&e->init_lock);
+    if (e->initialized) {
+        pthread_mutex_unlock(&e->init_lock);
+        return te_fail(TE_ERR_STATE, "initialize: engine already initialized");
+    }
+    char plugin[64], host[256];
+    const char *conn = NULL;
+    uint16_t port;
+    int rc = choose_metadata(metadata_server, metadata_type, plugin, sizeof plugin, &conn);
+    if (rc)
+        goto fail;
+    rc = te_parse_host_port(local_hostname, host, sizeof host, &port, e->cfg.handshake_port);
+    if (rc) {
+        rc = te_fail(TE_ERR_INVALID_ARGUMENT, "initialize: local_hostname '%s' is not host[:port]",
+                     local_hostname);
+        goto fail;
+    }
+    rc = te_plugin_load(plugin, TE_PLUGIN_METADATA, &e->metadata_plugin);
+    if (rc)
+        goto fail;
+    e->p2p = (e->metadata_plugin->metadata.caps & TE_METADATA_CAP_PEER_TO_PEER) != 0;
+
+    /* Where peers reach us: the host part in P2P, else MC_TCP_BIND_ADDRESS or
+     * the first LAN address (like the original). */
+    if (e->p2p)
+        snprintf(e->advertised_host, sizeof e->advertised_host, "%s", host);
+    else if (e->cfg.bind_address[0])
+        snprintf(e->advertised_host, sizeof e->advertised_host, "%s", e->cfg.bind_address);
+    else if (te_net_first_lan_address(e->cfg.use_ipv6, e->advertised_host,
+                                      sizeof e->advertised_host)) {
+        rc = te_fail(TE_ERR_SOCKET, "initialize: no LAN address to advertise; set "
+                                    "MC_TCP_BIND_ADDRESS (e.g. 127.0.0.1 on a loopback-only host)");
+        goto fail;
+    }
+    rc = start_rpc(e, host, port);
+    if (rc)
+        goto fail;
+    if (e->p2p)
+        te_format_host_port(host, e->rpc_port, e->segment_name, sizeof e->segment_name);
+    else
+        snprintf(e->segment_name, sizeof e->segment_name, "%s", local_hostname);
+
+    rc = e->metadata_plugin->metadata.create(&e->host, conn, &e->metadata);
+    if (rc) {
+        rc = te_fail(rc, "metadata store %s (%s) failed to start: %s", plugin, conn,
+                     te_last_error());
+        goto fail;
+    }
+    snprintf(e->device_filter, sizeof e->device_filter, "%s", device_name ? device_name : "");
+    rc = start_transports(e, protocol, device_name);
+    if (rc)
+        goto fail;
+    rc = te_sender_start(e);
+    if (rc)
+        goto fail;
+    /* Our own segment is always id 0. */
+    pthread_mutex_lock(&e->seg_lock);
+    e->segments = calloc(16, sizeof *e->segments);
+    e->segment_cap = e->segments ? 16 : 0;
+    if (e->segments && (e->segments[0].name = strdup(e->segment_name)))
+        e->segment_count = 1;
+    pthread_mutex_unlock(&e->seg_lock);
+    if (!e->segment_count) {
+        rc = TE_ERR_MEMORY;
+        goto fail;
+    }
+    rc = te_engine_publish(e);
+    if (rc)
+        goto fail;
+    if (!e->p2p) {
+        char key[1024], *json = NULL;
+        rc = te_meta_rpc_key(e->cfg.cluster_id, e->segment_name, key, sizeof key);
+        if (!rc)
+            rc = te_rpc_meta_encode(e->advertised_host, e->rpc_port, &json);
+        if (!rc)
+            rc = e->metadata_plugin->metadata.put(e->metadata, key, json);
+        free(json);
+        if (rc) {
+            rc = te_fail(rc, "publishing rpc_meta of %s failed: %s", e->segment_name,
+                         te_last_error());
+            goto fail;
+        }
+    }
+    e->initialized = true;
+    pthread_mutex_unlock(&e->init_lock);
+    te_log(TE_LOG_INFO, "core", "engine %s ready: transport %s, metadata %s, RPC port %u",
+           e->segment_name, e->transports[e->transport_count - 1].plugin->name, plugin,
+           e->rpc_port);
+    te_clear_error();
+    return 0;
+fail:
+    stop_everything(e);
+    pthread_mutex_unlock(&e->init_lock);
+    return rc;
+}
+
+int te_engine_rpc_port(const te_engine *e)
+{
+    if (!e || !e->initialized)
+        return TE_ERR_STATE;
+    return e->rpc_port;
+}
+
+const char *te_engine_segment_name(const te_engine *e)
+{
+    return e && e->initialized ? e->segment_name : NULL;
+}
+
+const char *te_engine_protocol(const te_engine *e)
+{
+    return e && e->initialized ? e->transports[e->transport_count - 1].plugin->name : NULL;
+}
+
+/* ---- memory ---------------------------------------------------------------- */
+
+static void unregister_from_transports(te_engine *e, te_region *r, int upto)
+{
+    for (int i = 0; i < upto; i++)
+        e->transports[i].ops->unregister_memory(e->transports[i].inst, r->mr[i]);
+}
+
+static int register_one(te_engine *e, void *addr, size_t length, const char *location,
+                        te_region **out)
+{
+    if (!addr || length == 0 || (uintptr_t)addr + length < (uintptr_t)addr)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "register: bad range %p+%zu", addr, length);
+    te_region *r = calloc(1, sizeof *r);
+    if (!r)
+        return TE_ERR_MEMORY;
+    r->addr = (uint64_t)(uintptr_t)addr;
+    r->length = length;
+    snprintf(r->location, sizeof r->location, "%s", location && *location ? location : "*");
+    if (te_memreg_overlaps(&e->memreg, r->addr, r->length)) {
+        free(r);
+        return te_fail(TE_ERR_ADDRESS_OVERLAPPED, "register: %p+%zu overlaps a registered range",
+                       addr, length);
+    }
+    for (int i = 0; i < e->transport_count; i++) {
+        int rc = e->transports[i].ops->register_memory(e->transports[i].inst, addr, length,
+                                                       r->location, &r->mr[i]);
+        if (rc) {
+            unregister_from_transports(e, r, i);
+            free(r);
+            return te_fail(rc, "register: transport %s refused %p+%zu: %s",
+                           e->transports[i].plugin->name, addr, length, te_last_error());
+        }
+    }
+    int rc = te_memreg_insert(&e->memreg, r);
+    if (rc) {
+        unregister_from_transports(e, r, e->transport_count);
+        free(r);
+        return te_fail(rc, "register: %p+%zu overlaps a registered range", addr, length);
+    }
+    *out = r;
+    return 0;
+}
+
+static void unregister_region(te_engine *e, uint64_t addr)
+{
+    te_region *r;
+    if (te_memreg_remove(&e->memreg, addr, &r) == 0) {
+        unregister_from_transports(e, r, e->transport_count);
+        free(r);
+    }
+}
+
+int te_register_memory_batch(te_engine *e, const te_buffer_entry *entries, size_t count,
+                             const char *location)
+{
+    if (!e || (!entries && count))
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "register: NULL argument");
+    if (!e->initialized)
+        return te_fail(TE_ERR_STATE, "register: engine not initialized");
+    if (count == 0)
+        return 0;
+    size_t done = 0;
+    int rc = 0;
+    for (; done < count; done++) {
+        te_region *r;
+        rc = register_one(e, entries[done].addr, entries[done].length, location, &r);
+        if (rc)
+            break;
+    }
+    if (!rc)
+        rc = te_engine_publish(e);
+    if (rc) { /* all or nothing */
+        for (size_t i = 0; i < done; i++)
+            unregister_region(e, (uint64_t)(uintptr_t)entries[i].addr);
+        if (done == count)
+            te_engine_publish(e);
+    }
+    return rc;
+}
+
+int te_register_memory(te_engine *e, void *addr, size_t length, const char *location)
+{
+    te_buffer_entry one = {addr, length};
+    return te_register_memory_batch(e, &one, 1, location);
+}
+
+int te_unregister_memory_batch(te_engine *e, void *const *addrs, size_t count)
+{
+    if (!e || (!addrs && count))
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "unregister: NULL argument");
+    if (!e->initialized)
+        return te_fail(TE_ERR_STATE, "unregister: engine not initialized");
+    int rc = 0, removed = 0;
+    for (size_t i = 0; i < count; i++) {
+        te_region *r;
+        int st = te_memreg_remove(&e->memreg, (uint64_t)(uintptr_t)addrs[i], &r);
+        if (st) {
+            rc = te_fail(st, "unregister: %p is not the start of a registered range", addrs[i]);
+            continue;
+        }
+        unregister_from_transports(e, r, e->transport_count);
+        free(r);
+        removed++;
+    }
+    if (removed) {
+        int prc = te_engine_publish(e);
+        if (!rc)
+            rc = prc;
+    }
+    return rc;
+}
+
+int te_unregister_memory(te_engine *e, void *addr)
+{
+    return te_unregister_memory_batch(e, &addr, 1);
+}
+
+/* ---- teardown --------------------------------------------------------------- */
+
+static void unregister_all(te_region *r, void *arg)
+{
+    te_engine *e = arg;
+    unregister_from_transports(e, r, e->transport_count);
+}
+
+static void stop_everything(te_engine *e)
+{
+    te_rpc_server_stop(&e->rpc);
+    te_batches_quiesce(e);
+    te_sender_stop(e);
+    te_segments_destroy(e);
+    te_memreg_foreach(&e->memreg, unregister_all, e);
+    for (int i = e->transport_count - 1; i >= 0; i--)
+        e->transports[i].ops->destroy(e->transports[i].inst);
+    e->transport_count = 0;
+    if (e->metadata) {
+        /* Take our keys away (the P2P store has none). */
+        char key[1024];
+        if (e->segment_name[0] && !te_meta_segment_key(e->cfg.cluster_id, e->segment_name, key, sizeof key))
+            e->metadata_plugin->metadata.remove(e->metadata, key);
+        if (e->segment_name[0] && !e->p2p &&
+            !te_meta_rpc_key(e->cfg.cluster_id, e->segment_name, key, sizeof key))
+            e->metadata_plugin->metadata.remove(e->metadata, key);
+        e->metadata_plugin->metadata.destroy(e->metadata);
+        e->metadata = NULL;
+    }
+    e->segment_name[0] = '\0';
+}
+
+void te_engine_destroy(te_engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->init_lock);
+    if (e->initialized)
+        stop_everything(e);
+    e->initialized = false;
+    pthread_mutex_unlock(&e->init_lock);
+    te_batches_destroy(e);
+    te_notifies_clear(e);
+    te_memreg_destroy(&e->memreg);
+    pthread_mutex_destroy(&e->init_lock);
+    pthread_mutex_destroy(&e->seg_lock);
+    pthread_mutex_destroy(&e->batch_lock);
+    pthread_mutex_destroy(&e->notify_lock);
+    pthread_mutex_destroy(&e->sender_lock);
+    pthread_cond_destroy(&e->sender_cond);
+    free(e);
+}

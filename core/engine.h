@@ -1,0 +1,122 @@
+/* engine.h - the engine's state, shared by the core's files. */
+#ifndef TE_CORE_ENGINE_H
+#define TE_CORE_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "loader.h"
+#include "memreg.h"
+#include "rpc.h"
+#include "segdesc.h"
+#include "te/plugin.h"
+
+struct te_host {
+    struct te_engine *engine;
+};
+
+/* One loaded transport of this engine. */
+typedef struct te_transport {
+    const te_plugin *plugin;
+    const te_transport_ops *ops;
+    void *inst;
+} te_transport;
+
+/* A resolved peer segment.  Replaced (not mutated) when refreshed; slices
+ * hold references so a replaced entry lives until its transfers end. */
+typedef struct te_segment {
+    atomic_int refs;
+    te_segdesc *desc;
+    char rpc_host[256];
+    uint16_t rpc_port;
+    int transport;       /* index in engine->transports */
+    void *peer;          /* that transport's peer handle */
+    struct te_engine *engine;
+} te_segment;
+
+typedef struct te_segment_slot {
+    char *name;
+    te_segment *current; /* NULL until resolved, or after close/refresh */
+    bool stale;          /* refetch before the next use */
+} te_segment_slot;
+
+typedef struct te_notify_node {
+    struct te_notify_node *next;
+    char *name;
+    char *msg;
+} te_notify_node;
+
+struct te_batch;
+
+typedef struct te_engine {
+    struct te_host host;
+    te_config cfg;
+    pthread_mutex_t init_lock;
+    bool initialized;
+    bool p2p;
+    char segment_name[512];
+    char advertised_host[256];
+    char device_filter[512]; /* device_name of initialize */
+    uint16_t rpc_port;
+    te_rpc_server rpc;
+
+    const te_plugin *metadata_plugin;
+    void *metadata;
+
+    te_transport transports[TE_MAX_TRANSPORTS];
+    int transport_count;
+
+    te_memreg memreg;
+
+    pthread_mutex_t seg_lock;
+    te_segment_slot *segments;
+    size_t segment_count, segment_cap;
+    te_segdesc *local_desc; /* what we serve and publish; under seg_lock */
+
+    pthread_mutex_t batch_lock;
+    struct te_batch **batches;
+    uint32_t *batch_gen;
+    size_t batch_cap;
+    uint32_t batch_free_hint;
+
+    pthread_mutex_t notify_lock;
+    te_notify_node *notify_head, *notify_tail;
+    size_t notify_count;
+
+    /* Batches whose notification must be sent, handed to the sender thread. */
+    pthread_mutex_t sender_lock;
+    pthread_cond_t sender_cond;
+    struct te_batch *sender_head;
+    pthread_t sender_thread;
+    bool sender_running, sender_stop;
+} te_engine;
+
+static inline te_engine *te_engine_of(te_host *h)
+{
+    return h->engine;
+}
+
+/* segment.c */
+int te_segment_get(te_engine *e, te_segment_id id, bool refresh, te_segment **out);
+void te_segment_put(te_segment *s);
+void te_segment_mark_stale(te_engine *e, te_segment_id id, const te_segment *seen);
+int te_engine_publish(te_engine *e);
+int te_local_descriptor_json(te_engine *e, char **json);
+void te_segments_destroy(te_engine *e);
+
+/* batch.c */
+void te_batches_quiesce(te_engine *e);
+void te_batches_destroy(te_engine *e);
+void te_slice_done(te_host *h, te_slice *slice, int status);
+int te_sender_start(te_engine *e);
+void te_sender_stop(te_engine *e);
+
+/* notify.c */
+void te_notify_deliver(te_host *h, const char *name, const char *msg);
+int te_notify_send(te_engine *e, te_segment *seg, const char *name, const char *msg);
+void te_notifies_clear(te_engine *e);
+int te_rpc_install_builtin(te_engine *e);
+
+#endif

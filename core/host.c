@@ -1,0 +1,108 @@
+/* host.c - the services table handed to plugins (te_host_api). */
+#include <stdarg.h>
+#include <stdlib.h>
+
+#include "engine.h"
+#include "log.h"
+#include "net.h"
+#include "topology.h"
+
+static void host_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    te_vlog(level, plugin, fmt, ap);
+    va_end(ap);
+}
+
+static void host_set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    te_vset_error(fmt, ap);
+    va_end(ap);
+}
+
+static const char *host_config(te_host *h, const char *name)
+{
+    return te_env(name);
+}
+
+static int host_rpc_set_handler(te_host *h, int type, te_rpc_handler fn, void *arg)
+{
+    te_engine *e = te_engine_of(h);
+    if (type == TE_RPC_METADATA || type == TE_RPC_NOTIFY || type == TE_RPC_PROBE)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "RPC type %d belongs to the core", type);
+    return te_rpc_server_set_handler(&e->rpc, type, fn, arg);
+}
+
+static int host_rpc_call(te_host *h, const char *peer_host, uint16_t port, int type,
+                         const char *req, size_t req_len, char **reply, size_t *reply_len,
+                         int timeout_ms)
+{
+    te_engine *e = te_engine_of(h);
+    return te_rpc_call(peer_host, port, type, req, req_len, reply, reply_len,
+                       timeout_ms > 0 ? timeout_ms : e->cfg.connect_timeout_ms, e->cfg.max_frame);
+}
+
+static int host_pin_range(te_host *h, uint64_t addr, uint64_t len, void **pin)
+{
+    te_region *r;
+    int rc = te_memreg_pin(&te_engine_of(h)->memreg, addr, len, &r);
+    *pin = rc ? NULL : r;
+    return rc;
+}
+
+static void host_unpin_range(te_host *h, void *pin)
+{
+    if (pin)
+        te_memreg_unpin(&te_engine_of(h)->memreg, pin);
+}
+
+static const char *host_segment_name(te_host *h)
+{
+    return te_engine_of(h)->segment_name;
+}
+
+static int host_local_descriptor(te_host *h, char **json)
+{
+    return te_local_descriptor_json(te_engine_of(h), json);
+}
+
+static int host_parse_meta_key(te_host *h, const char *key, const char **name)
+{
+    return te_meta_parse_key(te_engine_of(h)->cfg.cluster_id, key, name);
+}
+
+static const char *host_advertised_host(te_host *h)
+{
+    return te_engine_of(h)->advertised_host;
+}
+
+static int host_topology(te_host *h, char **json)
+{
+    return te_topology_local_json(te_engine_of(h)->device_filter, json);
+}
+
+const te_host_api te_host_api_table = {
+    .size = sizeof(te_host_api),
+    .abi_major = TE_PLUGIN_ABI_MAJOR,
+    .abi_minor = TE_PLUGIN_ABI_MINOR,
+    .log = host_log,
+    .set_error = host_set_error,
+    .config = host_config,
+    .slice_done = te_slice_done,
+    .rpc_set_handler = host_rpc_set_handler,
+    .rpc_call = host_rpc_call,
+    .notify_deliver = te_notify_deliver,
+    .pin_range = host_pin_range,
+    .unpin_range = host_unpin_range,
+    .segment_name = host_segment_name,
+    .local_descriptor = host_local_descriptor,
+    .parse_host_port = te_parse_host_port,
+    .parse_meta_key = host_parse_meta_key,
+    .now_ns = te_now_ns,
+    .advertised_host = host_advertised_host,
+    .topology = host_topology,
+    .memory_location = te_topology_memory_location,
+};

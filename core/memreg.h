@@ -1,0 +1,44 @@
+/* memreg.h - the engine's table of registered local memory. */
+#ifndef TE_CORE_MEMREG_H
+#define TE_CORE_MEMREG_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TE_MAX_TRANSPORTS 4
+
+typedef struct te_region {
+    uint64_t addr;
+    uint64_t length;
+    char location[64];
+    void *mr[TE_MAX_TRANSPORTS]; /* each transport's handle */
+    int pins;                    /* guarded by te_memreg.pin_lock */
+    int dying;
+} te_region;
+
+typedef struct te_memreg {
+    pthread_rwlock_t lock;  /* the sorted array */
+    te_region **regions;    /* sorted by addr, never overlapping */
+    size_t count, cap;
+    pthread_mutex_t pin_lock;
+    pthread_cond_t pin_cond;
+} te_memreg;
+
+void te_memreg_init(te_memreg *m);
+void te_memreg_destroy(te_memreg *m); /* frees remaining regions */
+
+/* Inserts a region; TE_ERR_ADDRESS_OVERLAPPED if it overlaps one. */
+int te_memreg_insert(te_memreg *m, te_region *r);
+/* Removes the region starting at addr and waits until no pin holds it.
+ * TE_ERR_ADDRESS_NOT_REGISTERED if none starts there. */
+int te_memreg_remove(te_memreg *m, uint64_t addr, te_region **out);
+/* Pins the region that wholly contains [addr, addr+len). */
+int te_memreg_pin(te_memreg *m, uint64_t addr, uint64_t len, te_region **out);
+void te_memreg_unpin(te_memreg *m, te_region *r);
+/* Calls fn on every region in address order under the read lock. */
+void te_memreg_foreach(te_memreg *m, void (*fn)(te_region *r, void *arg), void *arg);
+/* Whether [addr, addr+len) overlaps a registered region. */
+int te_memreg_overlaps(te_memreg *m, uint64_t addr, uint64_t len);
+
+#endif

@@ -1,0 +1,40 @@
+/* net.h - sockets with deadlines, host:port parsing, local addresses. */
+#ifndef TE_CORE_NET_H
+#define TE_CORE_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int64_t te_now_ns(void);
+
+/* "host:port", "[v6]:port", "v6%scope" or "host" (then default_port).  The
+ * port is split on the last ':' unless the host is a bare IPv6 address.
+ * TE_ERR_INVALID_ARGUMENT for an empty host, a bad port or a host that does
+ * not fit. */
+int te_parse_host_port(const char *s, char *host, size_t host_len, uint16_t *port,
+                       uint16_t default_port);
+
+/* "host:port" with brackets around IPv6 hosts. */
+void te_format_host_port(const char *host, uint16_t port, char *out, size_t out_len);
+
+/* Connects with a timeout; returns a blocking fd with TCP_NODELAY, or a
+ * negative status (TE_ERR_DNS, TE_ERR_SOCKET, TE_ERR_TIMEOUT). */
+int te_net_connect(const char *host, uint16_t port, int timeout_ms);
+
+/* Binds and listens on host (NULL: every address, dual-stack) and port
+ * (0: any).  *port_out gets the bound port.  Returns the fd or a status. */
+int te_net_listen(const char *host, uint16_t port, int backlog, uint16_t *port_out);
+
+/* Moves exactly len bytes, waiting at most until deadline_ns (0 = forever).
+ * 0, TE_ERR_TIMEOUT, TE_ERR_PEER_CLOSED or TE_ERR_SOCKET. */
+int te_net_write_full(int fd, const void *buf, size_t len, int64_t deadline_ns);
+int te_net_read_full(int fd, void *buf, size_t len, int64_t deadline_ns);
+
+/* Waits until fd is readable (events POLLIN) or writable; 0, TE_ERR_TIMEOUT,
+ * TE_ERR_SOCKET. */
+int te_net_wait(int fd, short events, int64_t deadline_ns);
+
+/* The first UP, RUNNING, non-loopback IPv4 (or IPv6) address. */
+int te_net_first_lan_address(int ipv6, char *out, size_t out_len);
+
+#endif

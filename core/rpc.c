@@ -1,0 +1,287 @@
+/* rpc.c - the engine's RPC port.  One accept thread hands each connection to
+ * a short-lived thread (bounded in number); each connection carries one
+ * request frame and one reply, with every read and write bounded in time and
+ * every frame bounded in size. */
+#include "rpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net.h"
+
+void te_rpc_encode_header(uint8_t hdr[9], uint64_t payload_len, int type)
+{
+    uint64_t len = payload_len + 1;
+    for (int i = 0; i < 8; i++)
+        hdr[i] = (uint8_t)(len >> (8 * i));
+    hdr[8] = (uint8_t)type;
+}
+
+int te_rpc_decode_header(const uint8_t hdr[9], uint64_t max_frame, uint64_t *payload_len,
+                         int *type, int *legacy)
+{
+    uint64_t len = 0;
+    for (int i = 0; i < 8; i++)
+        len |= (uint64_t)hdr[i] << (8 * i);
+    if (len == 0 || len > max_frame)
+        return TE_ERR_MALFORMED_JSON;
+    if (hdr[8] < TE_RPC_TYPES) {
+        *type = hdr[8];
+        *legacy = 0;
+        *payload_len = len - 1;
+    } else {
+        *type = TE_RPC_CONNECTION;
+        *legacy = 1;
+        *payload_len = len;
+    }
+    return 0;
+}
+
+/* Reads one frame; *payload is NUL terminated. */
+static int read_frame(int fd, uint64_t max_frame, int64_t deadline, int *type, char **payload,
+                      size_t *len)
+{
+    uint8_t hdr[9];
+    int rc = te_net_read_full(fd, hdr, sizeof hdr, deadline);
+    if (rc)
+        return rc;
+    uint64_t plen;
+    int legacy;
+    rc = te_rpc_decode_header(hdr, max_frame, &plen, type, &legacy);
+    if (rc)
+        return rc;
+    char *buf = malloc(plen + 1);
+    if (!buf)
+        return TE_ERR_MEMORY;
+    size_t off = 0;
+    if (legacy)
+        buf[off++] = (char)hdr[8];
+    rc = te_net_read_full(fd, buf + off, plen - off, deadline);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[plen] = '\0';
+    *payload = buf;
+    *len = plen;
+    return 0;
+}
+
+static int write_frame(int fd, int type, const char *payload, size_t len, int64_t deadline)
+{
+    uint8_t hdr[9];
+    te_rpc_encode_header(hdr, len, type);
+    int rc = te_net_write_full(fd, hdr, sizeof hdr, deadline);
+    return rc ? rc : te_net_write_full(fd, payload, len, deadline);
+}
+
+typedef struct conn_job {
+    te_rpc_server *server;
+    int fd;
+    int slot;
+} conn_job;
+
+static void serve_connection(te_rpc_server *s, int fd)
+{
+    int64_t deadline = te_now_ns() + (int64_t)s->io_timeout_ms * 1000000;
+    int type;
+    char *req = NULL, *reply = NULL;
+    size_t req_len = 0, reply_len = 0;
+    int rc = read_frame(fd, s->max_frame, deadline, &type, &req, &req_len);
+    if (rc) {
+        if (rc != TE_ERR_PEER_CLOSED)
+            te_log(TE_LOG_WARN, "rpc", "dropping RPC connection: bad or slow frame (%s)",
+                   te_strerror(rc));
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    te_rpc_handler fn = s->handlers[type];
+    void *arg = s->handler_args[type];
+    pthread_mutex_unlock(&s->lock);
+    if (!fn) {
+        te_log(TE_LOG_WARN, "rpc", "no handler for RPC frame type %d", type);
+        free(req);
+        return;
+    }
+    rc = fn(arg, req, req_len, &reply, &reply_len);
+    free(req);
+    if (rc == 0 && reply) {
+        if (write_frame(fd, type, reply, reply_len, deadline) == 0) {
+            /* Like the original: half-close, then wait for the client to close. */
+            shutdown(fd, SHUT_WR);
+            char sink[64];
+            while (te_net_wait(fd, POLLIN, deadline) == 0 && recv(fd, sink, sizeof sink, 0) > 0)
+                ;
+        }
+    }
+    free(reply);
+}
+
+static void *conn_thread(void *p)
+{
+    conn_job *job = p;
+    te_rpc_server *s = job->server;
+    serve_connection(s, job->fd);
+    pthread_mutex_lock(&s->lock);
+    s->conn_fds[job->slot] = -1;
+    close(job->fd);
+    if (--s->active == 0)
+        pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    free(job);
+    return NULL;
+}
+
+static void *accept_thread(void *p)
+{
+    te_rpc_server *s = p;
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = s->listen_fd, .events = POLLIN},
+                                {.fd = s->wake_pipe[0], .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[1].revents)
+            break;
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                usleep(10000); /* out of fds: back off instead of spinning */
+            continue;
+        }
+        pthread_mutex_lock(&s->lock);
+        int slot = -1;
+        for (int i = 0; i < s->max_connections; i++)
+            if (s->conn_fds[i] < 0) {
+                slot = i;
+                break;
+            }
+        conn_job *job = slot >= 0 ? malloc(sizeof *job) : NULL;
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        if (job) {
+            *job = (conn_job){.server = s, .fd = fd, .slot = slot};
+            s->conn_fds[slot] = fd;
+            s->active++;
+            if (pthread_create(&t, &attr, conn_thread, job) != 0) {
+                s->conn_fds[slot] = -1;
+                s->active--;
+                free(job);
+                job = NULL;
+            }
+        }
+        pthread_attr_destroy(&attr);
+        pthread_mutex_unlock(&s->lock);
+        if (!job) {
+            te_log(TE_LOG_WARN, "rpc", "RPC port busy (%d connections): refusing one",
+                   s->max_connections);
+            close(fd);
+        }
+    }
+    return NULL;
+}
+
+int te_rpc_server_start(te_rpc_server *s, int listen_fd, uint16_t port, uint64_t max_frame,
+                        int io_timeout_ms, int max_connections)
+{
+    memset(s, 0, sizeof *s);
+    s->listen_fd = listen_fd;
+    s->port = port;
+    s->max_frame = max_frame;
+    s->io_timeout_ms = io_timeout_ms;
+    s->max_connections = max_connections;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->conn_fds = malloc(sizeof(int) * (size_t)max_connections);
+    if (!s->conn_fds)
+        return TE_ERR_MEMORY;
+    for (int i = 0; i < max_connections; i++)
+        s->conn_fds[i] = -1;
+    if (pipe2(s->wake_pipe, O_CLOEXEC) < 0) {
+        free(s->conn_fds);
+        return te_fail(TE_ERR_SOCKET, "pipe: %s", strerror(errno));
+    }
+    if (pthread_create(&s->thread, NULL, accept_thread, s) != 0) {
+        close(s->wake_pipe[0]);
+        close(s->wake_pipe[1]);
+        free(s->conn_fds);
+        return te_fail(TE_ERR_MEMORY, "cannot start the RPC thread");
+    }
+    s->running = 1;
+    return 0;
+}
+
+void te_rpc_server_stop(te_rpc_server *s)
+{
+    if (!s->running)
+        return;
+    char c = 1;
+    ssize_t w = write(s->wake_pipe[1], &c, 1);
+    (void)w;
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->max_connections; i++)
+        if (s->conn_fds[i] >= 0)
+            shutdown(s->conn_fds[i], SHUT_RDWR);
+    while (s->active > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    close(s->wake_pipe[0]);
+    close(s->wake_pipe[1]);
+    free(s->conn_fds);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    s->running = 0;
+}
+
+int te_rpc_server_set_handler(te_rpc_server *s, int type, te_rpc_handler fn, void *arg)
+{
+    if (type < 0 || type >= TE_RPC_TYPES)
+        return TE_ERR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&s->lock);
+    s->handlers[type] = fn;
+    s->handler_args[type] = arg;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int te_rpc_call(const char *host, uint16_t port, int type, const char *req, size_t req_len,
+                char **reply, size_t *reply_len, int timeout_ms, uint64_t max_frame)
+{
+    if (type < 0 || type >= TE_RPC_TYPES)
+        return TE_ERR_INVALID_ARGUMENT;
+    int64_t deadline = te_now_ns() + (int64_t)timeout_ms * 1000000;
+    int fd = te_net_connect(host, port, timeout_ms);
+    if (fd < 0)
+        return fd;
+    int rtype = -1;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = write_frame(fd, type, req, req_len, deadline);
+    if (!rc)
+        rc = read_frame(fd, max_frame, deadline, &rtype, &buf, &len);
+    close(fd);
+    if (rc)
+        return te_fail(rc, "RPC to %s:%u failed: %s", host, port, te_strerror(rc));
+    if (rtype != type) {
+        free(buf);
+        return te_fail(TE_ERR_MALFORMED_JSON, "RPC to %s:%u: reply of type %d to type %d", host,
+                       port, rtype, type);
+    }
+    *reply = buf;
+    if (reply_len)
+        *reply_len = len;
+    return 0;
+}

@@ -1,0 +1,15 @@
+/* topology.h - NIC/CPU/GPU locality (hwloc) in the original's JSON format. */
+#ifndef TE_CORE_TOPOLOGY_H
+#define TE_CORE_TOPOLOGY_H
+
+#include <stddef.h>
+
+/* The priority matrix of this host as JSON text, NICs filtered by the comma
+ * separated `device_filter` (NULL/"" = all) and by MC_TE_FILTERS; replaced by
+ * the file named in MC_CUSTOM_TOPO_JSON when set.  *json is malloc()'d. */
+int te_topology_local_json(const char *device_filter, char **json);
+
+/* "cpu:N" / "cuda:N" for the memory at addr, "*" when unknown. */
+int te_topology_memory_location(const void *addr, size_t len, char *out, size_t out_len);
+
+#endif

@@ -1,0 +1,173 @@
+/* test_util.c - peer processes and data patterns for the tests. */
+#include "test_util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint8_t pattern_byte(uint64_t seed, uint64_t i)
+{
+    uint64_t x = (i / 8) * 0x9E3779B97F4A7C15ull ^ seed * 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 31;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 29;
+    return (uint8_t)(x >> (8 * (i % 8)));
+}
+
+void te_test_fill(void *buf, size_t len, uint64_t seed, uint64_t offset)
+{
+    uint8_t *p = buf;
+    for (size_t i = 0; i < len; i++)
+        p[i] = pattern_byte(seed, offset + i);
+}
+
+long long te_test_check(const void *buf, size_t len, uint64_t seed, uint64_t offset)
+{
+    const uint8_t *p = buf;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != pattern_byte(seed, offset + i))
+            return (long long)i;
+    return -1;
+}
+
+const char *te_test_bin(const char *name, char *out, size_t out_len)
+{
+    const char *dir = getenv("TE_TEST_BIN_DIR");
+    snprintf(out, out_len, "%s/%s", dir ? dir : ".", name);
+    return out;
+}
+
+static int read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+    size_t n = 0;
+    while (n + 1 < len) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, timeout_ms);
+        if (r == 0)
+            return -ETIMEDOUT;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        ssize_t got = read(fd, buf + n, 1);
+        if (got <= 0)
+            return -EPIPE;
+        if (buf[n] == '\n') {
+            buf[n] = '\0';
+            return 0;
+        }
+        n++;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+int te_test_peer_start(te_test_peer *p, const char *const *args)
+{
+    memset(p, 0, sizeof *p);
+    int in[2], out[2];
+    if (pipe(in) || pipe(out))
+        return -1;
+    char bin[1024];
+    te_test_bin("te-test-peer", bin, sizeof bin);
+    const char *argv[32] = {bin};
+    int argc = 1;
+    for (int i = 0; args && args[i] && argc < 31; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->pid = pid;
+    p->to_child = in[1];
+    p->from_child = out[0];
+    char line[1024];
+    if (read_line(p->from_child, line, sizeof line, 20000) != 0) {
+        te_test_peer_kill(p, SIGKILL);
+        return -1;
+    }
+    unsigned long long addr, size;
+    if (sscanf(line, "READY %511s %llx %llu %d", p->segment, &addr, &size, &p->rpc_port) != 4) {
+        fprintf(stderr, "peer said: %s\n", line);
+        te_test_peer_kill(p, SIGKILL);
+        return -1;
+    }
+    p->addr = addr;
+    p->size = size;
+    return 0;
+}
+
+int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply_len)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s\n", cmd);
+    if (write(p->to_child, line, (size_t)n) != n)
+        return -1;
+    char tmp[1024];
+    if (!reply) {
+        reply = tmp;
+        reply_len = sizeof tmp;
+    }
+    return read_line(p->from_child, reply, reply_len, 30000);
+}
+
+void te_test_peer_kill(te_test_peer *p, int sig)
+{
+    if (p->pid > 0) {
+        kill(p->pid, sig);
+        if (sig == SIGKILL) {
+            waitpid(p->pid, NULL, 0);
+            p->pid = 0;
+        }
+    }
+    if (sig == SIGKILL) {
+        if (p->to_child > 0)
+            close(p->to_child);
+        if (p->from_child > 0)
+            close(p->from_child);
+        p->to_child = p->from_child = -1;
+    }
+}
+
+int te_test_peer_stop(te_test_peer *p)
+{
+    if (p->pid <= 0)
+        return -1;
+    ssize_t w = write(p->to_child, "quit\n", 5);
+    (void)w;
+    close(p->to_child);
+    p->to_child = -1;
+    int status = -1;
+    for (int i = 0; i < 1000; i++) {
+        pid_t r = waitpid(p->pid, &status, WNOHANG);
+        if (r == p->pid)
+            break;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        if (i == 999) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+        }
+    }
+    close(p->from_child);
+    p->from_child = -1;
+    p->pid = 0;
+    return status;
+}

@@ -1,0 +1,37 @@
+/* test_util.h - helpers for multi-process tests: a peer engine in another
+ * process (te-test-peer) driven over a pipe, and data patterns. */
+#ifndef TE_TEST_UTIL_H
+#define TE_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct te_test_peer {
+    pid_t pid;
+    int to_child;
+    int from_child;
+    char segment[512];
+    uint64_t addr;
+    uint64_t size;
+    int rpc_port;
+} te_test_peer;
+
+/* Starts build/tests/te-test-peer with the given arguments (NULL-terminated
+ * list after argv0) and waits (up to 20 s) for its READY line. 0 on success. */
+int te_test_peer_start(te_test_peer *p, const char *const *args);
+/* Sends one command line and reads one reply line (timeout 30 s). */
+int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply_len);
+/* Asks the peer to quit and reaps it (SIGKILL after 10 s); returns its exit status. */
+int te_test_peer_stop(te_test_peer *p);
+void te_test_peer_kill(te_test_peer *p, int sig);
+
+/* Deterministic pattern: byte i of a fill with seed s. */
+void te_test_fill(void *buf, size_t len, uint64_t seed, uint64_t offset);
+/* Index of the first byte that differs from the pattern, or -1. */
+long long te_test_check(const void *buf, size_t len, uint64_t seed, uint64_t offset);
+
+/* Path of a built test helper: $TE_TEST_BIN_DIR/name. */
+const char *te_test_bin(const char *name, char *out, size_t out_len);
+
+#endif
