@@ -84,6 +84,11 @@ static int host_topology(te_host *h, char **json)
     return te_topology_local_json(te_engine_of(h)->device_filter, json);
 }
 
+static int host_topology_nics(te_host *h, const char *location, char **json_array)
+{
+    return te_topology_nics_json(te_engine_of(h)->device_filter, location, json_array);
+}
+
 const te_host_api te_host_api_table = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -104,5 +109,6 @@ const te_host_api te_host_api_table = {
     .now_ns = te_now_ns,
     .advertised_host = host_advertised_host,
     .topology = host_topology,
+    .topology_nics = host_topology_nics,
     .memory_location = te_topology_memory_location,
 };

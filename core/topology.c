@@ -14,6 +14,12 @@ int te_topology_local_json(const char *device_filter, char **json)
     return te_fail(TE_ERR_NOT_IMPLEMENTED, "topology discovery is not built yet");
 }
 
+int te_topology_nics_json(const char *device_filter, const char *location, char **json_array)
+{
+    *json_array = NULL;
+    return te_fail(TE_ERR_NOT_IMPLEMENTED, "topology discovery is not built yet");
+}
+
 int te_topology_memory_location(const void *addr, size_t len, char *out, size_t out_len)
 {
     snprintf(out, out_len, "*");

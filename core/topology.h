@@ -9,6 +9,10 @@
  * the file named in MC_CUSTOM_TOPO_JSON when set.  *json is malloc()'d. */
 int te_topology_local_json(const char *device_filter, char **json);
 
+/* The NICs for `location` in order of preference (preferred, then
+ * available) as a JSON array text, from the matrix of te_topology_local_json. */
+int te_topology_nics_json(const char *device_filter, const char *location, char **json_array);
+
 /* "cpu:N" / "cuda:N" for the memory at addr, "*" when unknown. */
 int te_topology_memory_location(const void *addr, size_t len, char *out, size_t out_len);
 

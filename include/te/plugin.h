@@ -142,6 +142,10 @@ typedef struct te_host_api {
      * MC_TE_FILTERS and MC_CUSTOM_TOPO_JSON applied), JSON text in the
      * original's format: {"cpu:0": [["nic", ...], ["nic", ...]], ...}. */
     int (*topology)(te_host *host, char **json);
+    /* The NICs to use for memory at `location` ("cpu:N", "cuda:N", "*"), in
+     * order of preference (preferred ones first, then available ones), as a
+     * JSON array of names.  An unknown location is treated as "*". */
+    int (*topology_nics)(te_host *host, const char *location, char **json_array);
     /* Where memory lives: "cpu:N", "cuda:N", or "*" when unknown. */
     int (*memory_location)(const void *addr, size_t len, char *out, size_t out_len);
 } te_host_api;
