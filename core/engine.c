@@ -119,6 +119,34 @@ static int add_transport(te_engine *e, const char *name, const char *device_filt
     return 0;
 }
 
+/* Same-host accelerators tried before the data transport when their plugin
+ * is installed; each declines peers it cannot reach (peer_open). */
+static const char *const same_host_transports[] = {"shm"};
+
+static void add_same_host_transports(te_engine *e, const char *proto, const char *device_filter)
+{
+    const char *v = te_env("MC_TE_SAME_HOST_TRANSPORT");
+    bool on = true;
+    if (v && te_parse_bool(v, &on) == 0 && !on)
+        return;
+    for (size_t i = 0; i < sizeof same_host_transports / sizeof *same_host_transports; i++) {
+        const char *name = same_host_transports[i];
+        const te_plugin *p;
+        if (!strcmp(name, proto) || e->transport_count + 1 >= TE_MAX_TRANSPORTS)
+            continue;
+        char saved[512];
+        snprintf(saved, sizeof saved, "%s", te_last_error());
+        /* A missing optional plugin is not worth a warning. */
+        int rc = te_plugin_load_quiet(name, TE_PLUGIN_TRANSPORT, &p);
+        if (rc == 0)
+            rc = add_transport(e, name, device_filter);
+        if (rc)
+            te_log(TE_LOG_DEBUG, "core", "same-host transport %s not used: %s", name,
+                   te_last_error());
+        te_set_error("%s", saved);
+    }
+}
+
 static int start_transports(te_engine *e, const char *protocol, const char *device_filter)
 {
     const char *proto = protocol && *protocol ? protocol : "tcp";
@@ -126,12 +154,16 @@ static int start_transports(te_engine *e, const char *protocol, const char *devi
         te_log(TE_LOG_INFO, "core", "MC_FORCE_TCP is set: using tcp instead of %s", proto);
         proto = "tcp";
     }
+    if (!strcmp(proto, "tcp"))
+        add_same_host_transports(e, proto, device_filter);
+    /* The data transport comes last: it names the descriptor's protocol. */
     int rc = add_transport(e, proto, device_filter);
     if (rc && !strcmp(proto, "rdma")) {
         /* Clients such as SGLang and vLLM pass "rdma" by default. */
         te_log(TE_LOG_WARN, "core", "no usable RDMA transport (%s); falling back to tcp",
                te_last_error());
         proto = "tcp";
+        add_same_host_transports(e, proto, device_filter);
         rc = add_transport(e, proto, device_filter);
     }
     return rc;

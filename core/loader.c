@@ -217,7 +217,7 @@ static int try_file(const char *path, const char *name, uint32_t kind, te_plugin
 #undef WHY
 }
 
-int te_plugin_load(const char *name, uint32_t kind, const te_plugin **out)
+static int load(const char *name, uint32_t kind, int quiet, const te_plugin **out)
 {
     if (!name || !valid_name(name))
         return te_fail(TE_ERR_INVALID_ARGUMENT,
@@ -259,8 +259,23 @@ int te_plugin_load(const char *name, uint32_t kind, const te_plugin **out)
     pthread_mutex_unlock(&g_lock);
     if (rc) {
         free(p);
+        if (quiet) {
+            te_set_error("cannot load %s plugin '%s' (%s); tried:%s", kind_name(kind), name, file,
+                         why);
+            return TE_ERR_PLUGIN;
+        }
         return te_fail(TE_ERR_PLUGIN, "cannot load %s plugin '%s' (%s); tried:%s", kind_name(kind),
                        name, file, why);
     }
     return 0;
+}
+
+int te_plugin_load(const char *name, uint32_t kind, const te_plugin **out)
+{
+    return load(name, kind, 0, out);
+}
+
+int te_plugin_load_quiet(const char *name, uint32_t kind, const te_plugin **out)
+{
+    return load(name, kind, 1, out);
 }

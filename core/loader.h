@@ -21,6 +21,8 @@ typedef struct te_plugin {
  * On failure returns TE_ERR_PLUGIN (TE_ERR_INVALID_ARGUMENT for a bad name)
  * with te_last_error() naming every file tried and why. */
 int te_plugin_load(const char *name, uint32_t kind, const te_plugin **out);
+/* The same, setting te_last_error() without logging a warning (optional plugins). */
+int te_plugin_load_quiet(const char *name, uint32_t kind, const te_plugin **out);
 
 /* The directories searched, in order, separated by ':' (for messages). */
 void te_plugin_search_path(char *out, size_t out_len);

@@ -128,6 +128,11 @@ int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply
     return read_line(p->from_child, reply, reply_len, 30000);
 }
 
+int te_test_peer_read(te_test_peer *p, char *reply, size_t reply_len)
+{
+    return read_line(p->from_child, reply, reply_len, 30000);
+}
+
 void te_test_peer_kill(te_test_peer *p, int sig)
 {
     if (p->pid > 0) {

@@ -22,6 +22,8 @@ typedef struct te_test_peer {
 int te_test_peer_start(te_test_peer *p, const char *const *args);
 /* Sends one command line and reads one reply line (timeout 30 s). */
 int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply_len);
+/* Reads one more reply line (for multi-line answers). */
+int te_test_peer_read(te_test_peer *p, char *reply, size_t reply_len);
 /* Asks the peer to quit and reaps it (SIGKILL after 10 s); returns its exit status. */
 int te_test_peer_stop(te_test_peer *p);
 void te_test_peer_kill(te_test_peer *p, int sig);

@@ -1,0 +1,178 @@
+/* tcp.c - the TCP transport plugin: configuration, the descriptor members it
+ * publishes (tcp_data_port, tcp_proto_version), peers, and the ops table.
+ * Wire compatible with Mooncake's TCP transport (v1 and v2 framing). */
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tcp.h"
+
+const te_host_api *tcp_host_api;
+
+static long config_long(te_host *h, const char *name, long def, long min, long max)
+{
+    const char *v = tcp_host_api->config(h, name);
+    if (!v)
+        return def;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < min || x > max) {
+        tcp_host_api->log(h, TE_LOG_WARN, "tcp", "ignoring %s=%s (expected %ld..%ld)", name, v,
+                          min, max);
+        return def;
+    }
+    return x;
+}
+
+void tcp_tune_socket(const tcp_transport *t, int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (t->sock_buf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &t->sock_buf, sizeof t->sock_buf);
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &t->sock_buf, sizeof t->sock_buf);
+    }
+}
+
+void tcp_lane_started(tcp_transport *t)
+{
+    pthread_mutex_lock(&t->lanes_lock);
+    t->live_lanes++;
+    pthread_mutex_unlock(&t->lanes_lock);
+}
+
+void tcp_lane_exited(tcp_transport *t)
+{
+    pthread_mutex_lock(&t->lanes_lock);
+    if (--t->live_lanes == 0)
+        pthread_cond_broadcast(&t->lanes_cond);
+    pthread_mutex_unlock(&t->lanes_lock);
+}
+
+static int tcp_create(te_host *host, const te_transport_params *params, void **inst)
+{
+    tcp_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return TE_ERR_MEMORY;
+    t->host = host;
+    t->lanes_per_peer = (int)config_long(host, "MC_TCP_LANES_PER_PEER", 2, 1, TCP_MAX_LANES);
+    t->connect_timeout_ms = config_long(host, "MC_HANDSHAKE_CONNECT_TIMEOUT", 5, 1, 600) * 1000;
+    t->sock_buf = (int)config_long(host, "MC_TCP_SOCKET_BUFFER", 0, 0, 1 << 30);
+    t->force_v1 = config_long(host, "MC_TCP_PROTO", 2, 1, 2) == 1;
+    pthread_mutex_init(&t->lanes_lock, NULL);
+    pthread_cond_init(&t->lanes_cond, NULL);
+    int rc = tcp_server_start(t, &t->server);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    *inst = t;
+    return 0;
+}
+
+static void tcp_destroy(void *inst)
+{
+    tcp_transport *t = inst;
+    tcp_server_stop(&t->server);
+    /* Peers were closed by the core; their lane threads end on their own. */
+    pthread_mutex_lock(&t->lanes_lock);
+    while (t->live_lanes > 0)
+        pthread_cond_wait(&t->lanes_cond, &t->lanes_lock);
+    pthread_mutex_unlock(&t->lanes_lock);
+    pthread_mutex_destroy(&t->lanes_lock);
+    pthread_cond_destroy(&t->lanes_cond);
+    free(t);
+}
+
+static int tcp_describe(void *inst, char **json)
+{
+    tcp_transport *t = inst;
+    char buf[96];
+    snprintf(buf, sizeof buf, "{\"tcp_data_port\":%u,\"tcp_proto_version\":2}", t->server.port);
+    *json = strdup(buf);
+    return *json ? 0 : TE_ERR_MEMORY;
+}
+
+static int tcp_peer_open(void *inst, const te_peer_info *info, void **handle)
+{
+    tcp_transport *t = inst;
+    json_error_t jerr;
+    json_t *d = json_loads(info->descriptor, 0, &jerr);
+    json_t *port = json_object_get(d, "tcp_data_port");
+    json_t *ver = json_object_get(d, "tcp_proto_version");
+    if (!json_is_integer(port) || json_integer_value(port) <= 0 ||
+        json_integer_value(port) > 65535) {
+        json_decref(d);
+        return TE_ERR_NOT_SUPPORTED_TRANSPORT; /* not a TCP peer */
+    }
+    bool v2 = !t->force_v1 && json_is_integer(ver) && json_integer_value(ver) >= 2;
+    tcp_peer *p = tcp_peer_new(t, info->rpc_host, (uint16_t)json_integer_value(port), v2);
+    json_decref(d);
+    if (!p)
+        return TE_ERR_MEMORY;
+    *handle = p;
+    return 0;
+}
+
+static void tcp_peer_close(void *inst, void *handle)
+{
+    tcp_peer_free(handle);
+}
+
+static int tcp_submit(void *inst, te_slice *const *slices, size_t count)
+{
+    if (count == 0)
+        return 0;
+    /* The core groups runs by transport, not by peer: split by peer here. */
+    size_t start = 0;
+    while (start < count) {
+        size_t end = start + 1;
+        while (end < count && slices[end]->peer == slices[start]->peer)
+            end++;
+        tcp_peer_submit(slices[start]->peer, slices + start, end - start);
+        start = end;
+    }
+    return 0;
+}
+
+static te_transport_ops ops = {
+    .size = sizeof ops,
+    .caps = TE_TRANSPORT_CAP_REMOTE,
+    .slice_size = 1u << 20,
+    .create = tcp_create,
+    .destroy = tcp_destroy,
+    .describe = tcp_describe,
+    .peer_open = tcp_peer_open,
+    .peer_close = tcp_peer_close,
+    .submit = tcp_submit,
+};
+
+static const te_plugin_desc desc = {
+    .size = sizeof desc,
+    .abi_major = TE_PLUGIN_ABI_MAJOR,
+    .abi_minor = TE_PLUGIN_ABI_MINOR,
+    .kind = TE_PLUGIN_TRANSPORT,
+    .name = "tcp",
+    .version = "1.0",
+    .ops = &ops,
+};
+
+TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
+{
+    if (!host || host->size < offsetof(te_host_api, advertised_host) + sizeof(void *))
+        return TE_ERR_PLUGIN;
+    tcp_host_api = host;
+    /* Slices of MC_TCP_SLICE_SIZE (default 1 MiB) let large requests stripe
+     * over the lanes while keeping per-slice overhead small. */
+    const char *v = getenv("MC_TCP_SLICE_SIZE");
+    long ss = v ? strtol(v, NULL, 10) : 0;
+    if (ss >= 4096 && ss <= (1L << 30))
+        ops.slice_size = (uint64_t)ss;
+    *out = &desc;
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* tcp.h - the TCP transport's shared declarations: Mooncake's data framing
+ * (24-byte header, v2 "MCTV" status frames), the target side (server) and
+ * the initiator side (per-peer lanes). */
+#ifndef TE_TCP_H
+#define TE_TCP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "te/plugin.h"
+
+#define TCP_HDR_LEN 24
+#define TCP_OP_READ 0
+#define TCP_OP_WRITE 1
+#define TCP_OP_V2 0x80
+#define TCP_STATUS_MAGIC 0x4D43545600000000ull
+#define TCP_STATUS_OK 0
+#define TCP_STATUS_REJECTED 1
+#define TCP_MAX_LANES 16
+
+extern const te_host_api *tcp_host_api;
+
+#define TCP_LOG(t, lvl, ...) tcp_host_api->log((t)->host, (lvl), "tcp", __VA_ARGS__)
+
+typedef struct tcp_transport tcp_transport;
+typedef struct tcp_peer tcp_peer;
+
+/* ---- wire ---------------------------------------------------------------- */
+
+static inline void tcp_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t tcp_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void tcp_encode_header(uint8_t h[TCP_HDR_LEN], uint64_t size, uint64_t addr,
+                                     uint8_t opcode)
+{
+    tcp_put_u64(h, size);
+    tcp_put_u64(h + 8, addr);
+    h[16] = opcode;
+    for (int i = 17; i < TCP_HDR_LEN; i++)
+        h[i] = 0;
+}
+
+/* ---- target side (tcp_server.c) -------------------------------------------- */
+
+typedef struct tcp_server {
+    int listen_fd;
+    uint16_t port;
+    int wake[2];           /* written once at shutdown; every thread polls it */
+    pthread_t accept_thread;
+    bool running;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    int active;            /* connection threads alive */
+    int max_connections;
+    int64_t io_timeout_ns; /* a started payload must keep moving */
+} tcp_server;
+
+int tcp_server_start(tcp_transport *t, tcp_server *s);
+void tcp_server_stop(tcp_server *s);
+
+/* ---- initiator side (tcp_lane.c) --------------------------------------------- */
+
+tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v2);
+void tcp_peer_free(tcp_peer *p);
+int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count);
+
+struct tcp_transport {
+    te_host *host;
+    tcp_server server;
+    int lanes_per_peer;
+    bool force_v1;
+    int64_t connect_timeout_ms;
+    int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */
+    pthread_mutex_t lanes_lock;
+    pthread_cond_t lanes_cond;
+    int live_lanes; /* lane threads still running; destroy waits for 0 */
+};
+
+void tcp_lane_started(tcp_transport *t);
+void tcp_lane_exited(tcp_transport *t);
+
+void tcp_tune_socket(const tcp_transport *t, int fd);
+
+#endif

@@ -1,0 +1,483 @@
+/* tcp_lane.c - the initiator side of the TCP transport.  A peer has several
+ * lanes; a lane is one persistent connection driven by one thread that
+ * pipelines requests (many in flight, headers and payloads gathered into one
+ * sendmsg straight from user memory) and matches the in-order responses,
+ * receiving READ data straight into user memory.  Idle lanes sleep in poll. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "tcp.h"
+
+#define LANE_RBUF 65536
+#define MAX_IOV 512
+#define MAX_SEND_BYTES (16u << 20)
+
+/* Slice scratch: [0] list link, [1..3] the 24-byte request header. */
+#define NEXT(s) (*(te_slice **)&(s)->transport_data[0])
+#define HDR(s) ((uint8_t *)&(s)->transport_data[1])
+
+typedef struct slist {
+    te_slice *head, *tail;
+} slist;
+
+typedef struct lane {
+    tcp_peer *peer;
+    pthread_mutex_t lock;
+    slist queued; /* handed over by submit, under lock */
+    bool stop, started;
+    int efd;
+    /* Owned by the lane thread. */
+    int fd;
+    slist sending, flying;
+    uint64_t send_off;    /* bytes of sending.head already sent */
+    bool in_data;         /* receiving READ data of flying.head */
+    uint64_t data_off;
+    uint8_t *rbuf;
+    size_t rpos, rlen;
+} lane;
+
+struct tcp_peer {
+    tcp_transport *t;
+    char host[256];
+    uint16_t port;
+    bool v2;
+    int nlanes;
+    atomic_uint next_lane;
+    atomic_int refs; /* the core's handle + one per running lane thread */
+    lane lanes[TCP_MAX_LANES];
+};
+
+static void slist_push(slist *l, te_slice *s)
+{
+    NEXT(s) = NULL;
+    if (l->tail)
+        NEXT(l->tail) = s;
+    else
+        l->head = s;
+    l->tail = s;
+}
+
+static te_slice *slist_pop(slist *l)
+{
+    te_slice *s = l->head;
+    if (s) {
+        l->head = NEXT(s);
+        if (!l->head)
+            l->tail = NULL;
+    }
+    return s;
+}
+
+static void slist_append(slist *dst, slist *src)
+{
+    if (!src->head)
+        return;
+    if (dst->tail)
+        NEXT(dst->tail) = src->head;
+    else
+        dst->head = src->head;
+    dst->tail = src->tail;
+    src->head = src->tail = NULL;
+}
+
+static void peer_unref(tcp_peer *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    for (int i = 0; i < p->nlanes; i++) {
+        pthread_mutex_destroy(&p->lanes[i].lock);
+        close(p->lanes[i].efd);
+    }
+    free(p);
+}
+
+static void complete(lane *l, te_slice *s, int status)
+{
+    tcp_host_api->slice_done(l->peer->t->host, s, status);
+}
+
+static void fail_list(lane *l, slist *list, int status)
+{
+    te_slice *s;
+    while ((s = slist_pop(list)))
+        complete(l, s, status);
+}
+
+/* Fails everything the lane holds and drops the connection: after an error
+ * the byte stream's position is unknown. */
+static void reset_lane(lane *l, int status)
+{
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+    l->send_off = 0;
+    l->in_data = false;
+    l->rpos = l->rlen = 0;
+    fail_list(l, &l->flying, status);
+    fail_list(l, &l->sending, status);
+}
+
+static int lane_connect(lane *l, int64_t deadline)
+{
+    tcp_peer *p = l->peer;
+    int64_t now = tcp_host_api->now_ns();
+    int64_t limit = now + p->t->connect_timeout_ms * 1000000;
+    if (deadline && deadline < limit)
+        limit = deadline;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char service[8];
+    snprintf(service, sizeof service, "%u", p->port);
+    if (getaddrinfo(p->host, service, &hints, &res) != 0) {
+        tcp_host_api->set_error("tcp: cannot resolve %s", p->host);
+        return TE_ERR_DNS;
+    }
+    int rc = TE_ERR_SOCKET;
+    for (struct addrinfo *ai = res; ai && rc; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            continue;
+        tcp_tune_socket(p->t, fd);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+            close(fd);
+            continue;
+        }
+        int64_t left = limit - tcp_host_api->now_ns();
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t sl = sizeof err;
+        if (left > 0 && poll(&pf, 1, (int)(left / 1000000) + 1) == 1 &&
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0) {
+            l->fd = fd;
+            rc = 0;
+        } else {
+            rc = left > 0 && err ? TE_ERR_SOCKET : TE_ERR_TIMEOUT;
+            close(fd);
+            if (rc == TE_ERR_TIMEOUT)
+                break;
+        }
+    }
+    freeaddrinfo(res);
+    if (rc)
+        TCP_LOG(p->t, TE_LOG_WARN, "cannot connect to %s:%u (%s)", p->host, p->port,
+                rc == TE_ERR_TIMEOUT ? "timed out" : strerror(errno));
+    return rc;
+}
+
+static uint64_t wire_bytes(const te_slice *s)
+{
+    return TCP_HDR_LEN + (s->opcode == TE_OP_WRITE ? s->length : 0);
+}
+
+/* Sends as much of the queue as the socket takes.  0 or a status. */
+static int do_send(lane *l)
+{
+    struct iovec iov[MAX_IOV];
+    int n = 0;
+    uint64_t skip = l->send_off, bytes = 0;
+    for (te_slice *s = l->sending.head; s && n + 2 <= MAX_IOV && bytes < MAX_SEND_BYTES;
+         s = NEXT(s)) {
+        uint64_t off = skip;
+        skip = 0;
+        if (off < TCP_HDR_LEN) {
+            iov[n++] = (struct iovec){HDR(s) + off, TCP_HDR_LEN - off};
+            bytes += TCP_HDR_LEN - off;
+            off = 0;
+        } else {
+            off -= TCP_HDR_LEN;
+        }
+        if (s->opcode == TE_OP_WRITE) {
+            iov[n++] = (struct iovec){(char *)s->local + off, s->length - off};
+            bytes += s->length - off;
+        }
+    }
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t sent = sendmsg(l->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : TE_ERR_PEER_CLOSED;
+    uint64_t left = (uint64_t)sent + l->send_off;
+    while (l->sending.head && left >= wire_bytes(l->sending.head)) {
+        te_slice *s = slist_pop(&l->sending);
+        left -= wire_bytes(s);
+        if (!l->peer->v2 && s->opcode == TE_OP_WRITE)
+            complete(l, s, 0); /* v1 writes are never acknowledged */
+        else
+            slist_push(&l->flying, s);
+    }
+    l->send_off = left;
+    return 0;
+}
+
+/* Reads responses.  0 when the socket is drained, or a status. */
+static int do_recv(lane *l)
+{
+    bool v2 = l->peer->v2;
+    for (;;) {
+        te_slice *s = l->flying.head;
+        size_t avail = l->rlen - l->rpos;
+        if (s && !l->in_data && !v2) { /* v1: only READs wait, and get no status */
+            l->in_data = true;
+            l->data_off = 0;
+        }
+        if (s && l->in_data) {
+            uint64_t want = s->length - l->data_off;
+            size_t take = avail < want ? avail : (size_t)want;
+            memcpy((char *)s->local + l->data_off, l->rbuf + l->rpos, take);
+            l->rpos += take;
+            l->data_off += take;
+            want -= take;
+            if (want == 0) {
+                slist_pop(&l->flying);
+                l->in_data = false;
+                complete(l, s, 0);
+                continue;
+            }
+            if (want >= 16384) { /* big payloads land straight in user memory */
+                ssize_t n = recv(l->fd, (char *)s->local + l->data_off, want, MSG_DONTWAIT);
+                if (n > 0) {
+                    l->data_off += (uint64_t)n;
+                    continue;
+                }
+                if (n == 0)
+                    return TE_ERR_PEER_CLOSED;
+                return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : TE_ERR_PEER_CLOSED;
+            }
+        } else if (s && avail >= 8) {
+            uint64_t st = tcp_get_u64(l->rbuf + l->rpos);
+            l->rpos += 8;
+            if ((st & 0xFFFFFFFF00000000ull) != TCP_STATUS_MAGIC) {
+                TCP_LOG(l->peer->t, TE_LOG_WARN, "bad status frame from %s:%u", l->peer->host,
+                        l->peer->port);
+                return TE_ERR_MALFORMED_JSON;
+            }
+            uint32_t code = (uint32_t)st;
+            if (code != TCP_STATUS_OK || s->opcode == TE_OP_WRITE) {
+                slist_pop(&l->flying);
+                complete(l, s, code == TCP_STATUS_OK ? 0 : TE_ERR_ADDRESS_NOT_REGISTERED);
+            } else {
+                l->in_data = true;
+                l->data_off = 0;
+            }
+            continue;
+        }
+        /* Need more bytes in rbuf. */
+        if (l->rpos > 0) {
+            memmove(l->rbuf, l->rbuf + l->rpos, l->rlen - l->rpos);
+            l->rlen -= l->rpos;
+            l->rpos = 0;
+        }
+        ssize_t n = recv(l->fd, l->rbuf + l->rlen, LANE_RBUF - l->rlen, MSG_DONTWAIT);
+        if (n > 0) {
+            if (!l->flying.head) {
+                TCP_LOG(l->peer->t, TE_LOG_WARN, "unexpected bytes from %s:%u", l->peer->host,
+                        l->peer->port);
+                return TE_ERR_MALFORMED_JSON;
+            }
+            l->rlen += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return TE_ERR_PEER_CLOSED;
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : TE_ERR_PEER_CLOSED;
+    }
+}
+
+static int64_t earliest_deadline(const lane *l)
+{
+    int64_t d = 0;
+    const te_slice *c[2] = {l->flying.head, l->sending.head};
+    for (int i = 0; i < 2; i++)
+        if (c[i] && c[i]->deadline_ns && (!d || c[i]->deadline_ns < d))
+            d = c[i]->deadline_ns;
+    return d;
+}
+
+static void drain_efd(lane *l)
+{
+    uint64_t v;
+    ssize_t r = read(l->efd, &v, sizeof v);
+    (void)r;
+}
+
+static void *lane_main(void *arg)
+{
+    lane *l = arg;
+    tcp_peer *p = l->peer;
+    for (;;) {
+        pthread_mutex_lock(&l->lock);
+        slist_append(&l->sending, &l->queued);
+        bool stop = l->stop;
+        pthread_mutex_unlock(&l->lock);
+        if (stop) {
+            reset_lane(l, TE_ERR_STATE);
+            break;
+        }
+        int64_t deadline = earliest_deadline(l);
+        if (deadline && tcp_host_api->now_ns() >= deadline) {
+            TCP_LOG(p->t, TE_LOG_WARN, "transfers to %s:%u passed their deadline", p->host, p->port);
+            reset_lane(l, TE_ERR_TIMEOUT);
+            continue;
+        }
+        if (l->sending.head && l->fd < 0) {
+            int rc = lane_connect(l, deadline);
+            if (rc) {
+                reset_lane(l, rc);
+                continue;
+            }
+        }
+        int rc = 0;
+        if (l->sending.head)
+            rc = do_send(l); /* the socket is usually writable: try before polling */
+        if (rc) {
+            reset_lane(l, rc);
+            continue;
+        }
+        struct pollfd pf[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = l->fd, .events = POLLIN}};
+        if (l->sending.head)
+            pf[1].events |= POLLOUT;
+        int ms = -1;
+        if (deadline) {
+            int64_t left = deadline - tcp_host_api->now_ns();
+            ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
+        }
+        int nfds = l->fd >= 0 ? 2 : 1;
+        if (poll(pf, (nfds_t)nfds, ms) < 0 && errno != EINTR)
+            break;
+        if (pf[0].revents)
+            drain_efd(l);
+        if (nfds == 2 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            rc = do_recv(l);
+            if (!rc && !l->flying.head && !l->sending.head && (pf[1].revents & (POLLHUP | POLLERR)))
+                rc = TE_ERR_PEER_CLOSED; /* idle connection went away: reconnect later */
+        }
+        if (!rc && nfds == 2 && (pf[1].revents & POLLOUT) && l->sending.head)
+            rc = do_send(l);
+        if (rc)
+            reset_lane(l, rc);
+    }
+    free(l->rbuf);
+    l->rbuf = NULL;
+    tcp_transport *t = p->t;
+    peer_unref(p);
+    tcp_lane_exited(t);
+    return NULL;
+}
+
+static int lane_start(lane *l)
+{
+    l->rbuf = malloc(LANE_RBUF);
+    if (!l->rbuf)
+        return TE_ERR_MEMORY;
+    atomic_fetch_add(&l->peer->refs, 1);
+    tcp_lane_started(l->peer->t);
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, lane_main, l);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        atomic_fetch_sub(&l->peer->refs, 1);
+        tcp_lane_exited(l->peer->t);
+        free(l->rbuf);
+        l->rbuf = NULL;
+        return TE_ERR_MEMORY;
+    }
+    l->started = true;
+    return 0;
+}
+
+tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v2)
+{
+    tcp_peer *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->t = t;
+    snprintf(p->host, sizeof p->host, "%s", host);
+    p->port = port;
+    p->v2 = v2;
+    p->nlanes = t->lanes_per_peer;
+    atomic_init(&p->refs, 1);
+    for (int i = 0; i < p->nlanes; i++) {
+        lane *l = &p->lanes[i];
+        l->peer = p;
+        l->fd = -1;
+        l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        pthread_mutex_init(&l->lock, NULL);
+        if (l->efd < 0) {
+            for (int j = 0; j <= i; j++) {
+                pthread_mutex_destroy(&p->lanes[j].lock);
+                if (p->lanes[j].efd >= 0)
+                    close(p->lanes[j].efd);
+            }
+            free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+/* Called by the core once no slice uses the peer (possibly from one of its
+ * own lane threads, inside slice_done): lanes stop on their own. */
+void tcp_peer_free(tcp_peer *p)
+{
+    for (int i = 0; i < p->nlanes; i++) {
+        lane *l = &p->lanes[i];
+        pthread_mutex_lock(&l->lock);
+        l->stop = true;
+        pthread_mutex_unlock(&l->lock);
+        uint64_t one = 1;
+        ssize_t w = write(l->efd, &one, sizeof one);
+        (void)w;
+    }
+    peer_unref(p);
+}
+
+int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count)
+{
+    /* Consecutive slices go to one lane in runs, so small requests batch and
+     * large requests (many slices) stripe over every lane. */
+    size_t per_lane = (count + (size_t)p->nlanes - 1) / (size_t)p->nlanes;
+    unsigned first = atomic_fetch_add(&p->next_lane, 1);
+    for (size_t start = 0, k = 0; start < count; start += per_lane, k++) {
+        lane *l = &p->lanes[(first + k) % (unsigned)p->nlanes];
+        size_t end = start + per_lane < count ? start + per_lane : count;
+        slist run = {0};
+        for (size_t i = start; i < end; i++) {
+            te_slice *s = slices[i];
+            tcp_encode_header(HDR(s), s->length, s->remote,
+                              (uint8_t)((s->opcode == TE_OP_WRITE ? TCP_OP_WRITE : TCP_OP_READ) |
+                                        (p->v2 ? TCP_OP_V2 : 0)));
+            slist_push(&run, s);
+        }
+        pthread_mutex_lock(&l->lock);
+        int rc = l->started ? 0 : lane_start(l);
+        bool was_empty = !l->queued.head;
+        if (!rc)
+            slist_append(&l->queued, &run);
+        pthread_mutex_unlock(&l->lock);
+        if (rc) {
+            te_slice *s;
+            while ((s = slist_pop(&run)))
+                tcp_host_api->slice_done(p->t->host, s, rc);
+            continue;
+        }
+        if (was_empty) {
+            uint64_t one = 1;
+            ssize_t w = write(l->efd, &one, sizeof one);
+            (void)w;
+        }
+    }
+    return 0;
+}

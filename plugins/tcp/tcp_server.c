@@ -1,0 +1,375 @@
+/* tcp_server.c - the target side of the TCP transport.  One thread per
+ * incoming connection reads request headers through a buffer (so a burst of
+ * small requests costs few syscalls), checks each range against registered
+ * memory (pinning it), receives WRITE payloads straight into that memory,
+ * sends READ payloads straight from it, and batches v2 acknowledgements. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "tcp.h"
+
+#define RBUF_SIZE (256 * 1024)
+#define ACK_BATCH 512
+#define MAX_DISCARD (1ull << 30) /* payload of a rejected write we still drain */
+
+typedef struct conn {
+    tcp_transport *t;
+    int fd;
+    uint8_t *rbuf;
+    size_t rpos, rlen;
+    uint8_t acks[ACK_BATCH * 8];
+    size_t nacks;
+} conn;
+
+/* Waits for fd (or shutdown).  deadline 0 = no limit.  0, or -1 to close. */
+static int wait_fd(conn *c, short events, int64_t deadline)
+{
+    tcp_server *s = &c->t->server;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = c->fd, .events = events}, {.fd = s->wake[0], .events = POLLIN}};
+        int ms = -1;
+        if (deadline) {
+            int64_t left = deadline - tcp_host_api->now_ns();
+            if (left <= 0)
+                return -1;
+            ms = (int)(left / 1000000) + 1;
+        }
+        int n = poll(p, 2, ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || p[1].revents)
+            return -1;
+        return 0;
+    }
+}
+
+static int send_all(conn *c, struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    while (iovcnt > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(c, POLLOUT, deadline) == 0)
+                continue;
+            return -1;
+        }
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+static int flush_acks(conn *c, int64_t deadline)
+{
+    if (!c->nacks)
+        return 0;
+    struct iovec iov = {.iov_base = c->acks, .iov_len = c->nacks * 8};
+    c->nacks = 0;
+    return send_all(c, &iov, 1, deadline);
+}
+
+static int queue_ack(conn *c, uint64_t code)
+{
+    tcp_put_u64(c->acks + c->nacks * 8, TCP_STATUS_MAGIC | code);
+    if (++c->nacks == ACK_BATCH)
+        return flush_acks(c, tcp_host_api->now_ns() + c->t->server.io_timeout_ns);
+    return 0;
+}
+
+/* Makes at least `need` bytes available in rbuf.  Flushes pending acks
+ * before blocking so the initiator is never kept waiting on us. */
+static int fill(conn *c, size_t need, int64_t deadline)
+{
+    if (c->rlen - c->rpos >= need)
+        return 0;
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    while (c->rlen < need) {
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return -1;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (flush_acks(c, tcp_host_api->now_ns() + c->t->server.io_timeout_ns) ||
+            wait_fd(c, POLLIN, deadline))
+            return -1;
+    }
+    return 0;
+}
+
+/* Moves `len` payload bytes into dst (NULL: discard), buffered bytes first. */
+static int receive_payload(conn *c, uint8_t *dst, uint64_t len, int64_t deadline)
+{
+    size_t have = c->rlen - c->rpos;
+    size_t take = have < len ? have : (size_t)len;
+    if (dst)
+        memcpy(dst, c->rbuf + c->rpos, take);
+    c->rpos += take;
+    len -= take;
+    uint64_t off = take;
+    while (len > 0) {
+        if (!dst || len < 16384) { /* small tails and discards go through rbuf */
+            if (fill(c, 1, deadline))
+                return -1;
+            have = c->rlen - c->rpos;
+            take = have < len ? have : (size_t)len;
+            if (dst)
+                memcpy(dst + off, c->rbuf + c->rpos, take);
+            c->rpos += take;
+            off += take;
+            len -= take;
+            continue;
+        }
+        ssize_t n = recv(c->fd, dst + off, len, MSG_DONTWAIT);
+        if (n > 0) {
+            off += (uint64_t)n;
+            len -= (uint64_t)n;
+        } else if (n == 0) {
+            return -1;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (flush_acks(c, deadline) || wait_fd(c, POLLIN, deadline))
+                return -1;
+        } else if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Handles one request; -1 closes the connection. */
+static int handle_request(conn *c)
+{
+    if (fill(c, TCP_HDR_LEN, 0))
+        return -1;
+    const uint8_t *h = c->rbuf + c->rpos;
+    uint64_t size = tcp_get_u64(h), addr = tcp_get_u64(h + 8);
+    uint8_t opcode = h[16];
+    c->rpos += TCP_HDR_LEN;
+    bool v2 = (opcode & TCP_OP_V2) != 0;
+    int op = opcode & ~TCP_OP_V2;
+    int64_t deadline = tcp_host_api->now_ns() + c->t->server.io_timeout_ns;
+    if (op != TCP_OP_READ && op != TCP_OP_WRITE) {
+        TCP_LOG(c->t, TE_LOG_WARN, "closing a data connection: unknown opcode 0x%x", opcode);
+        return -1;
+    }
+    void *pin = NULL;
+    if (size == 0 || tcp_host_api->pin_range(c->t->host, addr, size, &pin) != 0) {
+        TCP_LOG(c->t, TE_LOG_WARN, "rejected %s of %llu bytes at 0x%llx: not inside one registered buffer",
+                op == TCP_OP_WRITE ? "write" : "read", (unsigned long long)size,
+                (unsigned long long)addr);
+        if (!v2)
+            return -1; /* v1 has no status frame: closing is the answer */
+        if (op == TCP_OP_WRITE) {
+            /* Drain the payload so the connection stays usable; never store it. */
+            if (size > MAX_DISCARD || receive_payload(c, NULL, size, deadline))
+                return -1;
+        }
+        return queue_ack(c, TCP_STATUS_REJECTED);
+    }
+    int rc;
+    if (op == TCP_OP_WRITE) {
+        rc = receive_payload(c, (uint8_t *)(uintptr_t)addr, size, deadline);
+        if (!rc && v2)
+            rc = queue_ack(c, TCP_STATUS_OK);
+    } else {
+        uint8_t status[8];
+        tcp_put_u64(status, TCP_STATUS_MAGIC | TCP_STATUS_OK);
+        struct iovec iov[3];
+        int n = 0;
+        if (c->nacks) { /* keep responses in request order */
+            iov[n++] = (struct iovec){c->acks, c->nacks * 8};
+            c->nacks = 0;
+        }
+        if (v2)
+            iov[n++] = (struct iovec){status, 8};
+        iov[n++] = (struct iovec){(void *)(uintptr_t)addr, size};
+        rc = send_all(c, iov, n, deadline);
+    }
+    tcp_host_api->unpin_range(c->t->host, pin);
+    return rc;
+}
+
+static void *conn_main(void *arg)
+{
+    conn *c = arg;
+    tcp_server *s = &c->t->server;
+    while (handle_request(c) == 0)
+        ;
+    close(c->fd);
+    free(c->rbuf);
+    pthread_mutex_lock(&s->lock);
+    if (--s->active == 0)
+        pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    free(c);
+    return NULL;
+}
+
+static void start_connection(tcp_transport *t, int fd)
+{
+    tcp_server *s = &t->server;
+    conn *c = calloc(1, sizeof *c);
+    uint8_t *rbuf = malloc(RBUF_SIZE);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&s->lock);
+    bool ok = c && rbuf && s->active < s->max_connections;
+    if (ok) {
+        *c = (conn){.t = t, .fd = fd, .rbuf = rbuf};
+        s->active++;
+        pthread_t th;
+        if (pthread_create(&th, &attr, conn_main, c) != 0) {
+            s->active--;
+            ok = false;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    pthread_attr_destroy(&attr);
+    if (!ok) {
+        TCP_LOG(t, TE_LOG_WARN, "refusing a data connection (%d open)", s->max_connections);
+        close(fd);
+        free(c);
+        free(rbuf);
+    }
+}
+
+static void *accept_main(void *arg)
+{
+    tcp_transport *t = arg;
+    tcp_server *s = &t->server;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN},
+                              {.fd = s->wake[0], .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (p[1].revents)
+            break;
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                usleep(10000);
+            continue;
+        }
+        tcp_tune_socket(t, fd);
+        start_connection(t, fd);
+    }
+    return NULL;
+}
+
+/* Binds a random port in [MC_MIN_RPC_PORT, MC_MAX_RPC_PORT] like the original's
+ * data port, dual-stack where IPv6 is available. */
+static int bind_data_port(tcp_transport *t, tcp_server *s)
+{
+    const char *lo_s = tcp_host_api->config(t->host, "MC_MIN_RPC_PORT");
+    const char *hi_s = tcp_host_api->config(t->host, "MC_MAX_RPC_PORT");
+    long lo = lo_s ? strtol(lo_s, NULL, 10) : 15000, hi = hi_s ? strtol(hi_s, NULL, 10) : 17000;
+    if (lo < 1024 || hi > 65535 || lo > hi)
+        lo = 15000, hi = 17000;
+    unsigned seed = (unsigned)tcp_host_api->now_ns() ^ (unsigned)getpid();
+    for (int tries = 0; tries < 500; tries++) {
+        uint16_t port = (uint16_t)(lo + rand_r(&seed) % (hi - lo + 1));
+        int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port),
+                                  .sin6_addr = in6addr_any};
+        struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port),
+                                 .sin_addr.s_addr = htonl(INADDR_ANY)};
+        struct sockaddr *a = (struct sockaddr *)&a6;
+        socklen_t alen = sizeof a6;
+        if (fd < 0) {
+            fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            a = (struct sockaddr *)&a4;
+            alen = sizeof a4;
+        } else {
+            int zero = 0;
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        }
+        if (fd < 0)
+            return TE_ERR_SOCKET;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a, alen) == 0 && listen(fd, 512) == 0) {
+            s->listen_fd = fd;
+            s->port = port;
+            return 0;
+        }
+        close(fd);
+    }
+    tcp_host_api->set_error("tcp: no free data port in %ld..%ld", lo, hi);
+    return TE_ERR_SOCKET;
+}
+
+int tcp_server_start(tcp_transport *t, tcp_server *s)
+{
+    memset(s, 0, sizeof *s);
+    s->max_connections = 1024;
+    const char *to = tcp_host_api->config(t->host, "MC_TCP_STATUS_TIMEOUT_SEC");
+    long secs = to ? strtol(to, NULL, 10) : 30;
+    s->io_timeout_ns = (secs > 0 && secs < 3600 ? secs : 30) * 1000000000LL;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    int rc = bind_data_port(t, s);
+    if (rc)
+        return rc;
+    if (pipe2(s->wake, O_CLOEXEC) < 0) {
+        close(s->listen_fd);
+        return TE_ERR_SOCKET;
+    }
+    if (pthread_create(&s->accept_thread, NULL, accept_main, t) != 0) {
+        close(s->listen_fd);
+        close(s->wake[0]);
+        close(s->wake[1]);
+        return TE_ERR_MEMORY;
+    }
+    s->running = true;
+    return 0;
+}
+
+void tcp_server_stop(tcp_server *s)
+{
+    if (!s->running)
+        return;
+    char b = 1;
+    ssize_t w = write(s->wake[1], &b, 1); /* never drained: wakes every poller */
+    (void)w;
+    pthread_join(s->accept_thread, NULL);
+    close(s->listen_fd);
+    pthread_mutex_lock(&s->lock);
+    while (s->active > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    s->running = false;
+}
