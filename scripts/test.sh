@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up (Debian packages), builds and runs every test with ctest.
+#   bash scripts/test.sh            # release build in build/
+#   TE_SANITIZE=address,undefined bash scripts/test.sh   # sanitizer build in build-asan/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+BUILD=${BUILD_DIR:-build}
+EXTRA=()
+if [ -n "${TE_SANITIZE:-}" ]; then
+  BUILD=${BUILD_DIR:-build-${TE_SANITIZE//,/-}}
+  EXTRA+=(-DTE_SANITIZE="$TE_SANITIZE")
+fi
+cmake -S . -B "$BUILD" -DTE_WERROR=ON -DPython3_EXECUTABLE=/usr/bin/python3 "${EXTRA[@]}" >/dev/null
+cmake --build "$BUILD" -j"$(nproc)"
+cd "$BUILD"
+ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-}
