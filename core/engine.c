@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "net.h"
+#include "topology.h"
 
 te_engine *te_engine_create(void)
 {
@@ -93,11 +94,11 @@ static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
     e->rpc_port = port;
     int rc = te_rpc_server_start(&e->rpc, fd, port, e->cfg.max_frame, e->cfg.rpc_io_timeout_ms,
                                  e->cfg.rpc_max_connections);
-    if (rc) {
+    if (rc)
         close(fd);
-        return rc;
-    }
-    return te_rpc_install_builtin(e);
+    /* The built-in handlers are installed once initialization is complete:
+     * until then frames are refused, never served from half-built state. */
+    return rc;
 }
 
 static int add_transport(te_engine *e, const char *name, const char *device_filter)
@@ -259,6 +260,7 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
             goto fail;
         }
     }
+    te_rpc_install_builtin(e);
     e->initialized = true;
     pthread_mutex_unlock(&e->init_lock);
     te_log(TE_LOG_INFO, "core", "engine %s ready: transport %s, metadata %s, RPC port %u",
@@ -307,7 +309,12 @@ static int register_one(te_engine *e, void *addr, size_t length, const char *loc
         return TE_ERR_MEMORY;
     r->addr = (uint64_t)(uintptr_t)addr;
     r->length = length;
-    snprintf(r->location, sizeof r->location, "%s", location && *location ? location : "*");
+    /* "*" asks us to find out, as the original does: the RDMA transport
+     * picks its NICs, and peers theirs, by the buffer's location. */
+    if (!location || !*location || strcmp(location, "*") == 0)
+        te_topology_memory_location(addr, length, r->location, sizeof r->location);
+    else
+        snprintf(r->location, sizeof r->location, "%s", location);
     if (te_memreg_overlaps(&e->memreg, r->addr, r->length)) {
         free(r);
         return te_fail(TE_ERR_ADDRESS_OVERLAPPED, "register: %p+%zu overlaps a registered range",

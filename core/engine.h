@@ -54,7 +54,7 @@ typedef struct te_engine {
     struct te_host host;
     te_config cfg;
     pthread_mutex_t init_lock;
-    bool initialized;
+    atomic_bool initialized; /* read without init_lock by every call */
     bool p2p;
     char segment_name[512];
     char advertised_host[256];
