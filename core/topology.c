@@ -302,14 +302,23 @@ int te_topology_json_from_xml(const char *xml_path, const char *device_filter, c
 
 /* ---- NICs for a location ------------------------------------------------- */
 
+static bool list_has(json_t *list, json_t *name)
+{
+    size_t i;
+    json_t *have;
+    json_array_foreach(list, i, have) {
+        if (json_equal(have, name))
+            return true;
+    }
+    return false;
+}
+
 static int append_unique(json_t *list, json_t *names)
 {
-    size_t i, j;
-    json_t *name, *have;
+    size_t i;
+    json_t *name;
     json_array_foreach(names, i, name) {
-        bool dup = false;
-        json_array_foreach(list, j, have) dup = dup || json_equal(have, name);
-        if (!dup && json_array_append(list, name))
+        if (!list_has(list, name) && json_array_append(list, name))
             return te_fail(TE_ERR_MEMORY, "topology: out of memory");
     }
     return 0;
@@ -332,7 +341,9 @@ static int all_nics(json_t *matrix, json_t *list)
     int rc = 0;
     if (!keys)
         return te_fail(TE_ERR_MEMORY, "topology: out of memory");
-    json_object_foreach(matrix, key, v) keys[k++] = key;
+    json_object_foreach(matrix, key, v) {
+        keys[k++] = key;
+    }
     qsort(keys, n, sizeof *keys, str_cmp);
     for (int l = 0; rc == 0 && l < 2; l++)
         for (k = 0; rc == 0 && k < n; k++)
