@@ -14,4 +14,5 @@ fi
 cmake -S . -B "$BUILD" -DTE_WERROR=ON -DPython3_EXECUTABLE=/usr/bin/python3 "${EXTRA[@]}" >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
 cd "$BUILD"
+export TSAN_OPTIONS="suppressions=$PWD/../tests/tsan.supp ${TSAN_OPTIONS:-}"
 ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-}

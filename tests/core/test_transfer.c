@@ -181,6 +181,7 @@ END_TEST
 int main(void)
 {
     setenv("MC_TRANSFER_TIMEOUT", "3", 1);
+    setenv("MC_TE_SAME_HOST_TRANSPORT", "0", 1); /* this suite tests the TCP path */
     Suite *s = suite_create("transfer");
     TCase *tc = tcase_create("tcp_p2p");
     tcase_add_checked_fixture(tc, setup, teardown);
