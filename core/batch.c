@@ -22,6 +22,10 @@ typedef struct te_task {
     te_segment *seg;           /* reference held until the task finishes */
     te_segment_id seg_id;
     te_region *local_pin;      /* pinned local region or NULL */
+    te_io_counters *seg_io;    /* the peer's counters */
+    int64_t submit_ns;
+    uint64_t length;
+    int opcode, transport;
 } te_task;
 
 typedef struct core_slice {
@@ -131,6 +135,8 @@ static void task_finish(te_task *t)
             te_segment_mark_stale(e, t->seg_id, t->seg); /* refetch before next use */
     }
     atomic_store(&t->state, err ? TE_TRANSFER_FAILED : TE_TRANSFER_COMPLETED);
+    te_metrics_request_done(&e->metrics, t->seg_io, t->transport, t->opcode, t->length, err,
+                            te_now_ns() - t->submit_ns);
     if (t->local_pin)
         te_memreg_unpin(&e->memreg, t->local_pin);
     t->local_pin = NULL;
@@ -333,6 +339,7 @@ static int submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n
     }
     size_t base = b->ntasks;
     b->ntasks += n;
+    atomic_fetch_add_explicit(&e->metrics.inflight, (int64_t)n, memory_order_relaxed);
     atomic_fetch_add(&b->tasks_left, (int)n);
     atomic_fetch_add(&b->settle_left, (int)n);
     atomic_fetch_add(&b->refs, (int)n);
@@ -353,6 +360,11 @@ static int submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n
         t->batch = b;
         t->seg = seg;
         t->seg_id = r->target;
+        t->seg_io = seg->io;
+        t->submit_ns = te_now_ns();
+        t->length = r->length;
+        t->opcode = r->opcode;
+        t->transport = seg->transport;
         atomic_store(&t->state, TE_TRANSFER_WAITING);
         const te_transport *tr = &e->transports[seg->transport];
         int buf = te_segdesc_find(seg->desc, r->remote, r->length);
@@ -362,6 +374,7 @@ static int submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n
             if (te_segment_get(e, r->target, true, &fresh) == 0) {
                 te_segment_put(seg);
                 t->seg = seg = fresh;
+                t->transport = seg->transport;
                 tr = &e->transports[seg->transport];
                 buf = te_segdesc_find(seg->desc, r->remote, r->length);
             }

@@ -29,6 +29,7 @@ te_engine *te_engine_create(void)
     pthread_mutex_init(&e->sender_lock, NULL);
     pthread_cond_init(&e->sender_cond, NULL);
     te_memreg_init(&e->memreg);
+    te_metrics_init(&e->metrics);
     return e;
 }
 
@@ -236,7 +237,8 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
     pthread_mutex_lock(&e->seg_lock);
     e->segments = calloc(16, sizeof *e->segments);
     e->segment_cap = e->segments ? 16 : 0;
-    if (e->segments && (e->segments[0].name = strdup(e->segment_name)))
+    if (e->segments && (e->segments[0].name = strdup(e->segment_name)) &&
+        (e->segments[0].io = calloc(1, sizeof *e->segments[0].io)))
         e->segment_count = 1;
     pthread_mutex_unlock(&e->seg_lock);
     if (!e->segment_count) {
@@ -260,6 +262,9 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
             goto fail;
         }
     }
+    rc = te_metrics_start(e);
+    if (rc)
+        goto fail;
     te_rpc_install_builtin(e);
     e->initialized = true;
     pthread_mutex_unlock(&e->init_lock);
@@ -336,6 +341,7 @@ static int register_one(te_engine *e, void *addr, size_t length, const char *loc
         free(r);
         return te_fail(rc, "register: %p+%zu overlaps a registered range", addr, length);
     }
+    atomic_fetch_add(&e->metrics.registered_bytes, (int64_t)r->length);
     *out = r;
     return 0;
 }
@@ -344,6 +350,7 @@ static void unregister_region(te_engine *e, uint64_t addr)
 {
     te_region *r;
     if (te_memreg_remove(&e->memreg, addr, &r) == 0) {
+        atomic_fetch_sub(&e->metrics.registered_bytes, (int64_t)r->length);
         unregister_from_transports(e, r, e->transport_count);
         free(r);
     }
@@ -397,6 +404,7 @@ int te_unregister_memory_batch(te_engine *e, void *const *addrs, size_t count)
             rc = te_fail(st, "unregister: %p is not the start of a registered range", addrs[i]);
             continue;
         }
+        atomic_fetch_sub(&e->metrics.registered_bytes, (int64_t)r->length);
         unregister_from_transports(e, r, e->transport_count);
         free(r);
         removed++;
@@ -424,6 +432,7 @@ static void unregister_all(te_region *r, void *arg)
 
 static void stop_everything(te_engine *e)
 {
+    te_metrics_stop(e);
     te_rpc_server_stop(&e->rpc);
     te_batches_quiesce(e);
     te_sender_stop(e);

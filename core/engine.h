@@ -9,6 +9,7 @@
 #include "config.h"
 #include "loader.h"
 #include "memreg.h"
+#include "metrics.h"
 #include "rpc.h"
 #include "segdesc.h"
 #include "te/plugin.h"
@@ -33,6 +34,7 @@ typedef struct te_segment {
     uint16_t rpc_port;
     int transport;       /* index in engine->transports */
     void *peer;          /* that transport's peer handle */
+    te_io_counters *io;  /* the slot's counters (live as long as the engine) */
     struct te_engine *engine;
 } te_segment;
 
@@ -40,6 +42,7 @@ typedef struct te_segment_slot {
     char *name;
     te_segment *current; /* NULL until resolved, or after close/refresh */
     bool stale;          /* refetch before the next use */
+    te_io_counters *io;  /* per-peer metrics, never moved by realloc */
 } te_segment_slot;
 
 typedef struct te_notify_node {
@@ -69,6 +72,7 @@ typedef struct te_engine {
     int transport_count;
 
     te_memreg memreg;
+    te_metrics metrics;
 
     pthread_mutex_t seg_lock;
     te_segment_slot *segments;

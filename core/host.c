@@ -89,6 +89,12 @@ static int host_topology_nics(te_host *h, const char *location, char **json_arra
     return te_topology_nics_json(te_engine_of(h)->device_filter, location, json_array);
 }
 
+static void host_metric_add(te_host *h, int metric, uint64_t value)
+{
+    if (metric == TE_METRIC_RETRIES)
+        atomic_fetch_add_explicit(&te_engine_of(h)->metrics.retries, value, memory_order_relaxed);
+}
+
 const te_host_api te_host_api_table = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -111,4 +117,5 @@ const te_host_api te_host_api_table = {
     .topology = host_topology,
     .topology_nics = host_topology_nics,
     .memory_location = te_topology_memory_location,
+    .metric_add = host_metric_add,
 };

@@ -37,10 +37,24 @@ int te_log_enabled(int level)
     return level >= g_log_level;
 }
 
+static void vlog_line(int level, const char *component, const char *fmt, va_list ap);
+
 void te_vlog(int level, const char *component, const char *fmt, va_list ap)
 {
-    if (level < g_log_level)
-        return;
+    if (level >= g_log_level)
+        vlog_line(level, component, fmt, ap);
+}
+
+void te_log_always(const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_line(TE_LOG_INFO, component, fmt, ap);
+    va_end(ap);
+}
+
+static void vlog_line(int level, const char *component, const char *fmt, va_list ap)
+{
     if (level < TE_LOG_TRACE || level > TE_LOG_ERROR)
         level = TE_LOG_ERROR;
     char line[1024];

@@ -12,6 +12,9 @@ void te_log_init(void);
 int te_log_enabled(int level);
 void te_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Writes a line whatever MC_LOG_LEVEL says (reports the user asked for). */
+void te_log_always(const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void te_vlog(int level, const char *component, const char *fmt, va_list ap);
 
 /* Records `fmt` as the calling thread's te_last_error(), logs it at WARN

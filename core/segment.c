@@ -253,6 +253,7 @@ int te_segment_get(te_engine *e, te_segment_id id, bool refresh, te_segment **ou
         return rc;
     pthread_mutex_lock(&e->seg_lock);
     te_segment *old = e->segments[id].current;
+    s->io = e->segments[id].io;
     e->segments[id].current = s;
     e->segments[id].stale = false;
     atomic_fetch_add(&s->refs, 1);
@@ -288,8 +289,12 @@ static int find_or_add_slot(te_engine *e, const char *name, te_segment_id *id)
     te_segment_slot *slot = &e->segments[e->segment_count];
     memset(slot, 0, sizeof *slot);
     slot->name = strdup(name);
-    if (!slot->name)
+    slot->io = calloc(1, sizeof *slot->io);
+    if (!slot->name || !slot->io) {
+        free(slot->name);
+        free(slot->io);
         return TE_ERR_MEMORY;
+    }
     *id = (te_segment_id)e->segment_count++;
     return 0;
 }
@@ -361,6 +366,7 @@ void te_segments_destroy(te_engine *e)
     for (size_t i = 0; i < e->segment_count; i++) {
         te_segment_put(e->segments[i].current);
         free(e->segments[i].name);
+        free(e->segments[i].io);
     }
     free(e->segments);
     e->segments = NULL;

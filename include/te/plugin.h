@@ -148,7 +148,12 @@ typedef struct te_host_api {
     int (*topology_nics)(te_host *host, const char *location, char **json_array);
     /* Where memory lives: "cpu:N", "cuda:N", or "*" when unknown. */
     int (*memory_location)(const void *addr, size_t len, char *out, size_t out_len);
+    /* Adds to one of the engine's counters (enum te_host_metric), e.g. a
+     * transport reporting that it retried a slice on another path. */
+    void (*metric_add)(te_host *host, int metric, uint64_t value);
 } te_host_api;
+
+enum te_host_metric { TE_METRIC_RETRIES = 0 };
 
 /* ---- transports ----------------------------------------------------------- */
 

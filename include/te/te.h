@@ -230,6 +230,18 @@ TE_API int te_send_notify(te_engine *engine, te_segment_id target, const char *n
 /* Checks that a peer's RPC port answers.  0 if it does. */
 TE_API int te_probe(te_engine *engine, const char *peer_name);
 
+/* ---- metrics (an addition beyond the original API) ------------------------- */
+
+/*
+ * The engine's counters as JSON text (documented in docs/metrics.md):
+ * {"transports": {"tcp": {"read_bytes", "write_bytes", "reads", "writes"}},
+ *  "segments": {"<name>": {same members}}, "failures": {"<status name>": n},
+ *  "retries", "inflight_requests", "registered_bytes", "completed_requests",
+ *  "latency_us": {"buckets": [[upper_bound_us, count], ...], "sum_us", "count"}}
+ * Counters only grow (except the two gauges) from te_engine_initialize on.
+ */
+TE_API int te_get_metrics(te_engine *engine, char **json);
+
 /* ---- topology ------------------------------------------------------------ */
 
 /* The local NIC priority matrix as JSON text, in the original's format,

@@ -1,0 +1,370 @@
+/* metrics.c - counters kept per engine with relaxed atomics (no locks on the
+ * data path), their JSON and Prometheus renderings, and the periodic report
+ * thread that exists only when MC_TE_METRIC is on. */
+#include "metrics.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "net.h"
+
+#define ADD(a, v) atomic_fetch_add_explicit(&(a), (v), memory_order_relaxed)
+#define GET(a) atomic_load_explicit(&(a), memory_order_relaxed)
+
+static const struct {
+    int status;
+    const char *label;
+} failure_kinds[TE_FAILURE_KINDS] = {
+    {0, "other"},
+    {TE_ERR_TIMEOUT, "timeout"},
+    {TE_ERR_ADDRESS_NOT_REGISTERED, "address_not_registered"},
+    {TE_ERR_PEER_CLOSED, "peer_closed"},
+    {TE_ERR_SOCKET, "socket"},
+    {TE_ERR_REMOTE, "remote"},
+    {TE_ERR_DNS, "dns"},
+    {TE_ERR_INVALID_ARGUMENT, "invalid_argument"},
+    {TE_ERR_MEMORY, "memory"},
+    {TE_ERR_STATE, "state"},
+    {TE_ERR_ENDPOINT, "endpoint"},
+    {TE_ERR_REJECT_HANDSHAKE, "reject_handshake"},
+    {TE_ERR_MALFORMED_JSON, "malformed"},
+    {TE_ERR_NOT_SUPPORTED_TRANSPORT, "not_supported_transport"},
+    {TE_ERR_METADATA, "metadata"},
+    {TE_ERR_CONTEXT, "context"},
+};
+
+int te_metrics_failure_index(int status)
+{
+    for (int i = 1; i < TE_FAILURE_KINDS; i++)
+        if (failure_kinds[i].status == status)
+            return i;
+    return 0;
+}
+
+const char *te_metrics_failure_label(int index)
+{
+    return index >= 0 && index < TE_FAILURE_KINDS ? failure_kinds[index].label : "other";
+}
+
+void te_metrics_init(te_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cond, NULL);
+    m->http_fd = -1;
+}
+
+static int latency_bucket(uint64_t us)
+{
+    int b = 0;
+    while (b < TE_LAT_BUCKETS - 1 && us > (1ull << b))
+        b++;
+    return b;
+}
+
+void te_metrics_request_done(te_metrics *m, te_io_counters *segment, int transport, int opcode,
+                             uint64_t bytes, int status, int64_t latency_ns)
+{
+    ADD(m->inflight, -1);
+    if (status) {
+        ADD(m->failures[te_metrics_failure_index(status)], 1);
+        return;
+    }
+    te_io_counters *ios[2] = {&m->transport[transport], segment};
+    for (int i = 0; i < 2; i++) {
+        if (!ios[i])
+            continue;
+        if (opcode == TE_OP_READ) {
+            ADD(ios[i]->read_bytes, bytes);
+            ADD(ios[i]->reads, 1);
+        } else {
+            ADD(ios[i]->write_bytes, bytes);
+            ADD(ios[i]->writes, 1);
+        }
+    }
+    uint64_t us = latency_ns > 0 ? (uint64_t)latency_ns / 1000 : 0;
+    ADD(m->completed, 1);
+    ADD(m->latency_sum_us, us);
+    ADD(m->latency[latency_bucket(us)], 1);
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+static json_t *io_json(te_io_counters *c)
+{
+    return json_pack("{s:I, s:I, s:I, s:I}", "read_bytes", (json_int_t)GET(c->read_bytes),
+                     "write_bytes", (json_int_t)GET(c->write_bytes), "reads",
+                     (json_int_t)GET(c->reads), "writes", (json_int_t)GET(c->writes));
+}
+
+int te_metrics_json(te_engine *e, char **json)
+{
+    te_metrics *m = &e->metrics;
+    json_t *root = json_object(), *tr = json_object(), *segs = json_object();
+    json_t *fail = json_object(), *buckets = json_array();
+    for (int i = 0; i < e->transport_count; i++)
+        json_object_set_new(tr, e->transports[i].plugin->name, io_json(&m->transport[i]));
+    pthread_mutex_lock(&e->seg_lock);
+    for (size_t i = 0; i < e->segment_count; i++)
+        if (e->segments[i].name && e->segments[i].io)
+            json_object_set_new(segs, e->segments[i].name, io_json(e->segments[i].io));
+    pthread_mutex_unlock(&e->seg_lock);
+    for (int i = 0; i < TE_FAILURE_KINDS; i++)
+        json_object_set_new(fail, failure_kinds[i].label, json_integer((json_int_t)GET(m->failures[i])));
+    for (int b = 0; b < TE_LAT_BUCKETS; b++)
+        json_array_append_new(buckets, json_pack("[I, I]",
+                              (json_int_t)(b == TE_LAT_BUCKETS - 1 ? -1 : (1ll << b)),
+                              (json_int_t)GET(m->latency[b])));
+    json_object_set_new(root, "transports", tr);
+    json_object_set_new(root, "segments", segs);
+    json_object_set_new(root, "failures", fail);
+    json_object_set_new(root, "retries", json_integer((json_int_t)GET(m->retries)));
+    json_object_set_new(root, "inflight_requests", json_integer((json_int_t)GET(m->inflight)));
+    json_object_set_new(root, "registered_bytes",
+                        json_integer((json_int_t)GET(m->registered_bytes)));
+    json_object_set_new(root, "completed_requests", json_integer((json_int_t)GET(m->completed)));
+    json_object_set_new(root, "latency_us",
+                        json_pack("{s:o, s:I, s:I}", "buckets", buckets, "sum_us",
+                                  (json_int_t)GET(m->latency_sum_us), "count",
+                                  (json_int_t)GET(m->completed)));
+    *json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    return *json ? 0 : TE_ERR_MEMORY;
+}
+
+int te_get_metrics(te_engine *e, char **json)
+{
+    if (!e || !json)
+        return TE_ERR_INVALID_ARGUMENT;
+    if (!e->initialized)
+        return te_fail(TE_ERR_STATE, "metrics: engine not initialized");
+    return te_metrics_json(e, json);
+}
+
+/* ---- Prometheus text ----------------------------------------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* Label values escape backslash, double quote and newline. */
+static void sb_label(sbuf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sb_printf(b, "\\%c", *v);
+        else if (*v == '\n')
+            sb_printf(b, "\\n");
+        else
+            sb_printf(b, "%c", *v);
+    }
+}
+
+static void io_lines(sbuf *b, const char *what, const char *label, const char *value,
+                     te_io_counters *c)
+{
+    static const char *const ops[2] = {"read", "write"};
+    uint64_t bytes[2] = {GET(c->read_bytes), GET(c->write_bytes)};
+    uint64_t reqs[2] = {GET(c->reads), GET(c->writes)};
+    for (int i = 0; i < 2; i++) {
+        sb_printf(b, "te_%s_bytes_total{%s=\"", what, label);
+        sb_label(b, value);
+        sb_printf(b, "\",op=\"%s\"} %llu\n", ops[i], (unsigned long long)bytes[i]);
+        sb_printf(b, "te_%s_requests_total{%s=\"", what, label);
+        sb_label(b, value);
+        sb_printf(b, "\",op=\"%s\"} %llu\n", ops[i], (unsigned long long)reqs[i]);
+    }
+}
+
+int te_metrics_prometheus(te_engine *e, char **text)
+{
+    te_metrics *m = &e->metrics;
+    sbuf b = {0};
+    sb_printf(&b, "# HELP te_transport_bytes_total Bytes moved by completed requests.\n"
+                  "# TYPE te_transport_bytes_total counter\n"
+                  "# HELP te_transport_requests_total Completed requests.\n"
+                  "# TYPE te_transport_requests_total counter\n");
+    for (int i = 0; i < e->transport_count; i++)
+        io_lines(&b, "transport", "transport", e->transports[i].plugin->name, &m->transport[i]);
+    sb_printf(&b, "# HELP te_segment_bytes_total Bytes moved per peer segment.\n"
+                  "# TYPE te_segment_bytes_total counter\n"
+                  "# HELP te_segment_requests_total Completed requests per peer segment.\n"
+                  "# TYPE te_segment_requests_total counter\n");
+    pthread_mutex_lock(&e->seg_lock);
+    for (size_t i = 0; i < e->segment_count; i++)
+        if (e->segments[i].name && e->segments[i].io)
+            io_lines(&b, "segment", "segment", e->segments[i].name, e->segments[i].io);
+    pthread_mutex_unlock(&e->seg_lock);
+    sb_printf(&b, "# HELP te_failures_total Failed requests by cause.\n"
+                  "# TYPE te_failures_total counter\n");
+    for (int i = 0; i < TE_FAILURE_KINDS; i++)
+        sb_printf(&b, "te_failures_total{status=\"%s\"} %llu\n", failure_kinds[i].label,
+                  (unsigned long long)GET(m->failures[i]));
+    sb_printf(&b, "# HELP te_retries_total Slices a transport retried.\n"
+                  "# TYPE te_retries_total counter\nte_retries_total %llu\n"
+                  "# HELP te_inflight_requests Requests submitted and not finished.\n"
+                  "# TYPE te_inflight_requests gauge\nte_inflight_requests %lld\n"
+                  "# HELP te_registered_bytes Bytes of registered local memory.\n"
+                  "# TYPE te_registered_bytes gauge\nte_registered_bytes %lld\n"
+                  "# HELP te_request_latency_seconds Latency of completed requests.\n"
+                  "# TYPE te_request_latency_seconds histogram\n",
+              (unsigned long long)GET(m->retries), (long long)GET(m->inflight),
+              (long long)GET(m->registered_bytes));
+    uint64_t cum = 0;
+    for (int i = 0; i < TE_LAT_BUCKETS; i++) {
+        cum += GET(m->latency[i]);
+        if (i == TE_LAT_BUCKETS - 1)
+            sb_printf(&b, "te_request_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+                      (unsigned long long)cum);
+        else
+            sb_printf(&b, "te_request_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                      (double)(1ull << i) / 1e6, (unsigned long long)cum);
+    }
+    sb_printf(&b, "te_request_latency_seconds_sum %.6f\nte_request_latency_seconds_count %llu\n",
+              (double)GET(m->latency_sum_us) / 1e6, (unsigned long long)cum);
+    if (b.oom) {
+        free(b.p);
+        return TE_ERR_MEMORY;
+    }
+    *text = b.p;
+    return 0;
+}
+
+/* ---- periodic report ---------------------------------------------------------- */
+
+typedef struct snapshot {
+    uint64_t rbytes, wbytes, done, fails, lat[TE_LAT_BUCKETS];
+} snapshot;
+
+static void take(te_engine *e, snapshot *s)
+{
+    te_metrics *m = &e->metrics;
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < e->transport_count; i++) {
+        s->rbytes += GET(m->transport[i].read_bytes);
+        s->wbytes += GET(m->transport[i].write_bytes);
+    }
+    s->done = GET(m->completed);
+    for (int i = 0; i < TE_FAILURE_KINDS; i++)
+        s->fails += GET(m->failures[i]);
+    for (int i = 0; i < TE_LAT_BUCKETS; i++)
+        s->lat[i] = GET(m->latency[i]);
+}
+
+static double percentile_us(const snapshot *a, const snapshot *b, double q)
+{
+    uint64_t total = b->done - a->done, seen = 0;
+    if (!total)
+        return 0;
+    for (int i = 0; i < TE_LAT_BUCKETS; i++) {
+        seen += b->lat[i] - a->lat[i];
+        if (seen >= (uint64_t)(q * (double)total + 0.5) && seen > 0)
+            return (double)(1ull << i);
+    }
+    return (double)(1ull << (TE_LAT_BUCKETS - 1));
+}
+
+static void *reporter_main(void *arg)
+{
+    te_engine *e = arg;
+    te_metrics *m = &e->metrics;
+    snapshot prev, cur;
+    take(e, &prev);
+    pthread_mutex_lock(&m->lock);
+    while (!m->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += m->interval_s;
+        if (pthread_cond_timedwait(&m->cond, &m->lock, &ts) == 0 || m->stop)
+            continue;
+        take(e, &cur);
+        double s = m->interval_s;
+        te_log_always("metrics", "%s: write %.3f GB/s, read %.3f GB/s, %.0f req/s, latency "
+                      "p50 <= %.0f us p99 <= %.0f us, %llu errors in the last %d s",
+                      e->segment_name, (double)(cur.wbytes - prev.wbytes) / s / 1e9,
+                      (double)(cur.rbytes - prev.rbytes) / s / 1e9,
+                      (double)(cur.done - prev.done) / s, percentile_us(&prev, &cur, 0.5),
+                      percentile_us(&prev, &cur, 0.99), (unsigned long long)(cur.fails - prev.fails),
+                      m->interval_s);
+        prev = cur;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+int te_metrics_start(te_engine *e)
+{
+    te_metrics *m = &e->metrics;
+    bool on = false;
+    const char *v = te_env("MC_TE_METRIC");
+    if (v && te_parse_bool(v, &on))
+        TE_WARN("ignoring MC_TE_METRIC=%s (use 1/true/yes/on)", v);
+    uint64_t interval = 5;
+    v = te_env("MC_TE_METRIC_INTERVAL_SECONDS");
+    if (v && te_parse_u64(v, 1, 86400, &interval))
+        TE_WARN("ignoring MC_TE_METRIC_INTERVAL_SECONDS=%s, using 5", v), interval = 5;
+    m->interval_s = (int)interval;
+    m->stop = false;
+    if (on) {
+        if (pthread_create(&m->reporter, NULL, reporter_main, e) != 0)
+            return te_fail(TE_ERR_MEMORY, "cannot start the metrics reporter");
+        m->reporter_running = true;
+    }
+    const char *listen = te_env("MC_TE_METRIC_LISTEN");
+    if (listen) {
+        int rc = te_metrics_http_start(e, listen);
+        if (rc) {
+            te_metrics_stop(e);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void te_metrics_stop(te_engine *e)
+{
+    te_metrics *m = &e->metrics;
+    te_metrics_http_stop(e);
+    if (!m->reporter_running)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->stop = true;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    pthread_join(m->reporter, NULL);
+    m->reporter_running = false;
+}
