@@ -12,6 +12,10 @@ from mooncake.engine import TransferEngine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Same-host peers would otherwise use the shm transport; these tests are about
+# the module over the network path.  MC_TE_SAME_HOST_TRANSPORT=1 runs them on shm.
+os.environ.setdefault("MC_TE_SAME_HOST_TRANSPORT", "0")
+
 
 def pattern(n, seed):
     """The bytes peer_target.py writes and checks for (n, seed)."""

@@ -1,5 +1,7 @@
 """Failing peers and fallbacks: a peer that dies, a peer that never existed,
 unknown batch ids, and "rdma" on a host without RDMA falling back to tcp."""
+import os
+import signal
 import time
 
 from conftest import Local, new_engine, pattern
@@ -39,6 +41,26 @@ def test_dead_peer_fails_within_timeout(monkeypatch, make_peer):
     if bid:
         assert eng.get_batch_transfer_status([bid]) == -1
     assert time.monotonic() - t0 < 8
+
+
+def test_hung_peer_times_out_and_recovers(monkeypatch, make_peer):
+    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "2")
+    monkeypatch.setenv("MC_TE_SAME_HOST_TRANSPORT", "0")  # shm would reach a stopped process
+    eng = new_engine()
+    loc = Local(eng, 1 << 16)
+    p = make_peer()
+    assert eng.transfer_sync_write(p.segment, loc.addr, p.addr, 1000) == 0
+    os.kill(p.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        assert eng.transfer_sync_write(p.segment, loc.addr, p.addr, 1000) < 0
+        elapsed = time.monotonic() - t0
+        assert 1.5 < elapsed < 8, elapsed  # the 2 s deadline, not 30 s
+    finally:
+        os.kill(p.proc.pid, signal.SIGCONT)
+    loc.buf[:1000] = pattern(1000, 13)
+    assert eng.transfer_sync_write(p.segment, loc.addr, p.addr, 1000) == 0
+    assert p.check(0, 1000, 13)
 
 
 def test_peer_restart_is_reached_again(make_peer):
