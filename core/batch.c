@@ -59,7 +59,6 @@ struct te_batch {
     slice_chunk *chunks;
 };
 
-#define MAX_BATCH_CAPACITY (1u << 20)
 #define ID_INDEX_BITS 24
 
 /* ---- lifetime ------------------------------------------------------------ */
@@ -182,8 +181,12 @@ static te_batch *batch_get(te_engine *e, te_batch_id id)
 
 int te_batch_allocate(te_engine *e, size_t capacity, te_batch_id *id)
 {
-    if (!e || !id || capacity == 0 || capacity > MAX_BATCH_CAPACITY)
-        return te_fail(TE_ERR_INVALID_ARGUMENT, "batch capacity must be 1..%u", MAX_BATCH_CAPACITY);
+    if (!e || !id)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "batch allocate: NULL argument");
+    if (capacity == 0 || capacity > e->cfg.max_batch_size)
+        return te_fail(capacity ? TE_ERR_TOO_MANY_REQUESTS : TE_ERR_INVALID_ARGUMENT,
+                       "batch capacity %zu is not in 1..%llu (MC_TE_MAX_BATCH_SIZE)", capacity,
+                       (unsigned long long)e->cfg.max_batch_size);
     te_batch *b = calloc(1, sizeof *b);
     te_task *tasks = calloc(capacity, sizeof *tasks);
     if (!b || !tasks) {

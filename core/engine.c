@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connstr.h"
 #include "log.h"
 #include "net.h"
 #include "topology.h"
@@ -37,8 +38,8 @@ te_engine *te_engine_create(void)
 
 /* Picks the metadata plugin and its connection string from the arguments of
  * initialize()/initialize_ext() (see te.h and the reference, section 1.1). */
-static int choose_metadata(const char *server, const char *type, char *plugin, size_t plen,
-                           const char **conn)
+int te_choose_metadata(const char *server, const char *type, char *plugin, size_t plen,
+                       const char **conn)
 {
     if (!server || !*server)
         return te_fail(TE_ERR_INVALID_ARGUMENT, "metadata server is empty");
@@ -94,7 +95,8 @@ static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
     }
     e->rpc_port = port;
     int rc = te_rpc_server_start(&e->rpc, fd, port, e->cfg.max_frame, e->cfg.rpc_io_timeout_ms,
-                                 e->cfg.rpc_max_connections);
+                                 e->cfg.rpc_max_connections, e->cfg.max_connections_per_peer,
+                                 e->cfg.auth_token);
     if (rc)
         close(fd);
     /* The built-in handlers are installed once initialization is complete:
@@ -186,7 +188,7 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
     char plugin[64], host[256];
     const char *conn = NULL;
     uint16_t port;
-    int rc = choose_metadata(metadata_server, metadata_type, plugin, sizeof plugin, &conn);
+    int rc = te_choose_metadata(metadata_server, metadata_type, plugin, sizeof plugin, &conn);
     if (rc)
         goto fail;
     rc = te_parse_host_port(local_hostname, host, sizeof host, &port, e->cfg.handshake_port);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "engine.h"
+#include "auth.h"
 #include "log.h"
 #include "net.h"
 #include "topology.h"
@@ -41,8 +42,12 @@ static int host_rpc_call(te_host *h, const char *peer_host, uint16_t port, int t
                          int timeout_ms)
 {
     te_engine *e = te_engine_of(h);
-    return te_rpc_call(peer_host, port, type, req, req_len, reply, reply_len,
-                       timeout_ms > 0 ? timeout_ms : e->cfg.connect_timeout_ms, e->cfg.max_frame);
+    if (timeout_ms <= 0) /* a lookup should not outlast the transfer it serves */
+        timeout_ms = (int)(e->cfg.connect_timeout_ms < e->cfg.transfer_timeout_ms
+                               ? e->cfg.connect_timeout_ms
+                               : e->cfg.transfer_timeout_ms);
+    return te_rpc_call(peer_host, port, type, req, req_len, reply, reply_len, timeout_ms,
+                       e->cfg.max_frame, e->cfg.auth_token);
 }
 
 static int host_pin_range(te_host *h, uint64_t addr, uint64_t len, void **pin)
@@ -95,6 +100,21 @@ static void host_metric_add(te_host *h, int metric, uint64_t value)
         atomic_fetch_add_explicit(&te_engine_of(h)->metrics.retries, value, memory_order_relaxed);
 }
 
+static int host_auth_accept(te_host *h, int fd, int64_t deadline)
+{
+    return te_auth_accept(te_engine_of(h)->cfg.auth_token, fd, deadline);
+}
+
+static int host_auth_connect(te_host *h, int fd, int64_t deadline)
+{
+    return te_auth_connect(te_engine_of(h)->cfg.auth_token, fd, deadline);
+}
+
+static int host_max_connections_per_peer(te_host *h)
+{
+    return te_engine_of(h)->cfg.max_connections_per_peer;
+}
+
 const te_host_api te_host_api_table = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -118,4 +138,7 @@ const te_host_api te_host_api_table = {
     .topology_nics = host_topology_nics,
     .memory_location = te_topology_memory_location,
     .metric_add = host_metric_add,
+    .auth_accept = host_auth_accept,
+    .auth_connect = host_auth_connect,
+    .max_connections_per_peer = host_max_connections_per_peer,
 };

@@ -79,6 +79,7 @@ int te_memreg_insert(te_memreg *m, te_region *r)
     memmove(&m->regions[i + 1], &m->regions[i], (m->count - i) * sizeof *m->regions);
     m->regions[i] = r;
     m->count++;
+    r->seq = m->next_seq++;
 out:
     pthread_rwlock_unlock(&m->lock);
     return rc;
@@ -140,5 +141,15 @@ void te_memreg_foreach(te_memreg *m, void (*fn)(te_region *r, void *arg), void *
     pthread_rwlock_rdlock(&m->lock);
     for (size_t i = 0; i < m->count; i++)
         fn(m->regions[i], arg);
+    pthread_rwlock_unlock(&m->lock);
+}
+
+void te_memreg_read_lock(te_memreg *m)
+{
+    pthread_rwlock_rdlock(&m->lock);
+}
+
+void te_memreg_read_unlock(te_memreg *m)
+{
     pthread_rwlock_unlock(&m->lock);
 }

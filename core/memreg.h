@@ -13,6 +13,7 @@ typedef struct te_region {
     uint64_t length;
     char location[64];
     void *mr[TE_MAX_TRANSPORTS]; /* each transport's handle */
+    uint64_t seq;                /* registration order, for the descriptor */
     int pins;                    /* guarded by te_memreg.pin_lock */
     int dying;
 } te_region;
@@ -21,6 +22,7 @@ typedef struct te_memreg {
     pthread_rwlock_t lock;  /* the sorted array */
     te_region **regions;    /* sorted by addr, never overlapping */
     size_t count, cap;
+    uint64_t next_seq;
     pthread_mutex_t pin_lock;
     pthread_cond_t pin_cond;
 } te_memreg;
@@ -38,6 +40,10 @@ int te_memreg_pin(te_memreg *m, uint64_t addr, uint64_t len, te_region **out);
 void te_memreg_unpin(te_memreg *m, te_region *r);
 /* Calls fn on every region in address order under the read lock. */
 void te_memreg_foreach(te_memreg *m, void (*fn)(te_region *r, void *arg), void *arg);
+/* Holds the table still (regions can neither appear nor go away) while a
+ * caller walks m->regions[0..count). */
+void te_memreg_read_lock(te_memreg *m);
+void te_memreg_read_unlock(te_memreg *m);
 /* Whether [addr, addr+len) overlaps a registered region. */
 int te_memreg_overlaps(te_memreg *m, uint64_t addr, uint64_t len);
 

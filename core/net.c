@@ -316,3 +316,12 @@ int te_net_first_lan_address(int ipv6, char *out, size_t out_len)
     freeifaddrs(ifs);
     return rc;
 }
+
+void te_net_peer_name(const struct sockaddr_storage *ss, char *out, size_t out_len)
+{
+    const void *src = ss->ss_family == AF_INET6
+                          ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                          : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    if (!inet_ntop(ss->ss_family, src, out, (socklen_t)out_len))
+        snprintf(out, out_len, "?");
+}

@@ -34,6 +34,10 @@ int te_net_read_full(int fd, void *buf, size_t len, int64_t deadline_ns);
  * TE_ERR_SOCKET. */
 int te_net_wait(int fd, short events, int64_t deadline_ns);
 
+/* The numeric address of a peer (no port), for logs and per-peer limits. */
+struct sockaddr_storage;
+void te_net_peer_name(const struct sockaddr_storage *ss, char *out, size_t out_len);
+
 /* The first UP, RUNNING, non-loopback IPv4 (or IPv6) address. */
 int te_net_first_lan_address(int ipv6, char *out, size_t out_len);
 

@@ -110,7 +110,7 @@ int te_notify_send(te_engine *e, te_segment *seg, const char *name, const char *
         return TE_ERR_MEMORY;
     char *reply = NULL;
     int rc = te_rpc_call(seg->rpc_host, seg->rpc_port, TE_RPC_NOTIFY, req, strlen(req), &reply,
-                         NULL, e->cfg.connect_timeout_ms, e->cfg.max_frame);
+                         NULL, e->cfg.connect_timeout_ms, e->cfg.max_frame, e->cfg.auth_token);
     free(req);
     free(reply);
     if (rc)
@@ -205,7 +205,7 @@ int te_probe(te_engine *e, const char *peer_name)
         return rc;
     char *reply = NULL;
     rc = te_rpc_call(s->rpc_host, s->rpc_port, TE_RPC_PROBE, "{}", 2, &reply, NULL,
-                     e->cfg.connect_timeout_ms, e->cfg.max_frame);
+                     e->cfg.connect_timeout_ms, e->cfg.max_frame, e->cfg.auth_token);
     te_segment_put(s);
     free(reply);
     return rc;

@@ -7,11 +7,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "net.h"
 
@@ -90,6 +92,8 @@ typedef struct conn_job {
 static void serve_connection(te_rpc_server *s, int fd)
 {
     int64_t deadline = te_now_ns() + (int64_t)s->io_timeout_ms * 1000000;
+    if (te_auth_accept(s->auth_token, fd, deadline) != 0)
+        return;
     int type;
     char *req = NULL, *reply = NULL;
     size_t req_len = 0, reply_len = 0;
@@ -151,19 +155,31 @@ static void *accept_thread(void *p)
         }
         if (fds[1].revents)
             break;
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 usleep(10000); /* out of fds: back off instead of spinning */
             continue;
         }
+        char peer[64];
+        te_net_peer_name(&ss, peer, sizeof peer);
         pthread_mutex_lock(&s->lock);
-        int slot = -1;
-        for (int i = 0; i < s->max_connections; i++)
-            if (s->conn_fds[i] < 0) {
+        int slot = -1, same_peer = 0;
+        for (int i = 0; i < s->max_connections; i++) {
+            if (s->conn_fds[i] < 0 && slot < 0)
                 slot = i;
-                break;
-            }
+            else if (s->conn_fds[i] >= 0 && !strcmp(s->conn_peer[i], peer))
+                same_peer++;
+        }
+        if (same_peer >= s->max_per_peer) {
+            pthread_mutex_unlock(&s->lock);
+            te_log(TE_LOG_WARN, "rpc", "refusing an RPC connection from %s: %d already open "
+                   "(MC_TE_MAX_CONNECTIONS_PER_PEER)", peer, same_peer);
+            close(fd);
+            continue;
+        }
         conn_job *job = slot >= 0 ? malloc(sizeof *job) : NULL;
         pthread_t t;
         pthread_attr_t attr;
@@ -173,6 +189,7 @@ static void *accept_thread(void *p)
         if (job) {
             *job = (conn_job){.server = s, .fd = fd, .slot = slot};
             s->conn_fds[slot] = fd;
+            snprintf(s->conn_peer[slot], sizeof s->conn_peer[slot], "%s", peer);
             s->active++;
             if (pthread_create(&t, &attr, conn_thread, job) != 0) {
                 s->conn_fds[slot] = -1;
@@ -193,7 +210,8 @@ static void *accept_thread(void *p)
 }
 
 int te_rpc_server_start(te_rpc_server *s, int listen_fd, uint16_t port, uint64_t max_frame,
-                        int io_timeout_ms, int max_connections)
+                        int io_timeout_ms, int max_connections, int max_per_peer,
+                        const char *auth_token)
 {
     memset(s, 0, sizeof *s);
     s->listen_fd = listen_fd;
@@ -201,21 +219,29 @@ int te_rpc_server_start(te_rpc_server *s, int listen_fd, uint16_t port, uint64_t
     s->max_frame = max_frame;
     s->io_timeout_ms = io_timeout_ms;
     s->max_connections = max_connections;
+    s->max_per_peer = max_per_peer;
+    s->auth_token = auth_token;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     s->conn_fds = malloc(sizeof(int) * (size_t)max_connections);
-    if (!s->conn_fds)
+    s->conn_peer = calloc((size_t)max_connections, sizeof *s->conn_peer);
+    if (!s->conn_fds || !s->conn_peer) {
+        free(s->conn_fds);
+        free(s->conn_peer);
         return TE_ERR_MEMORY;
+    }
     for (int i = 0; i < max_connections; i++)
         s->conn_fds[i] = -1;
     if (pipe2(s->wake_pipe, O_CLOEXEC) < 0) {
         free(s->conn_fds);
+        free(s->conn_peer);
         return te_fail(TE_ERR_SOCKET, "pipe: %s", strerror(errno));
     }
     if (pthread_create(&s->thread, NULL, accept_thread, s) != 0) {
         close(s->wake_pipe[0]);
         close(s->wake_pipe[1]);
         free(s->conn_fds);
+        free(s->conn_peer);
         return te_fail(TE_ERR_MEMORY, "cannot start the RPC thread");
     }
     s->running = 1;
@@ -241,6 +267,7 @@ void te_rpc_server_stop(te_rpc_server *s)
     close(s->wake_pipe[0]);
     close(s->wake_pipe[1]);
     free(s->conn_fds);
+    free(s->conn_peer);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
     s->running = 0;
@@ -258,7 +285,8 @@ int te_rpc_server_set_handler(te_rpc_server *s, int type, te_rpc_handler fn, voi
 }
 
 int te_rpc_call(const char *host, uint16_t port, int type, const char *req, size_t req_len,
-                char **reply, size_t *reply_len, int timeout_ms, uint64_t max_frame)
+                char **reply, size_t *reply_len, int timeout_ms, uint64_t max_frame,
+                const char *auth_token)
 {
     if (type < 0 || type >= TE_RPC_TYPES)
         return TE_ERR_INVALID_ARGUMENT;
@@ -269,7 +297,9 @@ int te_rpc_call(const char *host, uint16_t port, int type, const char *req, size
     int rtype = -1;
     char *buf = NULL;
     size_t len = 0;
-    int rc = write_frame(fd, type, req, req_len, deadline);
+    int rc = te_auth_connect(auth_token, fd, deadline);
+    if (!rc)
+        rc = write_frame(fd, type, req, req_len, deadline);
     if (!rc)
         rc = read_frame(fd, max_frame, deadline, &rtype, &buf, &len);
     close(fd);

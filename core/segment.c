@@ -48,9 +48,14 @@ static int merge_fields(json_t *into, char *text, const char *what)
     return 0;
 }
 
-static void add_buffer(te_region *r, void *arg)
+static int by_seq(const void *a, const void *b)
 {
-    build_ctx *c = arg;
+    const te_region *x = *(te_region *const *)a, *y = *(te_region *const *)b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void add_buffer(te_region *r, build_ctx *c)
+{
     if (c->rc)
         return;
     json_t *b = json_pack("{s:s, s:I, s:I}", "name", c->e->segment_name, "addr",
@@ -90,7 +95,22 @@ int te_local_descriptor_json(te_engine *e, char **json)
         if (!c.rc)
             c.rc = merge_fields(root, extra, "describe");
     }
-    te_memreg_foreach(&e->memreg, add_buffer, &c);
+    /* Buffers are listed in registration order, like the original (the first
+     * one is what get_first_buffer_address returns); the table stays locked
+     * while transports describe them so none can be unregistered meanwhile. */
+    te_memreg_read_lock(&e->memreg);
+    size_t n = e->memreg.count;
+    te_region **order = malloc((n ? n : 1) * sizeof *order);
+    if (order) {
+        memcpy(order, e->memreg.regions, n * sizeof *order);
+        qsort(order, n, sizeof *order, by_seq);
+        for (size_t i = 0; i < n; i++)
+            add_buffer(order[i], &c);
+    } else {
+        c.rc = TE_ERR_MEMORY;
+    }
+    te_memreg_read_unlock(&e->memreg);
+    free(order);
     json_object_set_new(root, "buffers", c.buffers);
     /* The core's members win over anything a transport tried to set. */
     json_object_set_new(root, "name", json_string(e->segment_name));

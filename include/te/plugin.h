@@ -151,6 +151,13 @@ typedef struct te_host_api {
     /* Adds to one of the engine's counters (enum te_host_metric), e.g. a
      * transport reporting that it retried a slice on another path. */
     void (*metric_add)(te_host *host, int metric, uint64_t value);
+    /* Peer authentication (MC_AUTH_TOKEN) of a freshly accepted or
+     * connected socket, before any frame: 0 to go on (always 0 when no
+     * token is configured), otherwise close the socket. */
+    int (*auth_accept)(te_host *host, int fd, int64_t deadline_ns);
+    int (*auth_connect)(te_host *host, int fd, int64_t deadline_ns);
+    /* Per-peer connection cap of a listening port (MC_TE_MAX_CONNECTIONS_PER_PEER). */
+    int (*max_connections_per_peer)(te_host *host);
 } te_host_api;
 
 enum te_host_metric { TE_METRIC_RETRIES = 0 };

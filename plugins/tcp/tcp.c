@@ -164,7 +164,7 @@ static const te_plugin_desc desc = {
 
 TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
 {
-    if (!host || host->size < offsetof(te_host_api, advertised_host) + sizeof(void *))
+    if (!host || host->size < offsetof(te_host_api, max_connections_per_peer) + sizeof(void *))
         return TE_ERR_PLUGIN;
     tcp_host_api = host;
     /* Slices of MC_TCP_SLICE_SIZE (default 1 MiB) let large requests stripe

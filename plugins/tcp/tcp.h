@@ -63,7 +63,9 @@ typedef struct tcp_server {
     pthread_mutex_t lock;
     pthread_cond_t idle;
     int active;            /* connection threads alive */
+    struct conn *conns;    /* open connections */
     int max_connections;
+    int max_per_peer;
     int64_t io_timeout_ns; /* a started payload must keep moving */
 } tcp_server;
 

@@ -159,8 +159,12 @@ static int lane_connect(lane *l, int64_t deadline)
         socklen_t sl = sizeof err;
         if (left > 0 && poll(&pf, 1, (int)(left / 1000000) + 1) == 1 &&
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0) {
+            rc = tcp_host_api->auth_connect(p->t->host, fd, limit);
+            if (rc) {
+                close(fd);
+                break;
+            }
             l->fd = fd;
-            rc = 0;
         } else {
             rc = left > 0 && err ? TE_ERR_SOCKET : TE_ERR_TIMEOUT;
             close(fd);

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +25,12 @@
 typedef struct conn {
     tcp_transport *t;
     int fd;
+    char peer[64]; /* numeric address, for the per-peer cap */
     uint8_t *rbuf;
     size_t rpos, rlen;
     uint8_t acks[ACK_BATCH * 8];
     size_t nacks;
+    struct conn *next; /* the server's list of open connections */
 } conn;
 
 /* Waits for fd (or shutdown).  deadline 0 = no limit.  0, or -1 to close. */
@@ -219,11 +223,18 @@ static void *conn_main(void *arg)
 {
     conn *c = arg;
     tcp_server *s = &c->t->server;
-    while (handle_request(c) == 0)
-        ;
+    int64_t deadline = tcp_host_api->now_ns() + s->io_timeout_ns;
+    if (tcp_host_api->auth_accept(c->t->host, c->fd, deadline) == 0)
+        while (handle_request(c) == 0)
+            ;
     close(c->fd);
     free(c->rbuf);
     pthread_mutex_lock(&s->lock);
+    for (conn **p = &s->conns; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
     if (--s->active == 0)
         pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->lock);
@@ -231,7 +242,16 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
-static void start_connection(tcp_transport *t, int fd)
+/* How many connections from this address are open (under s->lock). */
+static int connections_from(tcp_server *s, const char *peer)
+{
+    int n = 0;
+    for (conn *c = s->conns; c; c = c->next)
+        n += !strcmp(c->peer, peer);
+    return n;
+}
+
+static void start_connection(tcp_transport *t, int fd, const char *peer)
 {
     tcp_server *s = &t->server;
     conn *c = calloc(1, sizeof *c);
@@ -240,12 +260,16 @@ static void start_connection(tcp_transport *t, int fd)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_mutex_lock(&s->lock);
-    bool ok = c && rbuf && s->active < s->max_connections;
+    int from_peer = connections_from(s, peer);
+    bool ok = c && rbuf && s->active < s->max_connections && from_peer < s->max_per_peer;
     if (ok) {
-        *c = (conn){.t = t, .fd = fd, .rbuf = rbuf};
+        *c = (conn){.t = t, .fd = fd, .rbuf = rbuf, .next = s->conns};
+        snprintf(c->peer, sizeof c->peer, "%s", peer);
+        s->conns = c;
         s->active++;
         pthread_t th;
         if (pthread_create(&th, &attr, conn_main, c) != 0) {
+            s->conns = c->next;
             s->active--;
             ok = false;
         }
@@ -253,7 +277,8 @@ static void start_connection(tcp_transport *t, int fd)
     pthread_mutex_unlock(&s->lock);
     pthread_attr_destroy(&attr);
     if (!ok) {
-        TCP_LOG(t, TE_LOG_WARN, "refusing a data connection (%d open)", s->max_connections);
+        TCP_LOG(t, TE_LOG_WARN, "refusing a data connection from %s (%d open from it, %d in all; "
+                "MC_TE_MAX_CONNECTIONS_PER_PEER)", peer, from_peer, s->active);
         close(fd);
         free(c);
         free(rbuf);
@@ -274,14 +299,21 @@ static void *accept_main(void *arg)
         }
         if (p[1].revents)
             break;
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 usleep(10000);
             continue;
         }
+        char peer[64];
+        const void *src = ss.ss_family == AF_INET6 ? (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                                                   : (void *)&((struct sockaddr_in *)&ss)->sin_addr;
+        if (!inet_ntop(ss.ss_family, src, peer, sizeof peer))
+            snprintf(peer, sizeof peer, "?");
         tcp_tune_socket(t, fd);
-        start_connection(t, fd);
+        start_connection(t, fd, peer);
     }
     return NULL;
 }
@@ -332,6 +364,7 @@ int tcp_server_start(tcp_transport *t, tcp_server *s)
 {
     memset(s, 0, sizeof *s);
     s->max_connections = 1024;
+    s->max_per_peer = tcp_host_api->max_connections_per_peer(t->host);
     const char *to = tcp_host_api->config(t->host, "MC_TCP_STATUS_TIMEOUT_SEC");
     long secs = to ? strtol(to, NULL, 10) : 30;
     s->io_timeout_ns = (secs > 0 && secs < 3600 ? secs : 30) * 1000000000LL;

@@ -192,6 +192,19 @@ START_TEST(registration_rules)
 }
 END_TEST
 
+START_TEST(batch_size_limit)
+{
+    setenv("MC_TE_MAX_BATCH_SIZE", "4", 1);
+    ck_assert_int_eq(init_with("testgood"), 0);
+    te_batch_id id;
+    ck_assert_int_eq(te_batch_allocate(eng, 5, &id), TE_ERR_TOO_MANY_REQUESTS);
+    ck_assert_ptr_nonnull(strstr(te_last_error(), "MC_TE_MAX_BATCH_SIZE"));
+    ck_assert_int_eq(te_batch_allocate(eng, 4, &id), 0);
+    ck_assert_int_eq(te_batch_free(eng, id), 0);
+    unsetenv("MC_TE_MAX_BATCH_SIZE");
+}
+END_TEST
+
 START_TEST(notify_to_self)
 {
     ck_assert_int_eq(init_with("testgood"), 0);
@@ -232,6 +245,7 @@ int main(void)
     tcase_add_test(tc, invalid_requests_take_nothing);
     tcase_add_test(tc, registration_rules);
     tcase_add_test(tc, notify_to_self);
+    tcase_add_test(tc, batch_size_limit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -59,7 +59,7 @@ static void probe_ok(void)
 {
     char *reply = NULL;
     ck_assert_int_eq(te_rpc_call("127.0.0.1", (uint16_t)peer.rpc_port, 3, "{}", 2, &reply, NULL,
-                                 3000, 1 << 20), 0);
+                                 3000, 1 << 20, NULL), 0);
     ck_assert_str_eq(reply, "{\"status\":\"success\"}");
     free(reply);
 }
@@ -116,7 +116,7 @@ static json_t *fetch_descriptor(void)
 {
     char *reply = NULL;
     ck_assert_int_eq(te_rpc_call("127.0.0.1", (uint16_t)peer.rpc_port, 1, "{}", 2, &reply, NULL,
-                                 3000, 1 << 20), 0);
+                                 3000, 1 << 20, NULL), 0);
     json_error_t e;
     json_t *d = json_loads(reply, 0, &e);
     free(reply);
@@ -238,12 +238,12 @@ START_TEST(notify_frames_are_validated)
     char *reply = NULL;
     const char *bad = "{\"name\":5}";
     ck_assert_int_eq(te_rpc_call("127.0.0.1", (uint16_t)peer.rpc_port, 2, bad, strlen(bad), &reply,
-                                 NULL, 3000, 1 << 20), 0);
+                                 NULL, 3000, 1 << 20, NULL), 0);
     ck_assert_ptr_nonnull(strstr(reply, "malformed"));
     free(reply);
     const char *good = "{\"name\":\"n\",\"notify_msg\":\"m\"}";
     ck_assert_int_eq(te_rpc_call("127.0.0.1", (uint16_t)peer.rpc_port, 2, good, strlen(good),
-                                 &reply, NULL, 3000, 1 << 20), 0);
+                                 &reply, NULL, 3000, 1 << 20, NULL), 0);
     ck_assert_ptr_nonnull(strstr(reply, "success"));
     free(reply);
     peer_expect("notifies", "NOTIFIES 1");
