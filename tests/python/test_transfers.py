@@ -161,8 +161,6 @@ def test_get_first_buffer_address(engine, peer):
     assert engine.get_first_buffer_address("127.0.0.1:1") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core lists descriptor buffers in address order, "
-                   "not registration order as the original and te_segment_buffer promise")
 def test_first_buffer_is_the_first_registered():
     eng = new_engine()
     buf = np.zeros(8192, dtype=np.uint8)
