@@ -1,0 +1,619 @@
+/* datapath.c - slices on the wire: routing over local and peer NICs, chained
+ * RDMA WRITE/READ posts within per-QP and per-CQ limits, completion workers
+ * that sleep on their completion channel, retries on other paths, and a
+ * watchdog that fails slices past their deadline and resets their endpoint. */
+#include <errno.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rdma.h"
+
+#define POST_BATCH 32
+#define POLL_BATCH 32
+#define MAX_GROUPS 16
+#define MAX_SLICE_LEN (1ull << 31)
+
+/* ---- slice lists ------------------------------------------------------------------ */
+
+#define NEXT(s) ((te_slice *)(s)->transport_data[0])
+#define PREV(s) ((te_slice *)(s)->transport_data[1])
+
+void slice_list_push(slice_list *l, te_slice *s)
+{
+    s->transport_data[0] = NULL;
+    s->transport_data[1] = l->tail;
+    if (l->tail)
+        l->tail->transport_data[0] = s;
+    else
+        l->head = s;
+    l->tail = s;
+    l->count++;
+}
+
+void slice_list_remove(slice_list *l, te_slice *s)
+{
+    if (PREV(s))
+        PREV(s)->transport_data[0] = NEXT(s);
+    else
+        l->head = NEXT(s);
+    if (NEXT(s))
+        NEXT(s)->transport_data[1] = PREV(s);
+    else
+        l->tail = PREV(s);
+    s->transport_data[0] = s->transport_data[1] = NULL;
+    l->count--;
+}
+
+te_slice *slice_list_pop(slice_list *l)
+{
+    te_slice *s = l->head;
+    if (s)
+        slice_list_remove(l, s);
+    return s;
+}
+
+void slice_list_append(slice_list *dst, slice_list *src)
+{
+    if (!src->head)
+        return;
+    if (dst->tail) {
+        dst->tail->transport_data[0] = src->head;
+        src->head->transport_data[1] = dst->tail;
+    } else {
+        dst->head = src->head;
+    }
+    dst->tail = src->tail;
+    dst->count += src->count;
+    *src = (slice_list){0};
+}
+
+/* ---- reporting and retries ---------------------------------------------------------- */
+
+void rdma_slice_finish(rdma_inst *in, te_slice *s, int status)
+{
+    memset(s->transport_data, 0, sizeof s->transport_data);
+    atomic_fetch_sub(&in->held, 1);
+    rdma_host_api->slice_done(in->host, s, status);
+}
+
+static bool retryable(int status)
+{
+    return status == TE_ERR_ENDPOINT || status == TE_ERR_SOCKET ||
+           status == TE_ERR_PEER_CLOSED || status == TE_ERR_TIMEOUT ||
+           status == TE_ERR_REJECT_HANDSHAKE;
+}
+
+static void route_list(rdma_inst *in, slice_list *list);
+
+void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status)
+{
+    if (!list->count)
+        return;
+    slice_list again = {0};
+    int64_t now = rdma_host_api->now_ns();
+    uint64_t retried = 0;
+    te_slice *s;
+    while ((s = slice_list_pop(list))) {
+        unsigned a = slice_attempt(s);
+        if (retryable(status) && a < (unsigned)in->cfg.retry_cnt && now < s->deadline_ns &&
+            !atomic_load(&in->stopping)) {
+            slice_set_route(s, 0, a + 1);
+            slice_list_push(&again, s);
+            retried++;
+        } else {
+            rdma_slice_finish(in, s, now >= s->deadline_ns ? TE_ERR_TIMEOUT : status);
+        }
+    }
+    if (retried && rdma_host_api->size > offsetof(te_host_api, metric_add) &&
+        rdma_host_api->metric_add)
+        rdma_host_api->metric_add(in->host, TE_METRIC_RETRIES, retried);
+    route_list(in, &again);
+}
+
+/* ---- posting -------------------------------------------------------------------------- */
+
+/* Reserves up to `want` entries of a CQ; returns how many it got. */
+static int cq_reserve(rdma_cq *cq, int want)
+{
+    int cur = atomic_load(&cq->outstanding), n;
+    do {
+        n = cq->capacity - cur < want ? cq->capacity - cur : want;
+        if (n <= 0)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&cq->outstanding, &cur, cur + n));
+    return n;
+}
+
+static void build_wr(rdma_ep *ep, te_slice *s, struct ibv_send_wr *wr, struct ibv_sge *sge)
+{
+    rdma_ctx *c = ep->ctx;
+    rdma_mr *m = s->local_mr;
+    bool write = s->opcode == TE_OP_WRITE;
+    *sge = (struct ibv_sge){.addr = (uintptr_t)s->local, .length = (uint32_t)s->length,
+                            .lkey = m->mrs[c->index]->lkey};
+    *wr = (struct ibv_send_wr){.wr_id = (uintptr_t)s, .sg_list = sge, .num_sge = 1,
+                               .opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ,
+                               .send_flags = IBV_SEND_SIGNALED};
+    if (write && c->max_inline > 0 && s->length <= (uint64_t)c->max_inline)
+        wr->send_flags |= IBV_SEND_INLINE;
+    wr->wr.rdma.remote_addr = s->remote;
+    wr->wr.rdma.rkey = slice_rkey(s);
+}
+
+/* Posts up to n pending slices on q as one chain (ep->lock held, n entries
+ * of q's CQ reserved).  Returns how many went out; the rest of a failed
+ * post go to `failed` and the endpoint is reset. */
+static int post_chain(rdma_ep *ep, rdma_qp *q, int n, slice_list *failed)
+{
+    struct ibv_send_wr wr[POST_BATCH], *bad = NULL;
+    struct ibv_sge sge[POST_BATCH];
+    int k = 0;
+    for (; k < n && ep->pending.count; k++) {
+        te_slice *s = slice_list_pop(&ep->pending);
+        build_wr(ep, s, &wr[k], &sge[k]);
+        wr[k].next = NULL;
+        if (k)
+            wr[k - 1].next = &wr[k];
+        s->transport_data[2] = q;
+        slice_list_push(&ep->posted, s);
+    }
+    if (k < n)
+        atomic_fetch_sub(&q->cq->outstanding, n - k);
+    if (!k)
+        return 0;
+    q->outstanding += k;
+    int rc = ibv_post_send(q->qp, wr, &bad);
+    if (!rc)
+        return k;
+    int sent = bad ? (int)(bad - wr) : 0;
+    for (int j = sent; j < k; j++) {
+        te_slice *s = (te_slice *)(uintptr_t)wr[j].wr_id;
+        slice_list_remove(&ep->posted, s);
+        s->transport_data[2] = NULL;
+        slice_list_push(failed, s);
+    }
+    q->outstanding -= k - sent;
+    atomic_fetch_sub(&q->cq->outstanding, k - sent);
+    char why[96];
+    snprintf(why, sizeof why, "ibv_post_send failed: %s", strerror(rc));
+    rdma_ep_reset_locked(ep, why);
+    return sent;
+}
+
+void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed)
+{
+    while (ep->state == EP_READY && ep->qps && ep->pending.count) {
+        int progressed = 0;
+        for (int k = 0; k < ep->nqp && ep->qps && ep->pending.count; k++) {
+            rdma_qp *q = ep->qps[(ep->next_qp + (unsigned)k) % (unsigned)ep->nqp];
+            int room = ep->ctx->max_wr - q->outstanding;
+            room = room < POST_BATCH ? room : POST_BATCH;
+            room = room < (int)ep->pending.count ? room : (int)ep->pending.count;
+            int n = room > 0 ? cq_reserve(q->cq, room) : 0;
+            if (n > 0)
+                progressed += post_chain(ep, q, n, failed);
+        }
+        ep->next_qp++;
+        if (!progressed)
+            break; /* every QP or CQ is full: completions post the rest */
+    }
+}
+
+/* ---- routing ---------------------------------------------------------------------------- */
+
+typedef struct ep_group {
+    rdma_ep *ep;
+    const rdma_peer *peer;
+    slice_list list;
+} ep_group;
+
+static void enqueue_group(rdma_inst *in, ep_group *g)
+{
+    slice_list failed = {0};
+    rdma_ep *ep = g->ep;
+    pthread_mutex_lock(&ep->lock);
+    snprintf(ep->rpc_host, sizeof ep->rpc_host, "%s", g->peer->rpc_host);
+    ep->rpc_port = g->peer->rpc_port;
+    slice_list_append(&ep->pending, &g->list);
+    if (ep->state == EP_READY)
+        rdma_ep_post_locked(ep, &failed);
+    else
+        rdma_ep_kick_locked(ep);
+    pthread_mutex_unlock(&ep->lock);
+    rdma_retry_or_fail(in, &failed, TE_ERR_ENDPOINT);
+}
+
+/* Picks the endpoint of one slice for its current attempt. */
+static rdma_ep *route_one(rdma_inst *in, te_slice *s, int *err)
+{
+    const rdma_peer *p = s->peer;
+    const rdma_mr *m = s->local_mr;
+    const rdma_peer_buf *b = &p->desc->bufs[s->remote_buffer];
+    unsigned attempt = slice_attempt(s);
+    rdma_path path;
+    uint64_t seq = atomic_fetch_add(&in->seq, 1);
+    if (rdma_sched_path(m->nics, m->nnics, m->npref, in->usable, b->nics, b->nnics, b->npref,
+                        seq, attempt, &path)) {
+        *err = rdma_fail(TE_ERR_DEVICE_NOT_FOUND, "no usable NIC pair for this slice");
+        return NULL;
+    }
+    slice_set_route(s, b->rkey[path.peer], attempt);
+    s->transport_data[2] = NULL;
+    return rdma_ep_get(&in->ctxs[path.local], p->paths[path.peer], err);
+}
+
+static void flush_groups(rdma_inst *in, ep_group *g, int *n)
+{
+    for (int i = 0; i < *n; i++)
+        enqueue_group(in, &g[i]);
+    *n = 0;
+}
+
+/* Routes each slice and hands them to their endpoints, one lock and one
+ * chained post per endpoint. */
+static void route_list(rdma_inst *in, slice_list *list)
+{
+    ep_group groups[MAX_GROUPS];
+    int ng = 0;
+    te_slice *s;
+    while ((s = slice_list_pop(list))) {
+        int err = 0;
+        rdma_ep *ep = route_one(in, s, &err);
+        if (!ep) {
+            rdma_slice_finish(in, s, err ? err : TE_ERR_ENDPOINT);
+            continue;
+        }
+        int i = 0;
+        while (i < ng && groups[i].ep != ep)
+            i++;
+        if (i == ng && ng == MAX_GROUPS) {
+            flush_groups(in, groups, &ng);
+            i = 0;
+        }
+        if (i == ng)
+            groups[ng++] = (ep_group){.ep = ep, .peer = s->peer};
+        groups[i].peer = s->peer;
+        slice_list_push(&groups[i].list, s);
+    }
+    flush_groups(in, groups, &ng);
+}
+
+/* ---- submit ------------------------------------------------------------------------------ */
+
+static int check_slice(const te_slice *s)
+{
+    const rdma_peer *p = s->peer;
+    const rdma_mr *m = s->local_mr;
+    uintptr_t l = (uintptr_t)s->local, ml = (uintptr_t)(m ? m->addr : NULL);
+    if ((s->opcode != TE_OP_READ && s->opcode != TE_OP_WRITE) || !p || s->length == 0 ||
+        s->length > MAX_SLICE_LEN)
+        return rdma_fail(TE_ERR_INVALID_ARGUMENT, "rdma: malformed slice");
+    if (!m || l < ml || l + s->length > ml + m->length || l + s->length < l)
+        return rdma_fail(TE_ERR_ADDRESS_NOT_REGISTERED,
+                         "rdma: local range %p+%llu is not registered", s->local,
+                         (unsigned long long)s->length);
+    if (s->remote_buffer < 0 || (size_t)s->remote_buffer >= p->desc->nbuf)
+        return rdma_fail(TE_ERR_ADDRESS_NOT_REGISTERED, "rdma: no such peer buffer");
+    const rdma_peer_buf *b = &p->desc->bufs[s->remote_buffer];
+    if (s->remote < b->addr || s->remote + s->length > b->addr + b->length ||
+        s->remote + s->length < s->remote)
+        return rdma_fail(TE_ERR_ADDRESS_NOT_REGISTERED,
+                         "rdma: remote range 0x%llx+%llu is outside the peer's buffer",
+                         (unsigned long long)s->remote, (unsigned long long)s->length);
+    return 0;
+}
+
+int rdma_submit(void *inst, te_slice *const *slices, size_t count)
+{
+    rdma_inst *in = inst;
+    if (atomic_load(&in->stopping))
+        return rdma_fail(TE_ERR_STATE, "rdma: transport is shutting down");
+    slice_list list = {0};
+    atomic_fetch_add(&in->held, (long)count);
+    for (size_t i = 0; i < count; i++) {
+        te_slice *s = slices[i];
+        memset(s->transport_data, 0, sizeof s->transport_data);
+        int rc = check_slice(s);
+        if (rc)
+            rdma_slice_finish(in, s, rc);
+        else
+            slice_list_push(&list, s);
+    }
+    route_list(in, &list);
+    rdma_watchdog_kick(in);
+    return 0;
+}
+
+/* ---- completions ----------------------------------------------------------------------------- */
+
+static int wc_status(enum ibv_wc_status st)
+{
+    switch (st) {
+    case IBV_WC_REM_ACCESS_ERR:
+    case IBV_WC_LOC_PROT_ERR:
+    case IBV_WC_LOC_ACCESS_ERR:
+        return TE_ERR_ADDRESS_NOT_REGISTERED; /* stale keys: the core refetches */
+    case IBV_WC_REM_INV_REQ_ERR:
+    case IBV_WC_REM_OP_ERR:
+        return TE_ERR_REMOTE;
+    default:
+        return TE_ERR_ENDPOINT; /* flushed, retries exhausted, ...: try another path */
+    }
+}
+
+static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
+{
+    for (rdma_qp **pp = &ep->retired; *pp; pp = &(*pp)->next)
+        if (*pp == q) {
+            *pp = q->next;
+            rdma_qp_destroy(q);
+            return;
+        }
+}
+
+static void on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
+{
+    te_slice *s = (te_slice *)(uintptr_t)wc->wr_id;
+    rdma_qp *q = s->transport_data[2];
+    rdma_ep *ep = q->ep;
+    slice_list failed = {0}, one = {0};
+    pthread_mutex_lock(&ep->lock);
+    slice_list_remove(&ep->posted, s);
+    s->transport_data[2] = NULL;
+    q->outstanding--;
+    atomic_fetch_sub(&cq->outstanding, 1);
+    if (wc->status != IBV_WC_SUCCESS && !q->retired) {
+        char why[96];
+        snprintf(why, sizeof why, "completion error: %s", ibv_wc_status_str(wc->status));
+        rdma_ep_reset_locked(ep, why);
+    }
+    if (q->retired && q->outstanding == 0)
+        retired_release_locked(ep, q);
+    rdma_ep_post_locked(ep, &failed);
+    pthread_mutex_unlock(&ep->lock);
+    if (wc->status == IBV_WC_SUCCESS) {
+        rdma_slice_finish(in, s, 0);
+    } else {
+        slice_list_push(&one, s);
+        rdma_retry_or_fail(in, &one, wc_status(wc->status));
+    }
+    rdma_retry_or_fail(in, &failed, TE_ERR_ENDPOINT);
+}
+
+/* Drains the CQ; returns how many completions it handled. */
+static int poll_all(rdma_inst *in, rdma_cq *cq)
+{
+    struct ibv_wc wc[POLL_BATCH];
+    int total = 0, n;
+    while ((n = ibv_poll_cq(cq->cq, POLL_BATCH, wc)) > 0) {
+        for (int i = 0; i < n; i++)
+            on_completion(in, cq, &wc[i]);
+        total += n;
+    }
+    return total;
+}
+
+/* Sleeps on the completion channel (and the wake eventfd) for at most 1 s. */
+static unsigned wait_event(rdma_cq *cq, unsigned unacked)
+{
+    struct pollfd pf[2] = {{.fd = cq->chan->fd, .events = POLLIN},
+                           {.fd = cq->wake_fd, .events = POLLIN}};
+    if (poll(pf, 2, 1000) <= 0)
+        return unacked;
+    struct ibv_cq *ev_cq;
+    void *ev_ctx;
+    while ((pf[0].revents & POLLIN) && ibv_get_cq_event(cq->chan, &ev_cq, &ev_ctx) == 0)
+        unacked++;
+    uint64_t v;
+    if ((pf[1].revents & POLLIN) && read(cq->wake_fd, &v, sizeof v) < 0)
+        (void)v;
+    if (unacked >= 256) {
+        ibv_ack_cq_events(cq->cq, unacked);
+        unacked = 0;
+    }
+    return unacked;
+}
+
+static void *cq_main(void *arg)
+{
+    rdma_cq *cq = arg;
+    rdma_inst *in = cq->ctx->inst;
+    unsigned unacked = 0;
+    while (!atomic_load(&cq->stop)) {
+        if (poll_all(in, cq))
+            continue;
+        if (ibv_req_notify_cq(cq->cq, 0)) {
+            RLOG(in, TE_LOG_ERROR, "ibv_req_notify_cq failed on %s", cq->ctx->name);
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (poll_all(in, cq)) /* completions that raced with arming */
+            continue;
+        unacked = wait_event(cq, unacked);
+    }
+    if (unacked)
+        ibv_ack_cq_events(cq->cq, unacked);
+    return NULL;
+}
+
+int rdma_workers_start(rdma_inst *in)
+{
+    for (int c = 0; c < in->nctx; c++)
+        for (int i = 0; i < in->ctxs[c].ncq; i++) {
+            rdma_cq *cq = &in->ctxs[c].cqs[i];
+            atomic_store(&cq->stop, false);
+            if (pthread_create(&cq->thread, NULL, cq_main, cq))
+                return rdma_fail(TE_ERR_MEMORY, "cannot start a completion worker");
+            cq->started = true;
+        }
+    return 0;
+}
+
+void rdma_workers_stop(rdma_inst *in)
+{
+    for (int c = 0; c < in->nctx; c++)
+        for (int i = 0; i < in->ctxs[c].ncq; i++) {
+            rdma_cq *cq = &in->ctxs[c].cqs[i];
+            if (!cq->started)
+                continue;
+            atomic_store(&cq->stop, true);
+            uint64_t one = 1;
+            if (write(cq->wake_fd, &one, sizeof one) < 0)
+                RLOG(in, TE_LOG_WARN, "cannot wake a completion worker: %s", strerror(errno));
+            pthread_join(cq->thread, NULL);
+            cq->started = false;
+        }
+}
+
+/* ---- the watchdog ---------------------------------------------------------------------------- */
+
+/* Whether a slice past its deadline sits on a live QP (slices on retired
+ * QPs are already being flushed back). */
+static bool live_expired(const slice_list *l, int64_t now)
+{
+    for (te_slice *s = l->head; s; s = NEXT(s)) {
+        const rdma_qp *q = s->transport_data[2];
+        if (now >= s->deadline_ns && q && !q->retired)
+            return true;
+    }
+    return false;
+}
+
+/* One endpoint (ep->lock held): expired pending slices out, an endpoint
+ * with expired slices on the wire reset (they flush back as errors), a
+ * passive endpoint whose peer never acked made ready. */
+static void check_ep_locked(rdma_ep *ep, int64_t now, slice_list *expired, slice_list *failed)
+{
+    rdma_inst *in = ep->ctx->inst;
+    for (te_slice *s = ep->pending.head, *next; s; s = next) {
+        next = NEXT(s);
+        if (now >= s->deadline_ns) {
+            slice_list_remove(&ep->pending, s);
+            slice_list_push(expired, s);
+        }
+    }
+    if (ep->posted.count && live_expired(&ep->posted, now))
+        rdma_ep_reset_locked(ep, "slices passed their deadline");
+    if (ep->state == EP_WAIT_ACK &&
+        now - ep->wait_ack_since > (int64_t)in->cfg.ack_wait_ms * 1000000) {
+        ep->state = EP_READY; /* a peer that does not send ready_ack */
+        rdma_ep_post_locked(ep, failed);
+    }
+}
+
+static void scan(rdma_inst *in)
+{
+    int64_t now = rdma_host_api->now_ns();
+    slice_list expired = {0}, failed = {0};
+    for (int c = 0; c < in->nctx; c++) {
+        rdma_ctx *ctx = &in->ctxs[c];
+        pthread_mutex_lock(&ctx->ep_lock);
+        for (int b = 0; b < RDMA_EP_BUCKETS; b++)
+            for (rdma_ep *ep = ctx->eps[b]; ep; ep = ep->hnext) {
+                pthread_mutex_lock(&ep->lock);
+                check_ep_locked(ep, now, &expired, &failed);
+                pthread_mutex_unlock(&ep->lock);
+            }
+        pthread_mutex_unlock(&ctx->ep_lock);
+    }
+    te_slice *s;
+    while ((s = slice_list_pop(&expired)))
+        rdma_slice_finish(in, s, TE_ERR_TIMEOUT);
+    rdma_retry_or_fail(in, &failed, TE_ERR_ENDPOINT);
+}
+
+static void *wd_main(void *arg)
+{
+    rdma_inst *in = arg;
+    pthread_mutex_lock(&in->wd_lock);
+    while (!atomic_load(&in->stopping)) {
+        /* Idle: a slow tick for passive endpoints; busy: 20 ms granularity. */
+        int64_t step_ms = atomic_load(&in->held) > 0 ? 20 : 1000;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(step_ms * 1000000);
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&in->wd_cond, &in->wd_lock, &ts);
+        if (atomic_load(&in->stopping))
+            break;
+        pthread_mutex_unlock(&in->wd_lock);
+        scan(in);
+        pthread_mutex_lock(&in->wd_lock);
+    }
+    pthread_mutex_unlock(&in->wd_lock);
+    return NULL;
+}
+
+int rdma_watchdog_start(rdma_inst *in)
+{
+    if (pthread_create(&in->wd_thread, NULL, wd_main, in))
+        return rdma_fail(TE_ERR_MEMORY, "cannot start the RDMA watchdog");
+    in->wd_started = true;
+    return 0;
+}
+
+/* Moves an idle watchdog to its busy tick when work arrives. */
+void rdma_watchdog_kick(rdma_inst *in)
+{
+    pthread_mutex_lock(&in->wd_lock);
+    pthread_cond_signal(&in->wd_cond);
+    pthread_mutex_unlock(&in->wd_lock);
+}
+
+void rdma_watchdog_stop(rdma_inst *in)
+{
+    if (!in->wd_started)
+        return;
+    pthread_mutex_lock(&in->wd_lock);
+    pthread_cond_broadcast(&in->wd_cond);
+    pthread_mutex_unlock(&in->wd_lock);
+    pthread_join(in->wd_thread, NULL);
+    in->wd_started = false;
+}
+
+/* ---- shutdown ---------------------------------------------------------------------------------- */
+
+static void fail_everything(rdma_inst *in, bool posted_too)
+{
+    slice_list out = {0};
+    for (int c = 0; c < in->nctx; c++) {
+        rdma_ctx *ctx = &in->ctxs[c];
+        pthread_mutex_lock(&ctx->ep_lock);
+        for (int b = 0; b < RDMA_EP_BUCKETS; b++)
+            for (rdma_ep *ep = ctx->eps[b]; ep; ep = ep->hnext) {
+                pthread_mutex_lock(&ep->lock);
+                slice_list_append(&out, &ep->pending);
+                if (posted_too)
+                    slice_list_append(&out, &ep->posted);
+                else if (ep->qps)
+                    rdma_ep_reset_locked(ep, "transport shutting down");
+                pthread_mutex_unlock(&ep->lock);
+            }
+        pthread_mutex_unlock(&ctx->ep_lock);
+    }
+    te_slice *s;
+    while ((s = slice_list_pop(&out)))
+        rdma_slice_finish(in, s, TE_ERR_STATE);
+}
+
+/* destroy(): fails what waits, flushes what is on the wire and gives the
+ * completion workers budget_ms to report it; anything left is failed after
+ * the workers stop (its QPs are in ERR, so no NIC touches it any more). */
+void rdma_drain_all(rdma_inst *in, int64_t budget_ms)
+{
+    fail_everything(in, false);
+    int64_t until = rdma_host_api->now_ns() + budget_ms * 1000000;
+    while (atomic_load(&in->held) > 0 && rdma_host_api->now_ns() < until) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    rdma_workers_stop(in);
+    fail_everything(in, true);
+}

@@ -1,0 +1,238 @@
+/* rdma.h - state shared by the RDMA transport's files: the instance, its
+ * per-NIC contexts and completion queues, endpoints (one per local NIC and
+ * peer NIC path), registrations and peer handles. */
+#ifndef TE_RDMA_H
+#define TE_RDMA_H
+
+#include <infiniband/verbs.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rdma_proto.h"
+#include "rdma_sched.h"
+#include "te/plugin.h"
+
+#define RDMA_PLUGIN "rdma"
+#define RDMA_EP_BUCKETS 64
+#define RDMA_MAX_CTX 32
+#define RDMA_MAX_HS_THREADS 4
+
+/* The process-wide host table handed to te_plugin_init. */
+extern const te_host_api *rdma_host_api;
+
+/* Sets the thread's error detail (ours and the core's) and returns status. */
+int rdma_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *rdma_errmsg(void);
+
+#define RLOG(in, level, ...) rdma_host_api->log((in)->host, level, RDMA_PLUGIN, __VA_ARGS__)
+
+typedef struct rdma_config {
+    int ib_port;          /* MC_IB_PORT, 1 */
+    int gid_index;        /* MC_GID_INDEX / NCCL_IB_GID_INDEX, -1 = auto */
+    int mtu;              /* MC_MTU as enum ibv_mtu */
+    int max_cqe;          /* MC_MAX_CQE_PER_CTX, 4096 */
+    int num_qp;           /* MC_NUM_QP_PER_EP, 2 */
+    int workers;          /* MC_WORKERS_PER_CTX, 2: one CQ + channel + thread each */
+    int max_wr;           /* MC_MAX_WR, 256 */
+    int max_sge;          /* MC_MAX_SGE, 4 */
+    int max_inline;       /* MC_MAX_INLINE, 64 */
+    int retry_cnt;        /* MC_RETRY_CNT, 9 */
+    int max_ep;           /* MC_MAX_EP_PER_CTX, 65536 */
+    int traffic_class;    /* MC_IB_TC, 0 */
+    int service_level;    /* MC_IB_SL, 0 */
+    int pkey_index;       /* MC_PKEY_INDEX, 0 */
+    int handshake_ms;     /* MC_HANDSHAKE_CONNECT_TIMEOUT (s) as ms, 0 = the core's */
+    int ack_wait_ms;      /* how long a passive endpoint waits for ready_ack, 1000 */
+} rdma_config;
+
+struct rdma_inst;
+struct rdma_ep;
+
+/* A completion queue with its own channel and worker thread. */
+typedef struct rdma_cq {
+    struct rdma_ctx *ctx;
+    struct ibv_comp_channel *chan;
+    struct ibv_cq *cq;
+    int wake_fd; /* eventfd: wakes the worker to stop */
+    int capacity;
+    atomic_int outstanding; /* WRs posted on QPs of this CQ, <= capacity */
+    atomic_bool stop;
+    pthread_t thread;
+    bool started;
+} rdma_cq;
+
+/* One NIC. */
+typedef struct rdma_ctx {
+    struct rdma_inst *inst;
+    int index;
+    char name[RDMA_NAME_MAX];
+    char nic_path[RDMA_PATH_MAX]; /* "<our segment>@<name>" */
+    struct ibv_context *verbs;
+    struct ibv_pd *pd;
+    uint8_t port;
+    bool link_is_ib;
+    int gid_index;
+    uint8_t gid[16];
+    uint16_t lid;
+    enum ibv_mtu mtu;
+    int max_wr, max_sge, max_inline, max_rd_atomic;
+    int qp_retry_cnt; /* transport retries of a QP (7; 6 on soft-RoCE, where 7 is endless) */
+    int ncq;
+    rdma_cq *cqs;
+    atomic_uint next_cq;
+    pthread_mutex_t ep_lock; /* the endpoint table */
+    struct rdma_ep *eps[RDMA_EP_BUCKETS];
+    int ep_count;
+} rdma_ctx;
+
+/* A QP.  It outlives its endpoint's use of it while WRs are outstanding. */
+typedef struct rdma_qp {
+    struct ibv_qp *qp;
+    struct rdma_ep *ep;
+    rdma_cq *cq;
+    int outstanding; /* under ep->lock */
+    bool retired;
+    struct rdma_qp *next; /* in ep->retired */
+} rdma_qp;
+
+/* A FIFO of slices linked through transport_data[0] (next) and [1] (prev). */
+typedef struct slice_list {
+    te_slice *head, *tail;
+    size_t count;
+} slice_list;
+
+enum rdma_ep_state {
+    EP_IDLE,       /* no connected QPs */
+    EP_CONNECTING, /* a handshake is queued or running */
+    EP_WAIT_ACK,   /* passive side connected, waiting for the peer's ready_ack */
+    EP_READY
+};
+
+/* The connection from one local NIC to one peer NIC path. */
+typedef struct rdma_ep {
+    struct rdma_ep *hnext; /* bucket chain in ctx->eps */
+    rdma_ctx *ctx;
+    char peer_path[RDMA_PATH_MAX];
+    bool loopback; /* the peer path is this very NIC: QPs connect to themselves */
+    pthread_mutex_t lock;
+    enum rdma_ep_state state;
+    rdma_qp **qps; /* current QPs or NULL */
+    int nqp;
+    bool connected; /* qps are RTS towards peer_qpn */
+    uint32_t peer_qpn[RDMA_MAX_QP];
+    uint32_t gen;   /* bumped whenever qps are replaced */
+    unsigned next_qp;
+    int64_t wait_ack_since;
+    bool hs_queued;
+    char rpc_host[256];
+    uint16_t rpc_port;
+    slice_list pending; /* waiting for a connection or for room */
+    slice_list posted;  /* on the wire */
+    rdma_qp *retired;   /* replaced QPs that still have WRs outstanding */
+    struct rdma_ep *hs_next;
+} rdma_ep;
+
+/* A registration: one MR per context. */
+typedef struct rdma_mr {
+    struct rdma_mr *next, *prev;
+    void *addr;
+    size_t length;
+    char location[64];
+    int *nics; /* context indices for this location, preferred first */
+    int nnics, npref;
+    int nctx;
+    struct ibv_mr *mrs[];
+} rdma_mr;
+
+/* What peer_open returns. */
+typedef struct rdma_peer {
+    rdma_peer_desc *desc;
+    char rpc_host[256];
+    uint16_t rpc_port;
+    char (*paths)[RDMA_PATH_MAX]; /* "<peer name>@<device>" per device */
+} rdma_peer;
+
+typedef struct rdma_inst {
+    te_host *host;
+    rdma_config cfg;
+    char segment[512];
+    int nctx;
+    rdma_ctx *ctxs;
+    bool usable[RDMA_MAX_CTX];
+    char *matrix;     /* our priority matrix, JSON text */
+    char *describe;   /* our describe() object, JSON text */
+    atomic_uint_fast64_t seq;
+    atomic_long held; /* slices taken and not yet reported */
+    atomic_bool stopping;
+
+    pthread_mutex_t mr_lock;
+    rdma_mr *mrs;
+
+    pthread_mutex_t hs_lock; /* the handshake queue */
+    pthread_cond_t hs_cond;
+    rdma_ep *hs_head, *hs_tail;
+    pthread_t hs_threads[RDMA_MAX_HS_THREADS];
+    int nhs;
+
+    pthread_mutex_t wd_lock; /* the watchdog */
+    pthread_cond_t wd_cond;
+    pthread_t wd_thread;
+    bool wd_started;
+} rdma_inst;
+
+/* ---- slice scratch: [0]/[1] list links, [2] rdma_qp when posted,
+ *      [3] rkey << 32 | attempt ---------------------------------------------- */
+static inline unsigned slice_attempt(const te_slice *s)
+{
+    return (unsigned)((uintptr_t)s->transport_data[3] & 0xffff);
+}
+static inline uint32_t slice_rkey(const te_slice *s)
+{
+    return (uint32_t)((uint64_t)(uintptr_t)s->transport_data[3] >> 32);
+}
+static inline void slice_set_route(te_slice *s, uint32_t rkey, unsigned attempt)
+{
+    s->transport_data[3] = (void *)(uintptr_t)((uint64_t)rkey << 32 | (attempt & 0xffff));
+}
+
+void slice_list_push(slice_list *l, te_slice *s);
+void slice_list_remove(slice_list *l, te_slice *s);
+te_slice *slice_list_pop(slice_list *l);
+void slice_list_append(slice_list *dst, slice_list *src);
+
+/* context.c */
+int rdma_contexts_open(rdma_inst *in, const char *device_filter);
+void rdma_contexts_close(rdma_inst *in);
+int rdma_ctx_find(rdma_inst *in, const char *name);
+
+/* memory.c */
+int rdma_register(void *inst, void *addr, size_t length, const char *location, void **mr);
+int rdma_unregister(void *inst, void *mr);
+int rdma_describe_buffer(void *inst, void *mr, char **json);
+void rdma_mrs_release(rdma_inst *in);
+
+/* endpoint.c */
+rdma_ep *rdma_ep_get(rdma_ctx *ctx, const char *peer_path, int *err);
+void rdma_ep_kick_locked(rdma_ep *ep);
+void rdma_ep_reset_locked(rdma_ep *ep, const char *why);
+int rdma_handshake_start(rdma_inst *in);
+int rdma_passive_install(rdma_inst *in);
+void rdma_handshake_stop(rdma_inst *in);
+void rdma_eps_destroy(rdma_inst *in);
+void rdma_qp_destroy(rdma_qp *q);
+
+/* datapath.c */
+int rdma_submit(void *inst, te_slice *const *slices, size_t count);
+void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed);
+void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status);
+void rdma_slice_finish(rdma_inst *in, te_slice *s, int status);
+int rdma_workers_start(rdma_inst *in);
+void rdma_workers_stop(rdma_inst *in);
+int rdma_watchdog_start(rdma_inst *in);
+void rdma_watchdog_stop(rdma_inst *in);
+void rdma_watchdog_kick(rdma_inst *in);
+void rdma_drain_all(rdma_inst *in, int64_t budget_ms);
+
+#endif

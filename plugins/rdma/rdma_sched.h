@@ -1,0 +1,51 @@
+/* rdma_sched.h - pure decisions of the RDMA transport, testable without a
+ * NIC: which local/peer NIC a slice uses on each attempt, and how good a
+ * GID table entry is for RoCE. */
+#ifndef TE_RDMA_SCHED_H
+#define TE_RDMA_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * Picks an entry of a preference list list[0..n) whose first npref entries
+ * are preferred.  usable (indexed by the entry's value, NULL = all usable)
+ * removes NICs that are down.
+ *  - attempt 0 stripes slices over the usable preferred entries by seq
+ *    (over all usable entries when no preferred one is usable);
+ *  - attempt k > 0 walks deterministically over every usable entry,
+ *    preferred first, starting one step past attempt 0's choice, so a
+ *    retry moves to another NIC whenever there is one.
+ * Returns the chosen entry's value, or -1 when none is usable.
+ */
+int rdma_sched_pick(const int *list, int n, int npref, uint64_t seq, unsigned attempt,
+                    const bool *usable);
+
+typedef struct rdma_path {
+    int local; /* local context index */
+    int peer;  /* peer device index */
+} rdma_path;
+
+/* Both ends of a slice's path: the local NIC from the local buffer's
+ * preference list, the peer NIC from the peer buffer's; the same seq on
+ * both sides keeps rails aligned when the lists are of equal length.
+ * 0, or -1 when either side has no usable NIC. */
+int rdma_sched_path(const int *local, int nlocal, int nlocal_pref, const bool *local_usable,
+                    const int *peer, int npeer, int npeer_pref, uint64_t seq, unsigned attempt,
+                    rdma_path *out);
+
+/* GID types as libibverbs numbers them (enum ibv_gid_type). */
+#define RDMA_GID_TYPE_IB 0
+#define RDMA_GID_TYPE_ROCE_V1 1
+#define RDMA_GID_TYPE_ROCE_V2 2
+
+/*
+ * Ranks a GID table entry for an Ethernet (RoCE) port: < 0 unusable (zero,
+ * IPv6 link-local, IPv4 link-local), otherwise higher is better: RoCE v2
+ * over v1, IPv4-mapped over IPv6, with a netdev over without, public over
+ * private IPv4 (10/8, 172.16/12, 192.168/16, 100.64/10).  On an InfiniBand
+ * port every non-zero GID is usable and the first one wins.
+ */
+int rdma_gid_score(const uint8_t gid[16], int gid_type, bool has_netdev, bool link_is_ib);
+
+#endif

@@ -1,0 +1,118 @@
+/* sched.c - where slices go (local and peer NIC per attempt) and which GID
+ * a RoCE port uses.  Pure functions: the unit tests cover multi-NIC
+ * striping here because the soft-RoCE VM has a single device. */
+#include "rdma_sched.h"
+
+#include <string.h>
+
+static bool is_usable(const bool *usable, int v)
+{
+    return v >= 0 && (!usable || usable[v]);
+}
+
+/* The k-th usable entry among list[from..to), counting modulo their number. */
+static int nth_usable(const int *list, int from, int to, uint64_t k, const bool *usable)
+{
+    int count = 0;
+    for (int i = from; i < to; i++)
+        count += is_usable(usable, list[i]);
+    if (count == 0)
+        return -1;
+    uint64_t want = k % (uint64_t)count;
+    for (int i = from; i < to; i++)
+        if (is_usable(usable, list[i]) && want-- == 0)
+            return list[i];
+    return -1;
+}
+
+int rdma_sched_pick(const int *list, int n, int npref, uint64_t seq, unsigned attempt,
+                    const bool *usable)
+{
+    if (!list || n <= 0)
+        return -1;
+    if (npref < 0 || npref > n)
+        npref = n;
+    if (attempt == 0) {
+        int v = nth_usable(list, 0, npref, seq, usable);
+        return v >= 0 ? v : nth_usable(list, 0, n, seq, usable);
+    }
+    /* Retries: position of attempt 0's choice among all usable entries,
+     * then `attempt` steps further. */
+    int first = rdma_sched_pick(list, n, npref, seq, 0, usable);
+    int count = 0, pos = 0;
+    for (int i = 0; i < n; i++) {
+        if (!is_usable(usable, list[i]))
+            continue;
+        if (list[i] == first)
+            pos = count;
+        count++;
+    }
+    if (count == 0)
+        return -1;
+    return nth_usable(list, 0, n, (uint64_t)pos + attempt, usable);
+}
+
+int rdma_sched_path(const int *local, int nlocal, int nlocal_pref, const bool *local_usable,
+                    const int *peer, int npeer, int npeer_pref, uint64_t seq, unsigned attempt,
+                    rdma_path *out)
+{
+    /* A retry changes one side at a time: odd attempts move the peer NIC,
+     * even ones the local NIC, so both get tried when only one is bad. */
+    unsigned peer_attempt = (attempt + 1) / 2, local_attempt = attempt / 2;
+    out->local = rdma_sched_pick(local, nlocal, nlocal_pref, seq, local_attempt, local_usable);
+    out->peer = rdma_sched_pick(peer, npeer, npeer_pref, seq, peer_attempt, NULL);
+    return out->local >= 0 && out->peer >= 0 ? 0 : -1;
+}
+
+/* ---- GIDs ------------------------------------------------------------------ */
+
+static bool all_zero(const uint8_t *p, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+static bool is_v4_mapped(const uint8_t g[16])
+{
+    return all_zero(g, 10) && g[10] == 0xff && g[11] == 0xff;
+}
+
+static bool is_private_v4(const uint8_t a[4])
+{
+    return a[0] == 10 || (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+           (a[0] == 100 && (a[1] & 0xc0) == 64);
+}
+
+int rdma_gid_score(const uint8_t gid[16], int gid_type, bool has_netdev, bool link_is_ib)
+{
+    if (all_zero(gid, 16))
+        return -1;
+    if (link_is_ib)
+        return gid_type == RDMA_GID_TYPE_IB ? 100 : 50;
+    if (gid[0] == 0xfe && (gid[1] & 0xc0) == 0x80)
+        return -1; /* IPv6 link-local: not routable */
+    int score;
+    if (gid_type == RDMA_GID_TYPE_ROCE_V2)
+        score = 100;
+    else if (gid_type == RDMA_GID_TYPE_ROCE_V1)
+        score = 40;
+    else
+        return -1;
+    if (is_v4_mapped(gid)) {
+        const uint8_t *a = gid + 12;
+        if (a[0] == 169 && a[1] == 254)
+            return -1; /* IPv4 link-local */
+        if (a[0] == 0)
+            return -1;
+        if (a[0] == 127)
+            return 5; /* loopback: usable for tests on one host, never preferred */
+        score += 20;
+        if (is_private_v4(a))
+            score -= 5;
+    }
+    if (has_netdev)
+        score += 10;
+    return score;
+}

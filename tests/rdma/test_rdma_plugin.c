@@ -1,0 +1,135 @@
+/* test_rdma_plugin.c - libte_rdma.so on a host without a usable RDMA NIC:
+ * its descriptor (name, caps, MC_SLICE_SIZE), create() failing with
+ * TE_ERR_DEVICE_NOT_FOUND and a clear message, and an engine asked for
+ * "rdma" falling back to tcp. */
+#include <check.h>
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "te/plugin.h"
+#include "te/te.h"
+
+static char last_error[1024];
+
+static void fake_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void fake_set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+static const char *fake_config(te_host *h, const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static int fake_topology(te_host *h, char **json)
+{
+    *json = NULL;
+    return TE_ERR_NOT_IMPLEMENTED;
+}
+
+static int64_t fake_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static const te_host_api fake_host = {
+    .size = sizeof(te_host_api),
+    .abi_major = TE_PLUGIN_ABI_MAJOR,
+    .abi_minor = TE_PLUGIN_ABI_MINOR,
+    .log = fake_log,
+    .set_error = fake_set_error,
+    .config = fake_config,
+    .topology = fake_topology,
+    .now_ns = fake_now,
+};
+
+static const te_plugin_desc *load(void **handle)
+{
+    char path[4096];
+    const char *dir = getenv("TE_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_rdma.so", dir ? dir : ".");
+    *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(*handle, "dlopen %s: %s", path, dlerror());
+    te_plugin_init_fn init = (te_plugin_init_fn)dlsym(*handle, TE_PLUGIN_INIT_SYMBOL);
+    ck_assert_ptr_nonnull(init);
+    const te_plugin_desc *d = NULL;
+    ck_assert_int_eq(init(&fake_host, &d), 0);
+    return d;
+}
+
+START_TEST(descriptor_names_rdma_and_reads_slice_size)
+{
+    setenv("MC_SLICE_SIZE", "131072", 1);
+    void *h;
+    const te_plugin_desc *d = load(&h);
+    const te_transport_ops *ops = d->ops;
+    ck_assert_str_eq(d->name, "rdma");
+    ck_assert_int_eq(d->kind, TE_PLUGIN_TRANSPORT);
+    ck_assert_int_eq(d->abi_major, TE_PLUGIN_ABI_MAJOR);
+    ck_assert_uint_eq(ops->caps, TE_TRANSPORT_CAP_REMOTE | TE_TRANSPORT_CAP_NEEDS_LOCAL_MR);
+    ck_assert_uint_eq(ops->slice_size, 131072);
+    ck_assert_ptr_null(dlsym(h, "rdma_submit")); /* only te_plugin_init is exported */
+    ck_assert_ptr_null(dlsym(h, "rdma_host_api"));
+    dlclose(h);
+}
+END_TEST
+
+START_TEST(create_without_usable_device_fails_clearly)
+{
+    void *h;
+    const te_plugin_desc *d = load(&h);
+    const te_transport_ops *ops = d->ops;
+    te_transport_params p = {.size = sizeof p, .segment_name = "127.0.0.1:1",
+                             .device_filter = "no_such_nic0"};
+    void *inst = (void *)1;
+    last_error[0] = '\0';
+    ck_assert_int_eq(ops->create(NULL, &p, &inst), TE_ERR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_null(inst);
+    ck_assert_msg(strstr(last_error, "no usable RDMA device"), "message: %s", last_error);
+    dlclose(h);
+}
+END_TEST
+
+START_TEST(engine_asked_for_rdma_falls_back_to_tcp)
+{
+    setenv("MC_TE_FILTERS", "no_such_nic0", 1);
+    te_engine *e = te_engine_create();
+    ck_assert_int_eq(te_engine_initialize(e, "127.0.0.1", "P2PHANDSHAKE", "rdma", "", NULL), 0);
+    ck_assert_str_eq(te_engine_protocol(e), "tcp");
+    te_engine_destroy(e);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("rdma_plugin");
+    TCase *tc = tcase_create("no_device");
+    tcase_add_test(tc, descriptor_names_rdma_and_reads_slice_size);
+    tcase_add_test(tc, create_without_usable_device_fails_clearly);
+    tcase_add_test(tc, engine_asked_for_rdma_falls_back_to_tcp);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
