@@ -102,7 +102,8 @@ int te_local_descriptor_json(te_engine *e, char **json)
     size_t n = e->memreg.count;
     te_region **order = malloc((n ? n : 1) * sizeof *order);
     if (order) {
-        memcpy(order, e->memreg.regions, n * sizeof *order);
+        if (n) /* regions is NULL before the first registration */
+            memcpy(order, e->memreg.regions, n * sizeof *order);
         qsort(order, n, sizeof *order, by_seq);
         for (size_t i = 0; i < n; i++)
             add_buffer(order[i], &c);
