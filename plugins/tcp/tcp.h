@@ -18,6 +18,8 @@
 #define TCP_STATUS_OK 0
 #define TCP_STATUS_REJECTED 1
 #define TCP_MAX_LANES 16
+#define TCP_SPLICE_MIN (64 * 1024)  /* payloads this big are sent with vmsplice */
+#define TCP_PIPE_SIZE (1024 * 1024)
 
 extern const te_host_api *tcp_host_api;
 
@@ -85,6 +87,7 @@ struct tcp_transport {
     bool force_v1;
     int64_t connect_timeout_ms;
     int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */
+    bool use_splice; /* MC_TCP_SPLICE, on by default */
     pthread_mutex_t lanes_lock;
     pthread_cond_t lanes_cond;
     int live_lanes; /* lane threads still running; destroy waits for 0 */

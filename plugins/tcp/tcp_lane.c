@@ -4,6 +4,7 @@
  * sendmsg straight from user memory) and matches the in-order responses,
  * receiving READ data straight into user memory.  Idle lanes sleep in poll. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -39,6 +40,8 @@ typedef struct lane {
     int efd;
     /* Owned by the lane thread. */
     int fd;
+    int pipe[2];          /* for vmsplice of large payloads, -1 if unavailable */
+    size_t pipe_bytes;    /* spliced into the pipe, not yet into the socket */
     slist sending, flying;
     uint64_t send_off;    /* bytes of sending.head already sent */
     bool in_data;         /* receiving READ data of flying.head */
@@ -116,11 +119,39 @@ static void fail_list(lane *l, slist *list, int status)
 
 /* Fails everything the lane holds and drops the connection: after an error
  * the byte stream's position is unknown. */
+static void open_pipe(lane *l)
+{
+    l->pipe[0] = l->pipe[1] = -1;
+    if (pipe2(l->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        l->pipe[0] = l->pipe[1] = -1;
+        return;
+    }
+    if (fcntl(l->pipe[1], F_SETPIPE_SZ, TCP_PIPE_SIZE) < TCP_PIPE_SIZE) {
+        close(l->pipe[0]);
+        close(l->pipe[1]);
+        l->pipe[0] = l->pipe[1] = -1;
+    }
+}
+
+static void close_pipe(lane *l)
+{
+    if (l->pipe[0] >= 0) {
+        close(l->pipe[0]);
+        close(l->pipe[1]);
+    }
+    l->pipe[0] = l->pipe[1] = -1;
+    l->pipe_bytes = 0;
+}
+
 static void reset_lane(lane *l, int status)
 {
     if (l->fd >= 0)
         close(l->fd);
     l->fd = -1;
+    if (l->pipe_bytes) { /* bytes of the dead stream: start a clean pipe */
+        close_pipe(l);
+        open_pipe(l);
+    }
     l->send_off = 0;
     l->in_data = false;
     l->rpos = l->rlen = 0;
@@ -184,43 +215,112 @@ static uint64_t wire_bytes(const te_slice *s)
     return TCP_HDR_LEN + (s->opcode == TE_OP_WRITE ? s->length : 0);
 }
 
-/* Sends as much of the queue as the socket takes.  0 or a status. */
-static int do_send(lane *l)
+/* Counts `sent` more bytes of the queue as gone: requests fully on the wire
+ * wait for their response (v1 writes get none and complete now). */
+static void advance(lane *l, uint64_t sent)
 {
-    struct iovec iov[MAX_IOV];
-    int n = 0;
-    uint64_t skip = l->send_off, bytes = 0;
-    for (te_slice *s = l->sending.head; s && n + 2 <= MAX_IOV && bytes < MAX_SEND_BYTES;
-         s = NEXT(s)) {
-        uint64_t off = skip;
-        skip = 0;
-        if (off < TCP_HDR_LEN) {
-            iov[n++] = (struct iovec){HDR(s) + off, TCP_HDR_LEN - off};
-            bytes += TCP_HDR_LEN - off;
-            off = 0;
-        } else {
-            off -= TCP_HDR_LEN;
-        }
-        if (s->opcode == TE_OP_WRITE) {
-            iov[n++] = (struct iovec){(char *)s->local + off, s->length - off};
-            bytes += s->length - off;
-        }
-    }
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-    ssize_t sent = sendmsg(l->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (sent < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : TE_ERR_PEER_CLOSED;
-    uint64_t left = (uint64_t)sent + l->send_off;
+    uint64_t left = sent + l->send_off;
     while (l->sending.head && left >= wire_bytes(l->sending.head)) {
         te_slice *s = slist_pop(&l->sending);
         left -= wire_bytes(s);
         if (!l->peer->v2 && s->opcode == TE_OP_WRITE)
-            complete(l, s, 0); /* v1 writes are never acknowledged */
+            complete(l, s, 0);
         else
             slist_push(&l->flying, s);
     }
     l->send_off = left;
+}
+
+/* Large v2 write payloads go through a pipe with vmsplice+splice: the socket
+ * then references the user pages instead of copying them, which saves one
+ * of the two copies on loopback.  Only v2, whose acknowledgement arrives
+ * after the target has read every byte, so completion still means the pages
+ * are no longer in use. */
+static bool spliced(const lane *l, const te_slice *s)
+{
+    return l->pipe[1] >= 0 && l->peer->v2 && s->opcode == TE_OP_WRITE &&
+           s->length >= TCP_SPLICE_MIN;
+}
+
+/* Moves what sits in the pipe into the socket.  0 (maybe with bytes left
+ * when the socket is full) or a status. */
+static int flush_pipe(lane *l)
+{
+    while (l->pipe_bytes > 0) {
+        ssize_t n = splice(l->pipe[0], NULL, l->fd, NULL, l->pipe_bytes,
+                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE | SPLICE_F_MORE);
+        if (n > 0) {
+            l->pipe_bytes -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return 0;
+        return TE_ERR_PEER_CLOSED;
+    }
     return 0;
+}
+
+static int send_spliced(lane *l, te_slice *s)
+{
+    uint64_t off = l->send_off - TCP_HDR_LEN, left = s->length - off;
+    struct iovec v = {(char *)s->local + off, left < TCP_PIPE_SIZE ? left : TCP_PIPE_SIZE};
+    ssize_t n = vmsplice(l->pipe[1], &v, 1, SPLICE_F_NONBLOCK);
+    if (n <= 0) {
+        /* No vmsplice here (seccomp, old kernel): copy from now on. */
+        TCP_LOG(l->peer->t, TE_LOG_INFO, "vmsplice unavailable (%s): copying", strerror(errno));
+        close(l->pipe[0]);
+        close(l->pipe[1]);
+        l->pipe[0] = l->pipe[1] = -1;
+        return 0;
+    }
+    l->pipe_bytes += (size_t)n;
+    advance(l, (uint64_t)n);
+    return 0;
+}
+
+/* Sends as much of the queue as the socket takes.  0 or a status. */
+static int do_send(lane *l)
+{
+    for (;;) {
+        int rc = flush_pipe(l);
+        if (rc || l->pipe_bytes > 0)
+            return rc;
+        te_slice *head = l->sending.head;
+        if (!head)
+            return 0;
+        if (spliced(l, head) && l->send_off >= TCP_HDR_LEN) {
+            send_spliced(l, head);
+            continue;
+        }
+        struct iovec iov[MAX_IOV];
+        int n = 0;
+        uint64_t skip = l->send_off, bytes = 0;
+        for (te_slice *s = head; s && n + 2 <= MAX_IOV && bytes < MAX_SEND_BYTES; s = NEXT(s)) {
+            uint64_t off = skip;
+            skip = 0;
+            if (off < TCP_HDR_LEN) {
+                iov[n++] = (struct iovec){HDR(s) + off, TCP_HDR_LEN - off};
+                bytes += TCP_HDR_LEN - off;
+                off = 0;
+            } else {
+                off -= TCP_HDR_LEN;
+            }
+            if (spliced(l, s))
+                break; /* its payload goes through the pipe next round */
+            if (s->opcode == TE_OP_WRITE) {
+                iov[n++] = (struct iovec){(char *)s->local + off, s->length - off};
+                bytes += s->length - off;
+            }
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t sent = sendmsg(l->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0
+                                                                             : TE_ERR_PEER_CLOSED;
+        advance(l, (uint64_t)sent);
+        if ((uint64_t)sent < bytes)
+            return 0; /* the socket is full: wait for POLLOUT */
+    }
 }
 
 /* Reads responses.  0 when the socket is drained, or a status. */
@@ -341,14 +441,14 @@ static void *lane_main(void *arg)
             }
         }
         int rc = 0;
-        if (l->sending.head)
+        if (l->sending.head || l->pipe_bytes)
             rc = do_send(l); /* the socket is usually writable: try before polling */
         if (rc) {
             reset_lane(l, rc);
             continue;
         }
         struct pollfd pf[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = l->fd, .events = POLLIN}};
-        if (l->sending.head)
+        if (l->sending.head || l->pipe_bytes)
             pf[1].events |= POLLOUT;
         int ms = -1;
         if (deadline) {
@@ -365,13 +465,14 @@ static void *lane_main(void *arg)
             if (!rc && !l->flying.head && !l->sending.head && (pf[1].revents & (POLLHUP | POLLERR)))
                 rc = TE_ERR_PEER_CLOSED; /* idle connection went away: reconnect later */
         }
-        if (!rc && nfds == 2 && (pf[1].revents & POLLOUT) && l->sending.head)
+        if (!rc && nfds == 2 && (pf[1].revents & POLLOUT) && (l->sending.head || l->pipe_bytes))
             rc = do_send(l);
         if (rc)
             reset_lane(l, rc);
     }
     free(l->rbuf);
     l->rbuf = NULL;
+    close_pipe(l);
     tcp_transport *t = p->t;
     peer_unref(p);
     tcp_lane_exited(t);
@@ -383,6 +484,10 @@ static int lane_start(lane *l)
     l->rbuf = malloc(LANE_RBUF);
     if (!l->rbuf)
         return TE_ERR_MEMORY;
+    if (l->peer->t->use_splice)
+        open_pipe(l);
+    else
+        l->pipe[0] = l->pipe[1] = -1;
     atomic_fetch_add(&l->peer->refs, 1);
     tcp_lane_started(l->peer->t);
     pthread_t th;
@@ -394,6 +499,7 @@ static int lane_start(lane *l)
     if (rc) {
         atomic_fetch_sub(&l->peer->refs, 1);
         tcp_lane_exited(l->peer->t);
+        close_pipe(l);
         free(l->rbuf);
         l->rbuf = NULL;
         return TE_ERR_MEMORY;

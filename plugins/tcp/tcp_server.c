@@ -31,6 +31,7 @@ typedef struct conn {
     uint8_t acks[ACK_BATCH * 8];
     size_t nacks;
     struct conn *next; /* the server's list of open connections */
+    int pipe[2];       /* for vmsplice of large READ payloads, -1 if unavailable */
 } conn;
 
 /* Waits for fd (or shutdown).  deadline 0 = no limit.  0, or -1 to close. */
@@ -166,6 +167,34 @@ static int receive_payload(conn *c, uint8_t *dst, uint64_t len, int64_t deadline
     return 0;
 }
 
+/* Sends `len` bytes of registered memory through the pipe (vmsplice, then
+ * splice into the socket): the socket references the pages instead of
+ * copying them.  The reader completes only after it received every byte. */
+static int send_spliced(conn *c, const char *data, uint64_t len, int64_t deadline)
+{
+    while (len > 0) {
+        struct iovec v = {(void *)data, len < TCP_PIPE_SIZE ? len : TCP_PIPE_SIZE};
+        ssize_t in = vmsplice(c->pipe[1], &v, 1, SPLICE_F_NONBLOCK);
+        if (in <= 0)
+            return -1;
+        data += in;
+        len -= (uint64_t)in;
+        while (in > 0) {
+            ssize_t out = splice(c->pipe[0], NULL, c->fd, NULL, (size_t)in,
+                                 SPLICE_F_NONBLOCK | SPLICE_F_MOVE | SPLICE_F_MORE);
+            if (out > 0) {
+                in -= out;
+            } else if (out < 0 && (errno == EAGAIN || errno == EINTR)) {
+                if (wait_fd(c, POLLOUT, deadline))
+                    return -1;
+            } else {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Handles one request; -1 closes the connection. */
 static int handle_request(conn *c)
 {
@@ -212,8 +241,12 @@ static int handle_request(conn *c)
         }
         if (v2)
             iov[n++] = (struct iovec){status, 8};
-        iov[n++] = (struct iovec){(void *)(uintptr_t)addr, size};
-        rc = send_all(c, iov, n, deadline);
+        bool splice_it = c->pipe[1] >= 0 && size >= TCP_SPLICE_MIN;
+        if (!splice_it)
+            iov[n++] = (struct iovec){(void *)(uintptr_t)addr, size};
+        rc = n ? send_all(c, iov, n, deadline) : 0;
+        if (!rc && splice_it)
+            rc = send_spliced(c, (const char *)(uintptr_t)addr, size, deadline);
     }
     tcp_host_api->unpin_range(c->t->host, pin);
     return rc;
@@ -228,6 +261,10 @@ static void *conn_main(void *arg)
         while (handle_request(c) == 0)
             ;
     close(c->fd);
+    if (c->pipe[0] >= 0) {
+        close(c->pipe[0]);
+        close(c->pipe[1]);
+    }
     free(c->rbuf);
     pthread_mutex_lock(&s->lock);
     for (conn **p = &s->conns; *p; p = &(*p)->next)
@@ -263,7 +300,13 @@ static void start_connection(tcp_transport *t, int fd, const char *peer)
     int from_peer = connections_from(s, peer);
     bool ok = c && rbuf && s->active < s->max_connections && from_peer < s->max_per_peer;
     if (ok) {
-        *c = (conn){.t = t, .fd = fd, .rbuf = rbuf, .next = s->conns};
+        *c = (conn){.t = t, .fd = fd, .rbuf = rbuf, .next = s->conns, .pipe = {-1, -1}};
+        if (t->use_splice && pipe2(c->pipe, O_CLOEXEC | O_NONBLOCK) == 0 &&
+            fcntl(c->pipe[1], F_SETPIPE_SZ, TCP_PIPE_SIZE) < TCP_PIPE_SIZE) {
+            close(c->pipe[0]);
+            close(c->pipe[1]);
+            c->pipe[0] = c->pipe[1] = -1;
+        }
         snprintf(c->peer, sizeof c->peer, "%s", peer);
         s->conns = c;
         s->active++;

@@ -151,7 +151,7 @@ START_TEST(killed_peer_fails_within_deadline)
     int st;
     te_batch_wait(eng, b, -1, &st);
     ck_assert_int_ne(st, TE_TRANSFER_COMPLETED);
-    ck_assert_msg(now_s() - t0 < 4.5, "took %.1f s", now_s() - t0);
+    ck_assert_msg(now_s() - t0 < 6.0, "took %.1f s", now_s() - t0);
     ck_assert_int_eq(te_batch_free(eng, b), 0);
 }
 END_TEST
@@ -163,7 +163,7 @@ START_TEST(stopped_peer_times_out)
     double t0 = now_s();
     int rc = te_transfer_sync(eng, &w, 1, NULL, NULL);
     ck_assert_int_ne(rc, 0);
-    ck_assert_msg(now_s() - t0 < 4.5, "took %.1f s", now_s() - t0);
+    ck_assert_msg(now_s() - t0 < 6.0, "took %.1f s", now_s() - t0);
     te_test_peer_kill(&peer, SIGCONT);
 }
 END_TEST
@@ -174,7 +174,7 @@ START_TEST(missing_peer_fails_fast)
     double t0 = now_s();
     ck_assert_int_lt(te_segment_open(eng, "127.0.0.1:1", &id), 0);
     ck_assert_int_lt(te_segment_open(eng, "no-such-host.invalid:15000", &id), 0);
-    ck_assert_msg(now_s() - t0 < 4.5, "took %.1f s", now_s() - t0);
+    ck_assert_msg(now_s() - t0 < 6.0, "took %.1f s", now_s() - t0);
 }
 END_TEST
 
