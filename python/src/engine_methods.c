@@ -311,6 +311,22 @@ static PyObject *m_get_notifies(PyObject *self, PyObject *unused)
     return list;
 }
 
+/* An addition beyond the original API: the engine's counters (docs/metrics.md). */
+static PyObject *m_get_metrics(PyObject *self, PyObject *unused)
+{
+    char *text = NULL;
+    int rc = te_get_metrics(ENGINE(self), &text);
+    if (rc) {
+        PyErr_Format(PyExc_RuntimeError, "get_metrics failed: %s (%d)", te_last_error(), rc);
+        return NULL;
+    }
+    PyObject *json = PyImport_ImportModule("json");
+    PyObject *out = json ? PyObject_CallMethod(json, "loads", "s", text) : NULL;
+    Py_XDECREF(json);
+    te_free(text);
+    return out;
+}
+
 static PyObject *m_send_probe(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("peer_server_name");
@@ -397,6 +413,12 @@ PyMethodDef pyte_engine_methods[] = {
         "get_notifies($self, /)\n--\n\n"
         "Removes and returns every notification received so far, oldest first, as a\n"
         "list of TransferNotify."),
+    NOA("get_metrics", m_get_metrics,
+        "get_metrics($self, /)\n--\n\n"
+        "The engine's counters as a dict (an addition beyond the original API): bytes and\n"
+        "requests per transport and per peer segment, failures by cause, retries,\n"
+        "in-flight requests, registered bytes and a latency histogram (docs/metrics.md).\n"
+        "Raises RuntimeError before initialize()."),
     KWM("send_probe", m_send_probe,
         "send_probe($self, /, peer_server_name)\n--\n\n"
         "Checks that a peer's RPC port answers.  Returns 0, or a negative code."),
