@@ -185,23 +185,26 @@ static int post_chain(rdma_ep *ep, rdma_qp *q, int n, slice_list *failed)
     return sent;
 }
 
-void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed)
+void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed, int per_qp)
 {
-    while (ep->state == EP_READY && ep->qps && ep->pending.count) {
-        int progressed = 0;
-        for (int k = 0; k < ep->nqp && ep->qps && ep->pending.count; k++) {
-            rdma_qp *q = ep->qps[(ep->next_qp + (unsigned)k) % (unsigned)ep->nqp];
+    for (int k = 0; k < ep->nqp && ep->qps && ep->state == EP_READY && ep->pending.count; k++) {
+        rdma_qp *q = ep->qps[(ep->next_qp + (unsigned)k) % (unsigned)ep->nqp];
+        int budget = per_qp;
+        while (budget > 0 && ep->pending.count) {
             int room = ep->ctx->max_wr - q->outstanding;
             room = room < POST_BATCH ? room : POST_BATCH;
+            room = room < budget ? room : budget;
             room = room < (int)ep->pending.count ? room : (int)ep->pending.count;
             int n = room > 0 ? cq_reserve(q->cq, room) : 0;
-            if (n > 0)
-                progressed += post_chain(ep, q, n, failed);
+            if (n <= 0)
+                break; /* full: completions post the rest */
+            int sent = post_chain(ep, q, n, failed);
+            if (sent < n)
+                return; /* the endpoint was reset */
+            budget -= sent;
         }
-        ep->next_qp++;
-        if (!progressed)
-            break; /* every QP or CQ is full: completions post the rest */
     }
+    ep->next_qp++;
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
@@ -221,7 +224,7 @@ static void enqueue_group(rdma_inst *in, ep_group *g)
     ep->rpc_port = g->peer->rpc_port;
     slice_list_append(&ep->pending, &g->list);
     if (ep->state == EP_READY)
-        rdma_ep_post_locked(ep, &failed);
+        rdma_ep_post_locked(ep, &failed, RDMA_POST_KICK);
     else
         rdma_ep_kick_locked(ep);
     pthread_mutex_unlock(&ep->lock);
@@ -356,12 +359,14 @@ static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
         }
 }
 
-static void on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
+/* Accounts one completion and reports (or retries) its slice; returns the
+ * endpoint, which the caller refills once per polled batch. */
+static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
 {
     te_slice *s = (te_slice *)(uintptr_t)wc->wr_id;
     rdma_qp *q = s->transport_data[2];
     rdma_ep *ep = q->ep;
-    slice_list failed = {0}, one = {0};
+    slice_list one = {0};
     pthread_mutex_lock(&ep->lock);
     slice_list_remove(&ep->posted, s);
     s->transport_data[2] = NULL;
@@ -374,7 +379,6 @@ static void on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
     }
     if (q->retired && q->outstanding == 0)
         retired_release_locked(ep, q);
-    rdma_ep_post_locked(ep, &failed);
     pthread_mutex_unlock(&ep->lock);
     if (wc->status == IBV_WC_SUCCESS) {
         rdma_slice_finish(in, s, 0);
@@ -382,17 +386,37 @@ static void on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
         slice_list_push(&one, s);
         rdma_retry_or_fail(in, &one, wc_status(wc->status));
     }
+    return ep;
+}
+
+static void refill(rdma_inst *in, rdma_ep *ep)
+{
+    slice_list failed = {0};
+    pthread_mutex_lock(&ep->lock);
+    rdma_ep_post_locked(ep, &failed, RDMA_POST_ALL);
+    pthread_mutex_unlock(&ep->lock);
     rdma_retry_or_fail(in, &failed, TE_ERR_ENDPOINT);
 }
 
-/* Drains the CQ; returns how many completions it handled. */
+/* Drains the CQ, refilling each endpoint once per polled batch; returns how
+ * many completions it handled. */
 static int poll_all(rdma_inst *in, rdma_cq *cq)
 {
     struct ibv_wc wc[POLL_BATCH];
     int total = 0, n;
     while ((n = ibv_poll_cq(cq->cq, POLL_BATCH, wc)) > 0) {
-        for (int i = 0; i < n; i++)
-            on_completion(in, cq, &wc[i]);
+        rdma_ep *touched[POLL_BATCH];
+        int nt = 0;
+        for (int i = 0; i < n; i++) {
+            rdma_ep *ep = on_completion(in, cq, &wc[i]);
+            int j = 0;
+            while (j < nt && touched[j] != ep)
+                j++;
+            if (j == nt)
+                touched[nt++] = ep;
+        }
+        for (int j = 0; j < nt; j++)
+            refill(in, touched[j]);
         total += n;
     }
     return total;
@@ -501,10 +525,11 @@ static void check_ep_locked(rdma_ep *ep, int64_t now, slice_list *expired, slice
     if (ep->posted.count && live_expired(&ep->posted, now))
         rdma_ep_reset_locked(ep, "slices passed their deadline");
     if (ep->state == EP_WAIT_ACK &&
-        now - ep->wait_ack_since > (int64_t)in->cfg.ack_wait_ms * 1000000) {
+        now - ep->wait_ack_since > (int64_t)in->cfg.ack_wait_ms * 1000000)
         ep->state = EP_READY; /* a peer that does not send ready_ack */
-        rdma_ep_post_locked(ep, failed);
-    }
+    /* Work that waits for room another endpoint held on a shared CQ. */
+    if (ep->state == EP_READY && ep->pending.count)
+        rdma_ep_post_locked(ep, failed, RDMA_POST_KICK);
 }
 
 static void scan(rdma_inst *in)

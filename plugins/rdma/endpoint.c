@@ -223,7 +223,7 @@ void rdma_ep_kick_locked(rdma_ep *ep)
 static void ep_set_ready_locked(rdma_ep *ep, slice_list *failed)
 {
     ep->state = EP_READY;
-    rdma_ep_post_locked(ep, failed);
+    rdma_ep_post_locked(ep, failed, RDMA_POST_KICK);
 }
 
 /* ---- the active side ------------------------------------------------------------------ */

@@ -225,7 +225,13 @@ void rdma_qp_destroy(rdma_qp *q);
 
 /* datapath.c */
 int rdma_submit(void *inst, te_slice *const *slices, size_t count);
-void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed);
+/* Posts pending slices, at most `per_qp` WRs per QP in this call: a small
+ * budget where the caller must not linger (submitters, handshakes; soft-RoCE
+ * does its protocol work inside ibv_post_send), RDMA_POST_ALL from the
+ * completion workers, which refill the QPs as room frees up. */
+#define RDMA_POST_KICK 16
+#define RDMA_POST_ALL (1 << 30)
+void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed, int per_qp);
 void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status);
 void rdma_slice_finish(rdma_inst *in, te_slice *s, int status);
 int rdma_workers_start(rdma_inst *in);
