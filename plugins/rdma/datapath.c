@@ -129,7 +129,8 @@ static int cq_reserve(rdma_cq *cq, int want)
     return n;
 }
 
-static void build_wr(rdma_ep *ep, te_slice *s, struct ibv_send_wr *wr, struct ibv_sge *sge)
+static void build_wr(rdma_ep *ep, const rdma_qp *q, te_slice *s, struct ibv_send_wr *wr,
+                     struct ibv_sge *sge)
 {
     rdma_ctx *c = ep->ctx;
     rdma_mr *m = s->local_mr;
@@ -139,7 +140,7 @@ static void build_wr(rdma_ep *ep, te_slice *s, struct ibv_send_wr *wr, struct ib
     *wr = (struct ibv_send_wr){.wr_id = (uintptr_t)s, .sg_list = sge, .num_sge = 1,
                                .opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ,
                                .send_flags = IBV_SEND_SIGNALED};
-    if (write && c->max_inline > 0 && s->length <= (uint64_t)c->max_inline)
+    if (write && q->max_inline > 0 && s->length <= (uint64_t)q->max_inline)
         wr->send_flags |= IBV_SEND_INLINE;
     wr->wr.rdma.remote_addr = s->remote;
     wr->wr.rdma.rkey = slice_rkey(s);
@@ -155,7 +156,7 @@ static int post_chain(rdma_ep *ep, rdma_qp *q, int n, slice_list *failed)
     int k = 0;
     for (; k < n && ep->pending.count; k++) {
         te_slice *s = slice_list_pop(&ep->pending);
-        build_wr(ep, s, &wr[k], &sge[k]);
+        build_wr(ep, q, s, &wr[k], &sge[k]);
         wr[k].next = NULL;
         if (k)
             wr[k - 1].next = &wr[k];
@@ -532,20 +533,33 @@ static void check_ep_locked(rdma_ep *ep, int64_t now, slice_list *expired, slice
         rdma_ep_post_locked(ep, failed, RDMA_POST_KICK);
 }
 
+/* The endpoints of a context (they live until destroy, so the list stays
+ * valid after the table lock is dropped); NULL when there are none. */
+static rdma_ep **snapshot_eps(rdma_ctx *ctx, int *n)
+{
+    pthread_mutex_lock(&ctx->ep_lock);
+    rdma_ep **eps = ctx->ep_count ? malloc((size_t)ctx->ep_count * sizeof *eps) : NULL;
+    *n = 0;
+    for (int b = 0; eps && b < RDMA_EP_BUCKETS; b++)
+        for (rdma_ep *ep = ctx->eps[b]; ep; ep = ep->hnext)
+            eps[(*n)++] = ep;
+    pthread_mutex_unlock(&ctx->ep_lock);
+    return eps;
+}
+
 static void scan(rdma_inst *in)
 {
     int64_t now = rdma_host_api->now_ns();
     slice_list expired = {0}, failed = {0};
     for (int c = 0; c < in->nctx; c++) {
-        rdma_ctx *ctx = &in->ctxs[c];
-        pthread_mutex_lock(&ctx->ep_lock);
-        for (int b = 0; b < RDMA_EP_BUCKETS; b++)
-            for (rdma_ep *ep = ctx->eps[b]; ep; ep = ep->hnext) {
-                pthread_mutex_lock(&ep->lock);
-                check_ep_locked(ep, now, &expired, &failed);
-                pthread_mutex_unlock(&ep->lock);
-            }
-        pthread_mutex_unlock(&ctx->ep_lock);
+        int n;
+        rdma_ep **eps = snapshot_eps(&in->ctxs[c], &n);
+        for (int i = 0; i < n; i++) {
+            pthread_mutex_lock(&eps[i]->lock);
+            check_ep_locked(eps[i], now, &expired, &failed);
+            pthread_mutex_unlock(&eps[i]->lock);
+        }
+        free(eps);
     }
     te_slice *s;
     while ((s = slice_list_pop(&expired)))
@@ -609,19 +623,19 @@ static void fail_everything(rdma_inst *in, bool posted_too)
 {
     slice_list out = {0};
     for (int c = 0; c < in->nctx; c++) {
-        rdma_ctx *ctx = &in->ctxs[c];
-        pthread_mutex_lock(&ctx->ep_lock);
-        for (int b = 0; b < RDMA_EP_BUCKETS; b++)
-            for (rdma_ep *ep = ctx->eps[b]; ep; ep = ep->hnext) {
-                pthread_mutex_lock(&ep->lock);
-                slice_list_append(&out, &ep->pending);
-                if (posted_too)
-                    slice_list_append(&out, &ep->posted);
-                else if (ep->qps)
-                    rdma_ep_reset_locked(ep, "transport shutting down");
-                pthread_mutex_unlock(&ep->lock);
-            }
-        pthread_mutex_unlock(&ctx->ep_lock);
+        int n;
+        rdma_ep **eps = snapshot_eps(&in->ctxs[c], &n);
+        for (int i = 0; i < n; i++) {
+            rdma_ep *ep = eps[i];
+            pthread_mutex_lock(&ep->lock);
+            slice_list_append(&out, &ep->pending);
+            if (posted_too)
+                slice_list_append(&out, &ep->posted);
+            else if (ep->qps)
+                rdma_ep_reset_locked(ep, "transport shutting down");
+            pthread_mutex_unlock(&ep->lock);
+        }
+        free(eps);
     }
     te_slice *s;
     while ((s = slice_list_pop(&out)))

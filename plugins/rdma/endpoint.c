@@ -68,9 +68,11 @@ static rdma_qp *qp_create(rdma_ep *ep)
     q->qp = ibv_create_qp(c->pd, &ia);
     if (!q->qp && c->max_inline) { /* some providers refuse inline data */
         ia.cap.max_inline_data = 0;
-        c->max_inline = 0;
         q->qp = ibv_create_qp(c->pd, &ia);
     }
+    /* The provider reports what it granted; never inline more than asked. */
+    q->max_inline = (int)ia.cap.max_inline_data < c->max_inline ? (int)ia.cap.max_inline_data
+                                                                 : c->max_inline;
     if (!q->qp) {
         free(q);
         return NULL;

@@ -92,6 +92,7 @@ typedef struct rdma_qp {
     struct ibv_qp *qp;
     struct rdma_ep *ep;
     rdma_cq *cq;
+    int max_inline;  /* what the provider granted */
     int outstanding; /* under ep->lock */
     bool retired;
     struct rdma_qp *next; /* in ep->retired */
