@@ -38,7 +38,7 @@ fi
 
 install_prefix() {
     run "$cmake" --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
-        { cat "$work/install.log" >&2; die "cmake --install failed"; }
+        { cat "$work/install.log" >&2; die "cmake --install failed: is every target built? (cmake --build $build)"; }
 }
 
 # The flags pkg-config gives must name the prefix and nothing else.
@@ -153,8 +153,14 @@ mode_embed() {
         { cat "$work/hello.out" >&2; die "docs/c-api.md example failed"; }
     say "docs/c-api.md example builds and runs"
     build_embed
-    run "$work/embed/embed" || die "embed (tcp, two processes) failed"
-    run "$work/embed/embed" -n 3145729 || die "embed with an odd size failed"
+    local n=8388608 odd=3145729
+    if [[ ${TE_SDK_SANITIZE:-} == *thread* ]]; then
+        # TSan cannot see the cross-process ordering of payload bytes (tests/tsan.supp);
+        # matching every such byte against the suppressions is slow, so move less.
+        n=65536 odd=65537
+    fi
+    run "$work/embed/embed" -n $n || die "embed (tcp, two processes) failed"
+    run "$work/embed/embed" -n $odd || die "embed with an odd size failed"
     run "$work/embed/embed" -s || die "embed (tcp, to its own segment) failed"
 }
 

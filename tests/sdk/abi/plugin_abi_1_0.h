@@ -1,5 +1,5 @@
 /*
- * plugin_abi_1_0.h - FROZEN copy of include/te/plugin.h as it was at plugin
+ * plugin_abi_1_0.h - FROZEN copy of include/te/plugin.h (commit 9185ba2) at plugin
  * ABI 1.0.  tests/sdk builds a plugin against it to prove that a plugin built
  * for an older minor keeps loading in a newer core.  Never edit it; when the
  * ABI gains minor 1.N, add a frozen copy of that header beside this one.
