@@ -386,12 +386,16 @@ static void hs_done(rdma_ep *ep, int rc)
     slice_list failed = {0};
     pthread_mutex_lock(&ep->lock);
     ep->hs_queued = false;
+    if (rc && ep->state == EP_READY)
+        rc = 0; /* the peer's own handshake connected us meanwhile */
     if (rc) {
         RLOG(in, TE_LOG_WARN, "handshake %s -> %s failed: %s", ep->ctx->nic_path, ep->peer_path,
              rdma_errmsg());
         ep->state = EP_IDLE;
         qps_retire_locked(ep);
         slice_list_append(&failed, &ep->pending);
+    } else if (ep->state == EP_IDLE && ep->pending.count) {
+        rdma_ep_kick_locked(ep); /* reset while we were busy: go again */
     }
     pthread_mutex_unlock(&ep->lock);
     rdma_retry_or_fail(in, &failed, rc ? rc : TE_ERR_ENDPOINT);
@@ -491,7 +495,7 @@ static int passive_locked(rdma_ep *ep, const rdma_hs_msg *q, rdma_hs_msg *out,
     if (q->ready_ack) {
         if (!same_qpns(ep, q->qp_num, q->nqp))
             return rdma_fail(TE_ERR_REJECT_HANDSHAKE, "stale ready_ack");
-        if (ep->state == EP_WAIT_ACK)
+        if (ep->state == EP_WAIT_ACK || ep->state == EP_CONNECTING)
             ep_set_ready_locked(ep, failed);
     } else {
         rc = passive_connect_locked(ep, q);
