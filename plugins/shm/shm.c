@@ -1,0 +1,328 @@
+/* shm.c - entry point of the same-host transport: the instance, the members
+ * it adds to the segment descriptor, buffer registration (the table peers
+ * read) and the choice, per peer, to reach it here or decline to tcp. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shm.h"
+
+const te_host_api *shm_host;
+
+/* ---- identity ------------------------------------------------------------ */
+
+static int read_line_file(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char *ok = fgets(out, (int)len, f);
+    fclose(f);
+    if (!ok)
+        return -1;
+    out[strcspn(out, "\r\n")] = '\0';
+    return out[0] ? 0 : -1;
+}
+
+/* Processes can copy each other's memory by pid only under one kernel (boot
+ * id) and one pid namespace; the hostname is there for people reading it. */
+static int host_identity(te_host *host, char *out, size_t len)
+{
+    const char *forced = shm_host->config(host, "TE_SHM_TEST_HOST_ID");
+    if (forced) {
+        snprintf(out, len, "%s", forced);
+        return 0;
+    }
+    char boot[64], pidns[64] = "pid:?", name[256] = "";
+    if (read_line_file("/proc/sys/kernel/random/boot_id", boot, sizeof boot))
+        return -1;
+    ssize_t n = readlink("/proc/self/ns/pid", pidns, sizeof pidns - 1);
+    if (n > 0)
+        pidns[n] = '\0';
+    if (gethostname(name, sizeof name - 1))
+        name[0] = '\0';
+    name[sizeof name - 1] = '\0';
+    snprintf(out, len, "%s/%s/%s", boot, pidns, name);
+    return 0;
+}
+
+static bool env_flag(te_host *host, const char *name)
+{
+    const char *v = shm_host->config(host, name);
+    return v && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"));
+}
+
+static int worker_count(te_host *host)
+{
+    const char *v = shm_host->config(host, "MC_TE_SHM_WORKERS");
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || n < 1 || n > SHM_MAX_WORKERS) {
+        if (v)
+            shm_host->log(host, TE_LOG_WARN, SHM_NAME,
+                          "ignoring MC_TE_SHM_WORKERS=%s: expected 1..%d, using 2", v,
+                          SHM_MAX_WORKERS);
+        return 2;
+    }
+    return (int)n;
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void shm_destroy(void *inst)
+{
+    shm_inst *in = inst;
+    if (!in)
+        return;
+    shm_pool_stop(&in->pool);
+    shm_regtab_destroy(in);
+    pthread_mutex_destroy(&in->reg_lock);
+    free(in);
+}
+
+static int shm_create(te_host *host, const te_transport_params *params, void **inst)
+{
+    shm_inst *in = calloc(1, sizeof *in);
+    if (!in)
+        return TE_ERR_MEMORY;
+    in->host = host;
+    in->pid = getpid();
+    if (host_identity(host, in->host_id, sizeof in->host_id)) {
+        free(in);
+        shm_host->set_error("shm: cannot read /proc/sys/kernel/random/boot_id");
+        return TE_ERR_DEVICE_NOT_FOUND;
+    }
+    in->force_eperm = env_flag(host, "TE_SHM_TEST_FORCE_EPERM");
+    pthread_mutex_init(&in->reg_lock, NULL);
+    int rc = shm_regtab_create(in);
+    if (rc) {
+        pthread_mutex_destroy(&in->reg_lock);
+        free(in);
+        return rc;
+    }
+    rc = shm_pool_start(&in->pool, in, worker_count(host));
+    if (rc) {
+        shm_regtab_destroy(in);
+        pthread_mutex_destroy(&in->reg_lock);
+        free(in);
+        return rc;
+    }
+    *inst = in;
+    return 0;
+}
+
+static int shm_describe(void *inst, char **json_object)
+{
+    shm_inst *in = inst;
+    char token[17];
+    snprintf(token, sizeof token, "%016" PRIx64, in->tab->token);
+    json_t *o = json_pack("{s:s, s:i, s:I, s:s, s:i}", "shm_host_id", in->host_id, "shm_pid",
+                          (int)in->pid, "shm_regtab", (json_int_t)(uintptr_t)in->tab,
+                          "shm_token", token, "shm_version", SHM_VERSION);
+    *json_object = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return *json_object ? 0 : TE_ERR_MEMORY;
+}
+
+/* ---- registration -------------------------------------------------------- */
+
+static bool is_cpu_memory(void *addr, size_t len, const char *location)
+{
+    char where[64] = "*";
+    if (location && strcmp(location, "*") != 0)
+        snprintf(where, sizeof where, "%s", location);
+    else if (shm_host->memory_location(addr, len, where, sizeof where) != 0)
+        snprintf(where, sizeof where, "*");
+    return strncmp(where, "cuda", 4) != 0 && strncmp(where, "npu", 3) != 0 &&
+           strncmp(where, "musa", 4) != 0 && strncmp(where, "hip", 3) != 0;
+}
+
+static int shm_register(void *inst, void *addr, size_t length, const char *location, void **mr)
+{
+    shm_inst *in = inst;
+    shm_mr *m = calloc(1, sizeof *m);
+    if (!m)
+        return TE_ERR_MEMORY;
+    m->addr = (uint64_t)(uintptr_t)addr;
+    m->len = length;
+    m->cpu = is_cpu_memory(addr, length, location);
+    int rc = m->cpu ? shm_regtab_add(in, m->addr, m->len) : 0;
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    *mr = m;
+    return 0;
+}
+
+static int shm_unregister(void *inst, void *mr)
+{
+    shm_mr *m = mr;
+    if (!m)
+        return 0;
+    if (m->cpu)
+        shm_regtab_remove(inst, m->addr);
+    free(m);
+    return 0;
+}
+
+/* ---- peers --------------------------------------------------------------- */
+
+static bool parse_token(const char *s, uint64_t *out)
+{
+    if (strlen(s) != 16)
+        return false;
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+/* Reads our members of a peer's descriptor; every one is checked. */
+static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id)
+{
+    json_t *h = json_object_get(root, "shm_host_id");
+    json_t *ver = json_object_get(root, "shm_version");
+    json_t *pid = json_object_get(root, "shm_pid");
+    json_t *tab = json_object_get(root, "shm_regtab");
+    json_t *tok = json_object_get(root, "shm_token");
+    if (!h && !pid)
+        return "no shm members (the peer has no shm transport)";
+    if (!json_is_string(h) || json_string_length(h) == 0 || json_string_length(h) > 300)
+        return "shm_host_id is not a string";
+    if (!json_is_integer(ver) || json_integer_value(ver) != SHM_VERSION)
+        return "shm_version is not 1";
+    if (!json_is_integer(pid) || json_integer_value(pid) < 1 ||
+        json_integer_value(pid) > INT32_MAX)
+        return "shm_pid is not a pid";
+    uint64_t t = json_is_integer(tab) ? (uint64_t)json_integer_value(tab) : 0;
+    if (t == 0 || t % 8 || t + sizeof(shm_regtab) < t)
+        return "shm_regtab is not an address";
+    if (!json_is_string(tok) || !parse_token(json_string_value(tok), &p->token))
+        return "shm_token is not 16 hex digits";
+    p->pid = (pid_t)json_integer_value(pid);
+    p->tab_addr = t;
+    *host_id = json_string_value(h);
+    return NULL;
+}
+
+static shm_peer *peer_new(const shm_peer *from, const char *name)
+{
+    shm_peer *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    *p = *from;
+    snprintf(p->name, sizeof p->name, "%s", name ? name : "?");
+    pthread_mutex_init(&p->lock, NULL);
+    p->seq = 1; /* odd: nothing cached yet */
+    return p;
+}
+
+static void shm_peer_close(void *inst, void *handle)
+{
+    shm_peer *p = handle;
+    if (!p)
+        return;
+    pthread_mutex_destroy(&p->lock);
+    free(p->ranges);
+    free(p);
+}
+
+static int decline(shm_inst *in, int level, const te_peer_info *peer, const char *why)
+{
+    shm_host->log(in->host, level, SHM_NAME, "not used for %s: %s",
+                  peer->segment_name ? peer->segment_name : "?", why);
+    return TE_ERR_NOT_SUPPORTED_TRANSPORT;
+}
+
+static int shm_peer_open(void *inst, const te_peer_info *peer, void **handle)
+{
+    shm_inst *in = inst;
+    if (!peer || !peer->descriptor)
+        return TE_ERR_NOT_SUPPORTED_TRANSPORT;
+    json_error_t jerr;
+    json_t *root = json_loads(peer->descriptor, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return decline(in, TE_LOG_DEBUG, peer, "descriptor is not a JSON object");
+    }
+    shm_peer tmp = {0};
+    const char *host_id = NULL;
+    const char *why = parse_peer(root, &tmp, &host_id);
+    if (!why && strcmp(host_id, in->host_id) != 0)
+        why = "on another host (shm_host_id differs)";
+    json_decref(root);
+    if (why)
+        return decline(in, TE_LOG_DEBUG, peer, why);
+    int rc = shm_peer_probe(&tmp, in->force_eperm);
+    if (rc) {
+        char why_buf[256];
+        snprintf(why_buf, sizeof why_buf,
+                 "the kernel refuses process_vm_readv of pid %d (%s%s); falling back",
+                 (int)tmp.pid, rc == -ESTALE ? "a different process now" : strerror(-rc),
+                 rc == -EPERM ? ": ptrace restrictions such as YAMA ptrace_scope, or seccomp" : "");
+        return decline(in, TE_LOG_INFO, peer, why_buf);
+    }
+    shm_peer *p = peer_new(&tmp, peer->segment_name);
+    if (!p)
+        return TE_ERR_MEMORY;
+    shm_host->log(in->host, TE_LOG_DEBUG, SHM_NAME, "reaching %s (pid %d) by process_vm_*",
+                  p->name, (int)p->pid);
+    *handle = p;
+    return 0;
+}
+
+static int shm_submit(void *inst, te_slice *const *slices, size_t count)
+{
+    shm_inst *in = inst;
+    return shm_pool_submit(&in->pool, slices, count);
+}
+
+/* ---- the descriptor ------------------------------------------------------ */
+
+static const te_transport_ops shm_ops = {
+    .size = sizeof(te_transport_ops),
+    .caps = 0, /* same host only; local memory need not be registered */
+    .slice_size = SHM_SLICE_SIZE,
+    .create = shm_create,
+    .destroy = shm_destroy,
+    .describe = shm_describe,
+    .register_memory = shm_register,
+    .unregister_memory = shm_unregister,
+    .peer_open = shm_peer_open,
+    .peer_close = shm_peer_close,
+    .submit = shm_submit,
+};
+
+static const te_plugin_desc shm_desc = {
+    .size = sizeof(te_plugin_desc),
+    .abi_major = TE_PLUGIN_ABI_MAJOR,
+    .abi_minor = TE_PLUGIN_ABI_MINOR,
+    .kind = TE_PLUGIN_TRANSPORT,
+    .name = SHM_NAME,
+    .version = "0.1.0",
+    .ops = &shm_ops,
+};
+
+TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc)
+{
+    if (!host || !desc)
+        return TE_ERR_INVALID_ARGUMENT;
+    if (host->abi_major != TE_PLUGIN_ABI_MAJOR ||
+        host->size < offsetof(te_host_api, memory_location) + sizeof host->memory_location)
+        return TE_ERR_PLUGIN;
+    shm_host = host;
+    *desc = &shm_desc;
+    return 0;
+}

@@ -1,0 +1,115 @@
+/* shm.h - internal types of the same-host transport (libte_shm.so), which
+ * copies CPU memory once with process_vm_readv/process_vm_writev.  See
+ * plugins/shm/README.md for the descriptor members and the safety model. */
+#ifndef TE_SHM_H
+#define TE_SHM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "te/plugin.h"
+
+#define SHM_NAME "shm"
+#define SHM_VERSION 1
+/* "TESHMRT1": a registration table of same-host protocol version 1. */
+#define SHM_REGTAB_MAGIC 0x3154524d48534554ull
+#define SHM_MAX_RANGES 65536u
+#define SHM_MAX_WORKERS 16
+#define SHM_SLICE_SIZE (1u << 20)   /* the core cuts requests into 1 MiB slices */
+#define SHM_CHUNK_BYTES (4u << 20)  /* a worker takes at most this much per pick */
+#define SHM_IOV_MAX 1024            /* iovecs per process_vm_* call (UIO_MAXIOV) */
+#define SHM_INLINE_SLICES 16        /* submit() copies this few slices itself... */
+#define SHM_INLINE_BYTES (64u << 10) /* ...when they total at most this */
+
+extern const te_host_api *shm_host;
+
+typedef struct shm_range {
+    uint64_t addr;
+    uint64_t len;
+} shm_range;
+
+/*
+ * The registration table every engine keeps in its own memory and names in
+ * its descriptor (shm_regtab).  Initiators on the same host read it with
+ * process_vm_readv before and after each copy, so they only touch ranges the
+ * target has registered *now*, not when its descriptor was fetched.  seq is
+ * a sequence lock: odd while the target changes the table.  The layout is
+ * part of the same-host protocol (its version is in the magic).
+ */
+typedef struct shm_regtab {
+    uint64_t magic;
+    uint64_t token;   /* random; also in the descriptor (shm_token) */
+    uint64_t seq;
+    uint64_t count;   /* ranges at `entries`, sorted by addr */
+    uint64_t entries; /* address of shm_range[count] in the target */
+    uint64_t reserved;
+} shm_regtab;
+
+/* Our handle of a registered buffer. */
+typedef struct shm_mr {
+    uint64_t addr;
+    uint64_t len;
+    bool cpu; /* only CPU memory enters the table */
+} shm_mr;
+
+/* A peer reached through this transport, with its table cached. */
+typedef struct shm_peer {
+    pid_t pid;
+    uint64_t token;
+    uint64_t tab_addr;
+    char name[128];
+    pthread_mutex_t lock; /* guards the cache below */
+    uint64_t seq;         /* seq the cache was read at; odd = no cache */
+    shm_range *ranges;
+    size_t count;
+    int64_t warned_ns;    /* last failure logged as a warning (rate limit) */
+} shm_peer;
+
+struct shm_inst;
+
+/* The copy workers: a FIFO of slices linked through transport_data[0]. */
+typedef struct shm_pool {
+    struct shm_inst *inst;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    te_slice *head, *tail;
+    size_t queued;
+    bool stop;
+    int nthreads;
+    pthread_t threads[SHM_MAX_WORKERS];
+} shm_pool;
+
+typedef struct shm_inst {
+    te_host *host;
+    char host_id[320];
+    pid_t pid;
+    bool force_eperm; /* TE_SHM_TEST_FORCE_EPERM: tests only */
+    /* Target side: the published table and the ranges it points at. */
+    pthread_mutex_t reg_lock;
+    shm_regtab *tab;
+    shm_range *ranges;
+    size_t nranges;
+    shm_pool pool;
+} shm_inst;
+
+/* shm_regtab.c: target side */
+int shm_regtab_create(shm_inst *in);
+void shm_regtab_destroy(shm_inst *in);
+int shm_regtab_add(shm_inst *in, uint64_t addr, uint64_t len);
+void shm_regtab_remove(shm_inst *in, uint64_t addr);
+/* initiator side */
+int shm_peer_read(pid_t pid, void *dst, uint64_t addr, size_t len); /* 0 or -errno */
+int shm_peer_probe(shm_peer *p, bool force_eperm);                  /* 0 or -errno */
+int shm_peer_refresh(shm_peer *p, uint64_t *seq);                   /* 0 or te_status */
+int shm_peer_seq(shm_peer *p, uint64_t *seq);                       /* 0 or te_status */
+bool shm_peer_allows(const shm_peer *p, uint64_t addr, uint64_t len);
+int shm_errno_status(int err);
+
+/* shm_pool.c */
+int shm_pool_start(shm_pool *pool, struct shm_inst *inst, int nthreads);
+void shm_pool_stop(shm_pool *pool);
+int shm_pool_submit(shm_pool *pool, te_slice *const *slices, size_t count);
+
+#endif

@@ -1,0 +1,351 @@
+/* shm_pool.c - the copy workers: runs of slices for one peer and direction,
+ * checked against the peer's live registration table, copied with one
+ * process_vm_* call each, every slice reported exactly once. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "shm.h"
+
+#define ST_PENDING 1
+
+/* Scratch for one run of slices: a worker's holds SHM_IOV_MAX, the one
+ * submit() uses for a small request inline lives on the caller's stack. */
+typedef struct shm_work {
+    size_t cap;
+    te_slice **s;
+    int *st;
+    size_t *idx;
+    struct iovec *liov;
+    struct iovec *riov;
+} shm_work;
+
+typedef struct shm_worker_arg {
+    shm_pool *pool;
+    shm_work w;
+    te_slice *s[SHM_IOV_MAX];
+    int st[SHM_IOV_MAX];
+    size_t idx[SHM_IOV_MAX];
+    struct iovec liov[SHM_IOV_MAX];
+    struct iovec riov[SHM_IOV_MAX];
+} shm_worker_arg;
+
+static void run_chunk(shm_inst *in, shm_work *w, size_t n);
+
+static te_slice *next_of(const te_slice *s)
+{
+    return s->transport_data[0];
+}
+
+/* A small request for one peer is copied in the caller's thread: waking a
+ * worker would cost more than the copy. */
+static bool try_inline(shm_pool *pool, te_slice *const *slices, size_t count)
+{
+    if (count > SHM_INLINE_SLICES)
+        return false;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < count; i++) {
+        bytes += slices[i]->length;
+        if (slices[i]->peer != slices[0]->peer || slices[i]->opcode != slices[0]->opcode ||
+            bytes > SHM_INLINE_BYTES)
+            return false;
+    }
+    te_slice *s[SHM_INLINE_SLICES];
+    int st[SHM_INLINE_SLICES];
+    size_t idx[SHM_INLINE_SLICES];
+    struct iovec liov[SHM_INLINE_SLICES], riov[SHM_INLINE_SLICES];
+    shm_work w = {SHM_INLINE_SLICES, s, st, idx, liov, riov};
+    memcpy(s, slices, count * sizeof *s);
+    run_chunk(pool->inst, &w, count);
+    return true;
+}
+
+int shm_pool_submit(shm_pool *pool, te_slice *const *slices, size_t count)
+{
+    if (count == 0)
+        return 0;
+    if (try_inline(pool, slices, count))
+        return 0;
+    for (size_t i = 0; i < count; i++)
+        slices[i]->transport_data[0] = i + 1 < count ? slices[i + 1] : NULL;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->stop) {
+        pthread_mutex_unlock(&pool->lock);
+        return TE_ERR_STATE;
+    }
+    if (pool->tail)
+        pool->tail->transport_data[0] = slices[0];
+    else
+        pool->head = slices[0];
+    pool->tail = slices[count - 1];
+    pool->queued += count;
+    if (pool->queued > 1 && pool->nthreads > 1)
+        pthread_cond_broadcast(&pool->cond);
+    else
+        pthread_cond_signal(&pool->cond);
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+}
+
+/* Takes a run of slices with the same peer and opcode, at most a fair share
+ * of the queue so that every worker gets some.  Called with the lock held. */
+static size_t take(shm_pool *pool, shm_work *w)
+{
+    size_t limit = (pool->queued + (size_t)pool->nthreads - 1) / (size_t)pool->nthreads;
+    if (limit > w->cap)
+        limit = w->cap;
+    te_slice *first = pool->head;
+    size_t n = 0;
+    uint64_t bytes = 0;
+    while (pool->head && n < limit && pool->head->peer == first->peer &&
+           pool->head->opcode == first->opcode &&
+           (n == 0 || bytes + pool->head->length <= SHM_CHUNK_BYTES)) {
+        w->s[n++] = pool->head;
+        bytes += pool->head->length;
+        pool->head = next_of(pool->head);
+    }
+    if (!pool->head)
+        pool->tail = NULL;
+    pool->queued -= n;
+    return n;
+}
+
+static ssize_t vm_copy(pid_t pid, bool write, const struct iovec *l, const struct iovec *r,
+                       size_t n)
+{
+    return write ? process_vm_writev(pid, l, n, r, n, 0) : process_vm_readv(pid, l, n, r, n, 0);
+}
+
+/* Finishes one slice alone from byte `done`; returns its status. */
+static int finish_one(pid_t pid, bool write, const te_slice *s, uint64_t done)
+{
+    while (done < s->length) {
+        struct iovec l = {(char *)s->local + done, s->length - done};
+        struct iovec r = {(void *)(uintptr_t)(s->remote + done), s->length - done};
+        ssize_t got = vm_copy(pid, write, &l, &r, 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return got < 0 ? shm_errno_status(errno) : TE_ERR_ADDRESS_NOT_REGISTERED;
+        done += (uint64_t)got;
+    }
+    return 0;
+}
+
+/* Builds the iovecs of the pending slices from index i; returns how many. */
+static size_t gather(shm_work *w, size_t i, size_t n)
+{
+    size_t k = 0;
+    for (size_t j = i; j < n && k < w->cap; j++) {
+        if (w->st[j] != ST_PENDING)
+            continue;
+        te_slice *s = w->s[j];
+        w->idx[k] = j;
+        w->liov[k] = (struct iovec){s->local, s->length};
+        w->riov[k] = (struct iovec){(void *)(uintptr_t)s->remote, s->length};
+        k++;
+    }
+    return k;
+}
+
+/* Copies every pending slice, as few calls as the kernel allows: a partial
+ * result completes the slices it covers and finishes the next one alone
+ * (which gives its error, if any). */
+static void copy_pending(shm_peer *p, shm_work *w, size_t n, bool write)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t k = gather(w, i, n);
+        if (k == 0)
+            return;
+        ssize_t got = vm_copy(p->pid, write, w->liov, w->riov, k);
+        uint64_t done = got > 0 ? (uint64_t)got : 0;
+        size_t m = 0;
+        while (m < k && done >= w->s[w->idx[m]]->length) {
+            done -= w->s[w->idx[m]]->length;
+            w->st[w->idx[m++]] = 0;
+        }
+        if (m == k) {
+            i = w->idx[k - 1] + 1;
+            continue;
+        }
+        size_t f = w->idx[m];
+        w->st[f] = finish_one(p->pid, write, w->s[f], done);
+        if (w->st[f] == TE_ERR_PEER_CLOSED) { /* the peer is gone: the rest fails too */
+            for (size_t j = f + 1; j < n; j++)
+                if (w->st[j] == ST_PENDING)
+                    w->st[j] = TE_ERR_PEER_CLOSED;
+            return;
+        }
+        i = f + 1;
+    }
+}
+
+/* Checks the pending slices against the peer's table as it is now. */
+static int check_ranges(shm_peer *p, shm_work *w, size_t n, uint64_t *seq)
+{
+    pthread_mutex_lock(&p->lock);
+    int rc = shm_peer_refresh(p, seq);
+    for (size_t i = 0; i < n; i++) {
+        if (w->st[i] != ST_PENDING)
+            continue;
+        if (rc)
+            w->st[i] = rc;
+        else if (!shm_peer_allows(p, w->s[i]->remote, w->s[i]->length))
+            w->st[i] = TE_ERR_ADDRESS_NOT_REGISTERED;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+/* If the target changed its table while we copied, a slice whose range is
+ * gone fails (its bytes may have reached memory the target released). */
+static void recheck_after(shm_peer *p, shm_work *w, size_t n, uint64_t seq0)
+{
+    uint64_t seq;
+    if (shm_peer_seq(p, &seq) || seq == seq0)
+        return; /* unchanged, or the peer exited after the copy */
+    pthread_mutex_lock(&p->lock);
+    int rc = shm_peer_refresh(p, &seq);
+    for (size_t i = 0; i < n && !rc; i++)
+        if (w->st[i] == 0 && !shm_peer_allows(p, w->s[i]->remote, w->s[i]->length))
+            w->st[i] = TE_ERR_ADDRESS_NOT_REGISTERED;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static const char *status_text(int st)
+{
+    switch (st) {
+    case TE_ERR_TIMEOUT:
+        return "deadline passed before the copy";
+    case TE_ERR_ADDRESS_NOT_REGISTERED:
+        return "range not registered by the peer (or not mapped)";
+    case TE_ERR_PEER_CLOSED:
+        return "peer exited or no longer readable";
+    case TE_ERR_NOT_SUPPORTED_TRANSPORT:
+        return "local memory is not CPU memory";
+    case TE_ERR_MEMORY:
+        return "out of memory";
+    default:
+        return "copy failed";
+    }
+}
+
+/* One line per failed run, as a warning at most once a second per peer. */
+static void log_failure(shm_inst *in, shm_peer *p, const shm_work *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (w->st[i] == 0)
+            continue;
+        const te_slice *s = w->s[i];
+        int64_t now = shm_host->now_ns();
+        pthread_mutex_lock(&p->lock);
+        bool warn = now - p->warned_ns >= 1000000000;
+        if (warn)
+            p->warned_ns = now;
+        pthread_mutex_unlock(&p->lock);
+        shm_host->log(in->host, warn ? TE_LOG_WARN : TE_LOG_DEBUG, SHM_NAME,
+                      "%s of %llu bytes at 0x%llx of %s (pid %d) failed: %s (%d)%s",
+                      s->opcode == TE_OP_WRITE ? "write" : "read",
+                      (unsigned long long)s->length, (unsigned long long)s->remote, p->name,
+                      (int)p->pid, status_text(w->st[i]), w->st[i],
+                      n > 1 ? " (first failure of its run)" : "");
+        return;
+    }
+}
+
+static void run_chunk(shm_inst *in, shm_work *w, size_t n)
+{
+    shm_peer *p = w->s[0]->peer;
+    bool write = w->s[0]->opcode == TE_OP_WRITE;
+    int64_t now = shm_host->now_ns();
+    for (size_t i = 0; i < n; i++) {
+        const te_slice *s = w->s[i];
+        const shm_mr *mr = s->local_mr;
+        w->st[i] = s->deadline_ns && now > s->deadline_ns ? TE_ERR_TIMEOUT
+                   : mr && !mr->cpu                       ? TE_ERR_NOT_SUPPORTED_TRANSPORT
+                                                          : ST_PENDING;
+    }
+    uint64_t seq0;
+    if (check_ranges(p, w, n, &seq0) == 0) {
+        copy_pending(p, w, n, write);
+        recheck_after(p, w, n, seq0);
+    }
+    log_failure(in, p, w, n);
+    /* Last: once reported, a slice and maybe the peer handle may be freed. */
+    for (size_t i = 0; i < n; i++)
+        shm_host->slice_done(in->host, w->s[i], w->st[i]);
+}
+
+static void *worker_main(void *arg)
+{
+    shm_worker_arg *a = arg;
+    shm_pool *pool = a->pool;
+    shm_work *w = &a->w;
+    *w = (shm_work){SHM_IOV_MAX, a->s, a->st, a->idx, a->liov, a->riov};
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (!pool->head && !pool->stop)
+            pthread_cond_wait(&pool->cond, &pool->lock);
+        if (pool->stop)
+            break;
+        size_t n = take(pool, w);
+        pthread_mutex_unlock(&pool->lock);
+        run_chunk(pool->inst, w, n);
+        pthread_mutex_lock(&pool->lock);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    free(a);
+    return NULL;
+}
+
+int shm_pool_start(shm_pool *pool, shm_inst *inst, int nthreads)
+{
+    memset(pool, 0, sizeof *pool);
+    pool->inst = inst;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->cond, NULL);
+    for (int i = 0; i < nthreads && i < SHM_MAX_WORKERS; i++) {
+        shm_worker_arg *a = malloc(sizeof *a);
+        if (a)
+            a->pool = pool;
+        if (!a || pthread_create(&pool->threads[i], NULL, worker_main, a) != 0) {
+            free(a);
+            break;
+        }
+        char name[16];
+        snprintf(name, sizeof name, "te-shm-%d", i);
+        pthread_setname_np(pool->threads[i], name);
+        pool->nthreads++;
+    }
+    if (pool->nthreads == 0) {
+        shm_pool_stop(pool);
+        shm_host->set_error("shm: cannot start copy threads");
+        return TE_ERR_MEMORY;
+    }
+    return 0;
+}
+
+void shm_pool_stop(shm_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->stop = true;
+    pthread_cond_broadcast(&pool->cond);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 0; i < pool->nthreads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_mutex_lock(&pool->lock);
+    te_slice *s = pool->head;
+    pool->head = pool->tail = NULL;
+    pool->queued = 0;
+    pthread_mutex_unlock(&pool->lock);
+    while (s) {
+        te_slice *next = next_of(s);
+        shm_host->slice_done(pool->inst->host, s, TE_ERR_STATE);
+        s = next;
+    }
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->cond);
+}

@@ -1,0 +1,487 @@
+/* test_shm_plugin.c - libte_shm.so through its ABI with a stand-in host:
+ * descriptor validation, the live registration table (stale ranges refused),
+ * partial faults, deadlines, exactly-once reports, idle workers. */
+#include <check.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "te/plugin.h"
+
+/* ---- a stand-in host ---------------------------------------------------------- */
+
+#define MAX_SLICES 4096
+
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
+static te_slice *slice_base;
+static int done_count[MAX_SLICES];
+static int done_status[MAX_SLICES];
+static size_t done_total;
+
+static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
+{
+    if (!getenv("TE_TEST_VERBOSE"))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[%s %d] ", plugin, level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void h_set_error(const char *fmt, ...) {}
+static const char *h_config(te_host *h, const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static void h_slice_done(te_host *h, te_slice *s, int status)
+{
+    pthread_mutex_lock(&done_lock);
+    size_t i = (size_t)(s - slice_base);
+    if (i < MAX_SLICES) {
+        done_count[i]++;
+        done_status[i] = status;
+    }
+    done_total++;
+    pthread_cond_broadcast(&done_cond);
+    pthread_mutex_unlock(&done_lock);
+}
+
+static int64_t h_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int h_memory_location(const void *addr, size_t len, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "cpu:0");
+    return 0;
+}
+
+static const te_host_api host_api = {
+    .size = sizeof(te_host_api),
+    .abi_major = TE_PLUGIN_ABI_MAJOR,
+    .abi_minor = TE_PLUGIN_ABI_MINOR,
+    .log = h_log,
+    .set_error = h_set_error,
+    .config = h_config,
+    .slice_done = h_slice_done,
+    .now_ns = h_now_ns,
+    .memory_location = h_memory_location,
+};
+
+/* ---- fixture: two instances in this process (a target and an initiator) ------ */
+
+static const te_transport_ops *ops;
+static void *target, *initiator;
+static te_slice slices[MAX_SLICES];
+
+static void load_plugin(void)
+{
+    char path[4096];
+    const char *dir = getenv("TE_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_shm.so", dir ? dir : ".");
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
+    te_plugin_init_fn init;
+    *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
+    ck_assert_ptr_nonnull(init);
+    const te_plugin_desc *d;
+    ck_assert_int_eq(init(&host_api, &d), 0);
+    ck_assert_str_eq(d->name, "shm");
+    ck_assert_int_eq(d->kind, TE_PLUGIN_TRANSPORT);
+    ops = d->ops;
+    ck_assert_int_eq(ops->caps & TE_TRANSPORT_CAP_REMOTE, 0);
+}
+
+static void *create(void)
+{
+    te_transport_params p = {.size = sizeof p, .segment_name = "test", .device_filter = ""};
+    void *inst = NULL;
+    ck_assert_int_eq(ops->create((te_host *)&host_api, &p, &inst), 0);
+    return inst;
+}
+
+static void setup(void)
+{
+    load_plugin();
+    target = create();
+    initiator = create();
+    memset(done_count, 0, sizeof done_count);
+    done_total = 0;
+    slice_base = slices;
+}
+
+static void teardown(void)
+{
+    if (initiator)
+        ops->destroy(initiator);
+    if (target)
+        ops->destroy(target);
+    initiator = target = NULL;
+}
+
+/* The target's descriptor as a peer would receive it. */
+static char *descriptor_of(void *inst)
+{
+    char *extra = NULL;
+    ck_assert_int_eq(ops->describe(inst, &extra), 0);
+    json_t *o = json_loads(extra, 0, NULL);
+    ck_assert_ptr_nonnull(o);
+    json_object_set_new(o, "name", json_string("target"));
+    json_object_set_new(o, "protocol", json_string("tcp"));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    free(extra);
+    return text;
+}
+
+static int open_with(const char *desc, void **peer)
+{
+    te_peer_info info = {.size = sizeof info, .segment_name = "target", .descriptor = desc,
+                         .rpc_host = "127.0.0.1", .rpc_port = 1};
+    *peer = NULL;
+    return ops->peer_open(initiator, &info, peer);
+}
+
+static void *open_target(void)
+{
+    char *d = descriptor_of(target);
+    void *peer;
+    ck_assert_int_eq(open_with(d, &peer), 0);
+    free(d);
+    return peer;
+}
+
+/* Submits n prepared slices and waits until each is reported. */
+static void run_slices(size_t first, size_t n)
+{
+    te_slice *ptrs[MAX_SLICES];
+    for (size_t i = 0; i < n; i++)
+        ptrs[i] = &slices[first + i];
+    size_t want;
+    pthread_mutex_lock(&done_lock);
+    want = done_total + n;
+    pthread_mutex_unlock(&done_lock);
+    ck_assert_int_eq(ops->submit(initiator, ptrs, n), 0);
+    pthread_mutex_lock(&done_lock);
+    while (done_total < want)
+        pthread_cond_wait(&done_cond, &done_lock);
+    pthread_mutex_unlock(&done_lock);
+}
+
+static void prep(size_t i, void *peer, int op, void *local, void *remote, uint64_t len)
+{
+    slices[i] = (te_slice){.opcode = (uint32_t)op, .local = local,
+                           .remote = (uint64_t)(uintptr_t)remote, .length = len, .peer = peer,
+                           .remote_buffer = 0, .deadline_ns = h_now_ns() + 10000000000ll};
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+START_TEST(describe_publishes_typed_members)
+{
+    char *extra = NULL;
+    ck_assert_int_eq(ops->describe(target, &extra), 0);
+    json_t *o = json_loads(extra, 0, NULL);
+    ck_assert(json_is_string(json_object_get(o, "shm_host_id")));
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "shm_pid")), getpid());
+    ck_assert(json_integer_value(json_object_get(o, "shm_regtab")) != 0);
+    ck_assert_int_eq(strlen(json_string_value(json_object_get(o, "shm_token"))), 16);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "shm_version")), 1);
+    json_decref(o);
+    free(extra);
+}
+END_TEST
+
+/* Replaces one member of the target's descriptor with `value` (JSON text,
+ * or NULL to remove it) and expects the initiator to decline. */
+static void expect_declined(const char *member, const char *value)
+{
+    char *d = descriptor_of(target);
+    json_t *o = json_loads(d, 0, NULL);
+    free(d);
+    if (value)
+        json_object_set_new(o, member, json_loads(value, JSON_DECODE_ANY, NULL));
+    else
+        json_object_del(o, member);
+    d = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    void *peer;
+    ck_assert_msg(open_with(d, &peer) == TE_ERR_NOT_SUPPORTED_TRANSPORT, "accepted %s=%s",
+                  member, value ? value : "(none)");
+    free(d);
+}
+
+START_TEST(malformed_or_foreign_descriptors_are_declined)
+{
+    void *peer;
+    ck_assert_int_eq(open_with("not json", &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    ck_assert_int_eq(open_with("[1,2]", &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    ck_assert_int_eq(open_with("{\"name\":\"x\",\"protocol\":\"tcp\"}", &peer),
+                     TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    expect_declined("shm_host_id", "\"another-host\"");
+    expect_declined("shm_host_id", "42");
+    expect_declined("shm_host_id", NULL);
+    expect_declined("shm_pid", "\"1\"");
+    expect_declined("shm_pid", "-1");
+    expect_declined("shm_pid", "0");
+    expect_declined("shm_pid", "1099511627776");
+    expect_declined("shm_pid", NULL);
+    expect_declined("shm_regtab", "0");
+    expect_declined("shm_regtab", "4097");
+    expect_declined("shm_regtab", "\"0x1000\"");
+    expect_declined("shm_regtab", "4096"); /* readable? no: not our table */
+    expect_declined("shm_token", "\"xyz\"");
+    expect_declined("shm_token", "\"0123456789abcdeg\"");
+    expect_declined("shm_token", "\"0000000000000000\""); /* right place, wrong token */
+    expect_declined("shm_token", "12");
+    expect_declined("shm_version", "2");
+    expect_declined("shm_version", NULL);
+}
+END_TEST
+
+START_TEST(dead_pid_is_declined)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    waitpid(pid, NULL, 0);
+    char pidtext[32];
+    snprintf(pidtext, sizeof pidtext, "%d", (int)pid);
+    expect_declined("shm_pid", pidtext);
+}
+END_TEST
+
+START_TEST(forced_kernel_refusal_is_declined)
+{
+    setenv("TE_SHM_TEST_FORCE_EPERM", "1", 1);
+    ops->destroy(initiator);
+    initiator = create();
+    char *d = descriptor_of(target);
+    void *peer;
+    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    free(d);
+    unsetenv("TE_SHM_TEST_FORCE_EPERM");
+}
+END_TEST
+
+START_TEST(copies_inside_registered_memory)
+{
+    enum { LEN = 3 << 20 };
+    char *tbuf = calloc(1, LEN), *lbuf = malloc(LEN);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, tbuf, LEN, "cpu:0", &mr), 0);
+    void *peer = open_target();
+    for (size_t i = 0; i < LEN; i++)
+        lbuf[i] = (char)(i * 7 + 1);
+    prep(0, peer, TE_OP_WRITE, lbuf, tbuf, LEN);
+    run_slices(0, 1);
+    ck_assert_int_eq(done_status[0], 0);
+    ck_assert_int_eq(memcmp(lbuf, tbuf, LEN), 0);
+    memset(lbuf, 0, LEN);
+    prep(1, peer, TE_OP_READ, lbuf + 5, tbuf + 5, LEN - 10);
+    run_slices(1, 1);
+    ck_assert_int_eq(done_status[1], 0);
+    ck_assert_int_eq(memcmp(lbuf + 5, tbuf + 5, LEN - 10), 0);
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    free(tbuf);
+    free(lbuf);
+}
+END_TEST
+
+/* A slice the core let through (its descriptor may be stale) is still
+ * refused when the target has not registered the range now. */
+START_TEST(ranges_outside_the_live_table_are_refused)
+{
+    enum { PAGE = 4096 };
+    unsigned char *all = malloc(4 * PAGE), *reg = all + PAGE, local[2 * PAGE];
+    memset(all, 0xAB, 4 * PAGE);
+    memset(local, 0x11, sizeof local);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, reg, 2 * PAGE, NULL, &mr), 0);
+    void *peer = open_target();
+    prep(0, peer, TE_OP_WRITE, local, reg + 2 * PAGE - 10, 20);   /* runs past the end */
+    prep(1, peer, TE_OP_WRITE, local, reg - 10, 20);              /* starts before it */
+    prep(2, peer, TE_OP_WRITE, local, reg + 3 * PAGE, 8);         /* wholly outside */
+    prep(3, peer, TE_OP_READ, local, reg + 2 * PAGE - 1, 2);
+    run_slices(0, 4);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(done_status[i], TE_ERR_ADDRESS_NOT_REGISTERED);
+    for (int i = 0; i < 4 * PAGE; i++)
+        ck_assert_int_eq(all[i], 0xAB);
+    ck_assert_int_eq(ops->unregister_memory(target, mr), 0); /* the peer unregisters... */
+    prep(4, peer, TE_OP_WRITE, local, reg, 100);              /* ...our view is stale */
+    run_slices(4, 1);
+    ck_assert_int_eq(done_status[4], TE_ERR_ADDRESS_NOT_REGISTERED);
+    ck_assert_int_eq(all[PAGE], 0xAB);
+    ck_assert_int_eq(ops->register_memory(target, reg, 2 * PAGE, NULL, &mr), 0);
+    prep(5, peer, TE_OP_WRITE, local, reg, 100); /* registered again: allowed */
+    run_slices(5, 1);
+    ck_assert_int_eq(done_status[5], 0);
+    ck_assert_int_eq(all[PAGE], 0x11);
+    ck_assert_int_eq(all[PAGE - 1], 0xAB);
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    free(all);
+}
+END_TEST
+
+/* A registered range with a hole: the slices around the fault succeed, the
+ * one that hits it fails, each reported once. */
+START_TEST(fault_inside_a_run_fails_only_its_slice)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 3 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    ck_assert(m != MAP_FAILED);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, m, 3 * (size_t)page, NULL, &mr), 0);
+    munmap(m + page, (size_t)page);
+    void *peer = open_target();
+    char local[64];
+    memset(local, 0x5A, sizeof local);
+    prep(0, peer, TE_OP_WRITE, local, m, 64);
+    prep(1, peer, TE_OP_WRITE, local, m + page - 32, 64); /* crosses into the hole */
+    prep(2, peer, TE_OP_WRITE, local, m + 2 * page, 64);
+    run_slices(0, 3);
+    ck_assert_int_eq(done_status[0], 0);
+    ck_assert_int_eq(done_status[1], TE_ERR_ADDRESS_NOT_REGISTERED);
+    ck_assert_int_eq(done_status[2], 0);
+    ck_assert_int_eq(m[2 * page + 63], 0x5A);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(done_count[i], 1);
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    munmap(m, (size_t)page);
+    munmap(m + 2 * page, (size_t)page);
+}
+END_TEST
+
+START_TEST(many_small_slices_each_reported_once)
+{
+    enum { N = 3000, SZ = 100 };
+    char *tbuf = calloc(N, 128), *lbuf = malloc(N * 128);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, tbuf, N * 128, NULL, &mr), 0);
+    void *peer = open_target();
+    for (int i = 0; i < N * 128; i++)
+        lbuf[i] = (char)(i % 251);
+    for (int i = 0; i < N; i++)
+        prep((size_t)i, peer, TE_OP_WRITE, lbuf + i * 128, tbuf + i * 128, SZ);
+    run_slices(0, N);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(done_count[i], 1);
+        ck_assert_int_eq(done_status[i], 0);
+        ck_assert_int_eq(memcmp(tbuf + i * 128, lbuf + i * 128, SZ), 0);
+        ck_assert_int_eq(tbuf[i * 128 + SZ], 0);
+    }
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    free(tbuf);
+    free(lbuf);
+}
+END_TEST
+
+START_TEST(passed_deadline_fails_without_copying)
+{
+    char tbuf[64] = {0}, local[64];
+    memset(local, 1, sizeof local);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, tbuf, sizeof tbuf, NULL, &mr), 0);
+    void *peer = open_target();
+    prep(0, peer, TE_OP_WRITE, local, tbuf, 64);
+    slices[0].deadline_ns = 1;
+    run_slices(0, 1);
+    ck_assert_int_eq(done_status[0], TE_ERR_TIMEOUT);
+    ck_assert_int_eq(tbuf[0], 0);
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+}
+END_TEST
+
+START_TEST(destroy_reports_every_queued_slice_once)
+{
+    enum { N = 2000, SZ = 1 << 16 };
+    char *tbuf = calloc(1, SZ), *lbuf = calloc(1, SZ);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, tbuf, SZ, NULL, &mr), 0);
+    void *peer = open_target();
+    te_slice *ptrs[N];
+    for (int i = 0; i < N; i++) {
+        prep((size_t)i, peer, TE_OP_WRITE, lbuf, tbuf, SZ);
+        ptrs[i] = &slices[i];
+    }
+    ck_assert_int_eq(ops->submit(initiator, ptrs, N), 0);
+    ops->destroy(initiator); /* returns once every slice is reported */
+    initiator = NULL;
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(done_count[i], 1);
+        ck_assert(done_status[i] == 0 || done_status[i] == TE_ERR_STATE);
+    }
+    ops->peer_close(NULL, peer);
+    ops->unregister_memory(target, mr);
+    free(tbuf);
+    free(lbuf);
+}
+END_TEST
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+START_TEST(idle_workers_use_no_cpu)
+{
+    struct timespec pause = {0, 100000000};
+    nanosleep(&pause, NULL);
+    double c0 = cpu_seconds();
+    pause.tv_nsec = 500000000;
+    nanosleep(&pause, NULL);
+    double used = cpu_seconds() - c0;
+    ck_assert_msg(used < 0.02, "two idle instances used %.3f s of CPU in 0.5 s", used);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("shm_plugin");
+    TCase *tc = tcase_create("abi");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, describe_publishes_typed_members);
+    tcase_add_test(tc, malformed_or_foreign_descriptors_are_declined);
+    tcase_add_test(tc, dead_pid_is_declined);
+    tcase_add_test(tc, forced_kernel_refusal_is_declined);
+    tcase_add_test(tc, copies_inside_registered_memory);
+    tcase_add_test(tc, ranges_outside_the_live_table_are_refused);
+    tcase_add_test(tc, fault_inside_a_run_fails_only_its_slice);
+    tcase_add_test(tc, many_small_slices_each_reported_once);
+    tcase_add_test(tc, passed_deadline_fails_without_copying);
+    tcase_add_test(tc, destroy_reports_every_queued_slice_once);
+    tcase_add_test(tc, idle_workers_use_no_cpu);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,158 @@
+/* test_te_bench.c - smoke tests of te-bench: one loopback command verifies
+ * data and prints one parseable JSON line per configuration (shm and tcp);
+ * bad flags exit with status 2. */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define MAX_LINES 16
+
+static char lines[MAX_LINES][4096];
+
+/* Runs te-bench with `args` (and an environment prefix); returns its exit
+ * status and keeps the lines it printed on stdout. */
+static int run_bench(const char *env, const char *args, int *nlines)
+{
+    const char *dir = getenv("TE_BUILD_DIR");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s/bin/te-bench %s", env ? env : "", dir ? dir : ".", args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    int n = 0;
+    while (n < MAX_LINES && fgets(lines[n], sizeof lines[n], p))
+        n++;
+    int st = pclose(p);
+    *nlines = n;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static json_t *parse_result(const char *line)
+{
+    json_error_t err;
+    json_t *o = json_loads(line, 0, &err);
+    ck_assert_msg(json_is_object(o), "not a JSON object: %s (%s)", line, err.text);
+    static const char *const numbers[] = {"block_size", "batch_size", "threads",
+                                          "throughput_gbps", "ops_per_sec", "p50_us", "p99_us",
+                                          "p999_us", "batch_p50_us", "duration_s"};
+    for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++)
+        ck_assert_msg(json_is_number(json_object_get(o, numbers[i])), "no number %s in %s",
+                      numbers[i], line);
+    ck_assert(json_is_string(json_object_get(o, "operation")));
+    ck_assert(json_is_string(json_object_get(o, "protocol")));
+    ck_assert(json_number_value(json_object_get(o, "throughput_gbps")) > 0);
+    ck_assert(json_number_value(json_object_get(o, "ops_per_sec")) > 0);
+    ck_assert(json_number_value(json_object_get(o, "p50_us")) <=
+              json_number_value(json_object_get(o, "p99_us")));
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "error")), 0);
+    return o;
+}
+
+START_TEST(loopback_default_verifies_and_prints_json)
+{
+    int n;
+    ck_assert_int_eq(run_bench(NULL, "--mode loopback --duration 1 --verify --json", &n), 0);
+    ck_assert_int_eq(n, 1);
+    json_t *o = parse_result(lines[0]);
+    ck_assert(json_is_true(json_object_get(o, "verified")));
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "block_size")), 65536);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "batch_size")), 128);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "operation")), "read");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "protocol")), "tcp");
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(loopback_over_shm_write)
+{
+    int n;
+    ck_assert_int_eq(run_bench(NULL, "--mode=loopback --protocol=shm --operation=write "
+                                     "--block_size=4K --batch_size 32 --duration=1 --verify "
+                                     "--json --buffer_size 16M",
+                               &n),
+                     0);
+    ck_assert_int_eq(n, 1);
+    json_t *o = parse_result(lines[0]);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "protocol")), "shm");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "operation")), "write");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "block_size")), 4096);
+    ck_assert(json_is_true(json_object_get(o, "verified")));
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(loopback_over_tcp_only)
+{
+    int n;
+    ck_assert_int_eq(run_bench("MC_TE_SAME_HOST_TRANSPORT=0",
+                               "--mode loopback --duration 1 --verify --json --block_size 1M "
+                               "--threads 2 --buffer_size 64M",
+                               &n),
+                     0);
+    ck_assert_int_eq(n, 1);
+    json_t *o = parse_result(lines[0]);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "same_host")), "off");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "threads")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "batch_size")), 32); /* 32M each */
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(sweep_prints_one_line_per_block_size)
+{
+    int n;
+    ck_assert_int_eq(run_bench(NULL, "--mode loopback --protocol shm --sweep --duration 0.2 "
+                                     "--json --buffer_size 64M --verify",
+                               &n),
+                     0);
+    ck_assert_int_eq(n, 8); /* 4K, 16K, ..., 64M (the last one with batch 1) */
+    uint64_t want = 4096;
+    for (int i = 0; i < n; i++, want *= 4) {
+        json_t *o = parse_result(lines[i]);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "block_size")), (json_int_t)want);
+        json_decref(o);
+    }
+}
+END_TEST
+
+START_TEST(human_summary_without_json)
+{
+    int n;
+    ck_assert_int_eq(run_bench(NULL, "--mode loopback --protocol shm --duration 0.5", &n), 0);
+    ck_assert_int_ge(n, 3);
+    ck_assert_ptr_nonnull(strstr(lines[1], "GB/s"));
+    ck_assert_ptr_nonnull(strstr(lines[2], "p99.9"));
+}
+END_TEST
+
+START_TEST(bad_flags_exit_2)
+{
+    int n;
+    ck_assert_int_eq(run_bench(NULL, "--no_such_flag 2>/dev/null", &n), 2);
+    ck_assert_int_eq(run_bench(NULL, "--mode sideways 2>/dev/null", &n), 2);
+    ck_assert_int_eq(run_bench(NULL, "--block_size=12Q 2>/dev/null", &n), 2);
+    ck_assert_int_eq(run_bench(NULL, "--mode initiator 2>/dev/null", &n), 2); /* no segment */
+    ck_assert_int_eq(run_bench(NULL, "--help", &n), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("te_bench");
+    TCase *tc = tcase_create("loopback");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, loopback_default_verifies_and_prints_json);
+    tcase_add_test(tc, loopback_over_shm_write);
+    tcase_add_test(tc, loopback_over_tcp_only);
+    tcase_add_test(tc, sweep_prints_one_line_per_block_size);
+    tcase_add_test(tc, human_summary_without_json);
+    tcase_add_test(tc, bad_flags_exit_2);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
