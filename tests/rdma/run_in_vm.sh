@@ -23,7 +23,9 @@ export RDMA_VM_MEM=${RDMA_VM_MEM:-1536}
 bash "$script" --build-only || { echo "building the RDMA VM image failed"; exit 1; }
 t0=$SECONDS
 envs=()
-[[ -n ${MC_LOG_LEVEL:-} ]] && envs+=(-e "MC_LOG_LEVEL=$MC_LOG_LEVEL")
+for v in MC_LOG_LEVEL TE_RDMA_BENCH_ONLY TE_RDMA_BENCH_ROUNDS; do
+  [[ -n ${!v:-} ]] && envs+=(-e "$v=${!v}")
+done
 bash "$script" -s "$build" -t 900 ${envs[@]+"${envs[@]}"} -- bash "$build/tests/rdma/guest_checks.sh"
 rc=$?
 echo "rdma-vm: exit $rc after $((SECONDS - t0)) s"
