@@ -175,7 +175,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 for b in sizes:
     t, s, m = "tcp/%d" % b, "shm/%d" % b, "memcpy/%d" % b
     print("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-        size(b), spread(t, "throughput_gbps", "{:.3f}"), "{:.3f}".format(iperf) if iperf else "n/a",
+        size(b), spread(t, "throughput_gbps", "{:.3f}"), spread("iperf3", "throughput_gbps", "{:.3f}"),
         ratio(med(t, "throughput_gbps"), iperf), spread(t, "ops_per_sec", "{:.0f}"),
         spread(s, "throughput_gbps", "{:.3f}"), spread(m, "throughput_gbps", "{:.3f}"),
         ratio(med(s, "throughput_gbps"), med(m, "throughput_gbps")),

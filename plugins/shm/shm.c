@@ -1,6 +1,7 @@
 /* shm.c - entry point of the same-host transport: the instance, the members
  * it adds to the segment descriptor, buffer registration (the table peers
  * read) and the choice, per peer, to reach it here or decline to tcp. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -121,9 +122,13 @@ static int shm_describe(void *inst, char **json_object)
     shm_inst *in = inst;
     char token[17];
     snprintf(token, sizeof token, "%016" PRIx64, in->tab->token);
-    json_t *o = json_pack("{s:s, s:i, s:I, s:s, s:i}", "shm_host_id", in->host_id, "shm_pid",
-                          (int)in->pid, "shm_regtab", (json_int_t)(uintptr_t)in->tab,
-                          "shm_token", token, "shm_version", SHM_VERSION);
+    pthread_mutex_lock(&in->reg_lock);
+    bool cpu_only = in->device_regs == 0;
+    pthread_mutex_unlock(&in->reg_lock);
+    json_t *o = json_pack("{s:s, s:i, s:I, s:s, s:i, s:b}", "shm_host_id", in->host_id,
+                          "shm_pid", (int)in->pid, "shm_regtab", (json_int_t)(uintptr_t)in->tab,
+                          "shm_token", token, "shm_version", SHM_VERSION, "shm_cpu_only",
+                          cpu_only);
     *json_object = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return *json_object ? 0 : TE_ERR_MEMORY;
@@ -156,17 +161,28 @@ static int shm_register(void *inst, void *addr, size_t length, const char *locat
         free(m);
         return rc;
     }
+    if (!m->cpu) {
+        pthread_mutex_lock(&in->reg_lock);
+        in->device_regs++;
+        pthread_mutex_unlock(&in->reg_lock);
+    }
     *mr = m;
     return 0;
 }
 
 static int shm_unregister(void *inst, void *mr)
 {
+    shm_inst *in = inst;
     shm_mr *m = mr;
     if (!m)
         return 0;
-    if (m->cpu)
-        shm_regtab_remove(inst, m->addr);
+    if (m->cpu) {
+        shm_regtab_remove(in, m->addr);
+    } else {
+        pthread_mutex_lock(&in->reg_lock);
+        in->device_regs--;
+        pthread_mutex_unlock(&in->reg_lock);
+    }
     free(m);
     return 0;
 }
@@ -197,6 +213,7 @@ static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id)
     json_t *pid = json_object_get(root, "shm_pid");
     json_t *tab = json_object_get(root, "shm_regtab");
     json_t *tok = json_object_get(root, "shm_token");
+    json_t *cpu_only = json_object_get(root, "shm_cpu_only");
     if (!h && !pid)
         return "no shm members (the peer has no shm transport)";
     if (!json_is_string(h) || json_string_length(h) == 0 || json_string_length(h) > 300)
@@ -211,6 +228,10 @@ static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id)
         return "shm_regtab is not an address";
     if (!json_is_string(tok) || !parse_token(json_string_value(tok), &p->token))
         return "shm_token is not 16 hex digits";
+    if (!json_is_boolean(cpu_only))
+        return "shm_cpu_only is not a boolean";
+    if (!json_is_true(cpu_only))
+        return "it has GPU memory registered (tcp stages it)";
     p->pid = (pid_t)json_integer_value(pid);
     p->tab_addr = t;
     *host_id = json_string_value(h);
@@ -246,11 +267,38 @@ static int decline(shm_inst *in, int level, const te_peer_info *peer, const char
     return TE_ERR_NOT_SUPPORTED_TRANSPORT;
 }
 
+/*
+ * The core picks one transport per peer, and process_vm_* cannot reach GPU
+ * memory.  So a process that has GPU memory registered, or has loaded the
+ * CUDA driver (its local buffers may be device memory, registered or not),
+ * leaves same-host peers to tcp, which stages GPU memory; MC_TE_SHM_WITH_CUDA=1
+ * keeps shm for a CUDA process whose transfers use CPU memory only.
+ */
+static const char *local_gpu_reason(shm_inst *in)
+{
+    pthread_mutex_lock(&in->reg_lock);
+    size_t device = in->device_regs;
+    pthread_mutex_unlock(&in->reg_lock);
+    if (device)
+        return "this engine has GPU memory registered (tcp stages it)";
+    if (env_flag(in->host, "MC_TE_SHM_WITH_CUDA"))
+        return NULL;
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!cuda)
+        return NULL;
+    dlclose(cuda);
+    return "this process uses CUDA, so local buffers may be GPU memory "
+           "(MC_TE_SHM_WITH_CUDA=1 if they never are)";
+}
+
 static int shm_peer_open(void *inst, const te_peer_info *peer, void **handle)
 {
     shm_inst *in = inst;
     if (!peer || !peer->descriptor)
         return TE_ERR_NOT_SUPPORTED_TRANSPORT;
+    const char *local_why = local_gpu_reason(in);
+    if (local_why)
+        return decline(in, TE_LOG_DEBUG, peer, local_why);
     json_error_t jerr;
     json_t *root = json_loads(peer->descriptor, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(root)) {

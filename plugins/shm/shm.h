@@ -91,6 +91,7 @@ typedef struct shm_inst {
     shm_regtab *tab;
     shm_range *ranges;
     size_t nranges;
+    size_t device_regs; /* registered buffers that are not CPU memory */
     shm_pool pool;
 } shm_inst;
 

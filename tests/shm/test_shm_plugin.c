@@ -204,6 +204,7 @@ START_TEST(describe_publishes_typed_members)
     ck_assert(json_integer_value(json_object_get(o, "shm_regtab")) != 0);
     ck_assert_int_eq(strlen(json_string_value(json_object_get(o, "shm_token"))), 16);
     ck_assert_int_eq(json_integer_value(json_object_get(o, "shm_version")), 1);
+    ck_assert(json_is_true(json_object_get(o, "shm_cpu_only")));
     json_decref(o);
     free(extra);
 }
@@ -253,6 +254,55 @@ START_TEST(malformed_or_foreign_descriptors_are_declined)
     expect_declined("shm_token", "12");
     expect_declined("shm_version", "2");
     expect_declined("shm_version", NULL);
+    expect_declined("shm_cpu_only", "\"yes\"");
+    expect_declined("shm_cpu_only", "false");
+    expect_declined("shm_cpu_only", NULL);
+}
+END_TEST
+
+/* process_vm_* cannot reach GPU memory: an engine with GPU memory registered
+ * (either side) leaves the peer to tcp, which stages it. */
+START_TEST(gpu_memory_on_either_side_is_declined)
+{
+    static char fake_gpu[4096], cpu[4096];
+    void *gpu_mr, *cpu_mr, *peer;
+    ck_assert_int_eq(ops->register_memory(target, cpu, sizeof cpu, "cpu:0", &cpu_mr), 0);
+    ck_assert_int_eq(ops->register_memory(target, fake_gpu, sizeof fake_gpu, "cuda:0", &gpu_mr),
+                     0);
+    char *d = descriptor_of(target);
+    ck_assert_ptr_nonnull(strstr(d, "\"shm_cpu_only\":false"));
+    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    free(d);
+    ck_assert_int_eq(ops->unregister_memory(target, gpu_mr), 0);
+    peer = open_target(); /* CPU memory only again */
+    ops->peer_close(initiator, peer);
+    ck_assert_int_eq(ops->register_memory(initiator, fake_gpu, sizeof fake_gpu, "cuda:1", &gpu_mr),
+                     0);
+    d = descriptor_of(target);
+    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    free(d);
+    ops->unregister_memory(initiator, gpu_mr);
+    ops->unregister_memory(target, cpu_mr);
+}
+END_TEST
+
+/* Once the CUDA driver is loaded, local buffers may be device memory that
+ * nobody registered: same-host peers go to tcp unless told otherwise. */
+START_TEST(cuda_process_declines_unless_told)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fake-cuda/libcuda.so.1", getenv("TE_TEST_BIN_DIR"));
+    if (access(path, R_OK) != 0)
+        return; /* no stand-in driver in this build */
+    ck_assert_ptr_nonnull(dlopen(path, RTLD_NOW | RTLD_LOCAL));
+    char *d = descriptor_of(target);
+    void *peer;
+    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    setenv("MC_TE_SHM_WITH_CUDA", "1", 1);
+    ck_assert_int_eq(open_with(d, &peer), 0);
+    ops->peer_close(initiator, peer);
+    unsetenv("MC_TE_SHM_WITH_CUDA");
+    free(d);
 }
 END_TEST
 
@@ -471,6 +521,8 @@ int main(void)
     tcase_add_test(tc, malformed_or_foreign_descriptors_are_declined);
     tcase_add_test(tc, dead_pid_is_declined);
     tcase_add_test(tc, forced_kernel_refusal_is_declined);
+    tcase_add_test(tc, gpu_memory_on_either_side_is_declined);
+    tcase_add_test(tc, cuda_process_declines_unless_told);
     tcase_add_test(tc, copies_inside_registered_memory);
     tcase_add_test(tc, ranges_outside_the_live_table_are_refused);
     tcase_add_test(tc, fault_inside_a_run_fails_only_its_slice);
