@@ -158,6 +158,15 @@ TE_API int te_register_memory_batch(te_engine *engine, const te_buffer_entry *en
                                     size_t count, const char *location);
 TE_API int te_unregister_memory_batch(te_engine *engine, void *const *addrs, size_t count);
 
+/* GPU memory that nvlink peers can map (an addition beyond the original API,
+ * for allocate_managed_buffer with protocol "nvlink"): cudaMalloc on the
+ * calling thread's current device, the CUDA runtime loaded on demand, never
+ * linked.  Works without an engine.  TE_ERR_DEVICE_NOT_FOUND without a CUDA
+ * runtime or device, TE_ERR_MEMORY when the device is full.  Release with
+ * te_free_device(); NULL is ignored. */
+TE_API int te_alloc_device(size_t size, void **ptr);
+TE_API int te_free_device(void *ptr);
+
 /* ---- segments ------------------------------------------------------------ */
 
 /* Resolves a segment by name (fetching its descriptor) and returns its id.

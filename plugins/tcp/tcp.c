@@ -85,6 +85,7 @@ static void tcp_destroy(void *inst)
     while (t->live_lanes > 0)
         pthread_cond_wait(&t->lanes_cond, &t->lanes_lock);
     pthread_mutex_unlock(&t->lanes_lock);
+    tcp_cuda_destroy(t); /* after the lanes: they hand staged chunks back */
     pthread_mutex_destroy(&t->lanes_lock);
     pthread_cond_destroy(&t->lanes_cond);
     free(t);

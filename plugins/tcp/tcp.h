@@ -79,6 +79,8 @@ void tcp_server_stop(tcp_server *s);
 tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v2);
 void tcp_peer_free(tcp_peer *p);
 int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count);
+/* Straight to the lanes: the slices' local memory is host memory. */
+int tcp_peer_submit_host(tcp_peer *p, te_slice *const *slices, size_t count);
 
 struct tcp_transport {
     te_host *host;
@@ -91,11 +93,36 @@ struct tcp_transport {
     pthread_mutex_t lanes_lock;
     pthread_cond_t lanes_cond;
     int live_lanes; /* lane threads still running; destroy waits for 0 */
+    struct tcp_cuda *_Atomic cuda; /* GPU memory staging (tcp_cuda.c), made on first need */
 };
 
 void tcp_lane_started(tcp_transport *t);
 void tcp_lane_exited(tcp_transport *t);
 
 void tcp_tune_socket(const tcp_transport *t, int fd);
+
+/* ---- GPU memory through pinned host buffers (tcp_cuda.c) ---------------------- */
+
+/* The GPU holding device memory at p, or -1 (host memory; always -1, in
+ * tens of nanoseconds, while the process has not loaded the CUDA driver). */
+int tcp_cuda_device(const void *p);
+bool tcp_cuda_possible(void);
+/* Initiator: moves a slice of GPU memory through staging; it is reported once. */
+void tcp_cuda_stage(tcp_transport *t, tcp_peer *p, te_slice *s, int dev);
+/* The lanes' chunks of staged slices carry this tag as local_mr. */
+extern char tcp_cuda_shadow_tag;
+static inline bool tcp_cuda_is_shadow(const te_slice *s)
+{
+    return s->local_mr == &tcp_cuda_shadow_tag;
+}
+void tcp_cuda_shadow_done(te_slice *s, int status);
+/* Target: moves a payload between the socket and GPU memory, io() receiving
+ * or sending one chunk of a pinned buffer.  0, or -1 to close. */
+typedef int (*tcp_cuda_io)(void *arg, void *buf, size_t len);
+int tcp_cuda_to_device(tcp_transport *t, void *dst, uint64_t len, int dev, tcp_cuda_io recv_chunk,
+                       void *arg, int64_t deadline);
+int tcp_cuda_from_device(tcp_transport *t, const void *src, uint64_t len, int dev,
+                         tcp_cuda_io send_chunk, void *arg, int64_t deadline);
+void tcp_cuda_destroy(tcp_transport *t);
 
 #endif

@@ -106,9 +106,18 @@ static void peer_unref(tcp_peer *p)
     free(p);
 }
 
+/* Chunks of staged GPU memory go back to tcp_cuda.c, the rest to the core. */
+static void finish(tcp_transport *t, te_slice *s, int status)
+{
+    if (tcp_cuda_is_shadow(s))
+        tcp_cuda_shadow_done(s, status);
+    else
+        tcp_host_api->slice_done(t->host, s, status);
+}
+
 static void complete(lane *l, te_slice *s, int status)
 {
-    tcp_host_api->slice_done(l->peer->t->host, s, status);
+    finish(l->peer->t, s, status);
 }
 
 static void fail_list(lane *l, slist *list, int status)
@@ -579,7 +588,7 @@ void tcp_peer_free(tcp_peer *p)
     peer_unref(p);
 }
 
-int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count)
+int tcp_peer_submit_host(tcp_peer *p, te_slice *const *slices, size_t count)
 {
     /* Consecutive slices go to one lane in runs, so small requests batch and
      * large requests (many slices) stripe over every lane. */
@@ -605,7 +614,7 @@ int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count)
         if (rc) {
             te_slice *s;
             while ((s = slist_pop(&run)))
-                tcp_host_api->slice_done(p->t->host, s, rc);
+                finish(p->t, s, rc);
             continue;
         }
         if (was_empty) {
@@ -615,4 +624,23 @@ int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count)
         }
     }
     return 0;
+}
+
+/* Slices of GPU memory are staged through pinned host buffers (tcp_cuda.c);
+ * a process without CUDA costs one check per call. */
+int tcp_peer_submit(tcp_peer *p, te_slice *const *slices, size_t count)
+{
+    if (!tcp_cuda_possible())
+        return tcp_peer_submit_host(p, slices, count);
+    size_t start = 0;
+    for (size_t i = 0; i < count; i++) {
+        int dev = tcp_cuda_device(slices[i]->local);
+        if (dev < 0)
+            continue;
+        if (i > start)
+            tcp_peer_submit_host(p, slices + start, i - start);
+        tcp_cuda_stage(p->t, p, slices[i], dev);
+        start = i + 1;
+    }
+    return start < count ? tcp_peer_submit_host(p, slices + start, count - start) : 0;
 }

@@ -195,6 +195,50 @@ static int send_spliced(conn *c, const char *data, uint64_t len, int64_t deadlin
     return 0;
 }
 
+/* GPU memory at the target moves through pinned buffers (tcp_cuda.c), one
+ * chunk at a time through these two. */
+typedef struct chunk_io {
+    conn *c;
+    int64_t deadline;
+} chunk_io;
+
+static int recv_chunk(void *arg, void *buf, size_t len)
+{
+    chunk_io *io = arg;
+    return receive_payload(io->c, buf, len, io->deadline);
+}
+
+static int send_chunk(void *arg, void *buf, size_t len)
+{
+    chunk_io *io = arg;
+    struct iovec iov = {buf, len};
+    return send_all(io->c, &iov, 1, io->deadline);
+}
+
+static int serve_device(conn *c, int op, bool v2, uint64_t addr, uint64_t size, int dev,
+                        int64_t deadline)
+{
+    chunk_io io = {c, deadline};
+    void *p = (void *)(uintptr_t)addr;
+    if (op == TCP_OP_WRITE) {
+        int rc = tcp_cuda_to_device(c->t, p, size, dev, recv_chunk, &io, deadline);
+        return !rc && v2 ? queue_ack(c, TCP_STATUS_OK) : rc;
+    }
+    uint8_t status[8];
+    tcp_put_u64(status, TCP_STATUS_MAGIC | TCP_STATUS_OK);
+    struct iovec iov[2];
+    int n = 0;
+    if (c->nacks) { /* keep responses in request order */
+        iov[n++] = (struct iovec){c->acks, c->nacks * 8};
+        c->nacks = 0;
+    }
+    if (v2)
+        iov[n++] = (struct iovec){status, 8};
+    if (n && send_all(c, iov, n, deadline))
+        return -1;
+    return tcp_cuda_from_device(c->t, p, size, dev, send_chunk, &io, deadline);
+}
+
 /* Handles one request; -1 closes the connection. */
 static int handle_request(conn *c)
 {
@@ -226,7 +270,10 @@ static int handle_request(conn *c)
         return queue_ack(c, TCP_STATUS_REJECTED);
     }
     int rc;
-    if (op == TCP_OP_WRITE) {
+    int dev = tcp_cuda_device((void *)(uintptr_t)addr);
+    if (dev >= 0) {
+        rc = serve_device(c, op, v2, addr, size, dev, deadline);
+    } else if (op == TCP_OP_WRITE) {
         rc = receive_payload(c, (uint8_t *)(uintptr_t)addr, size, deadline);
         if (!rc && v2)
             rc = queue_ack(c, TCP_STATUS_OK);

@@ -1,0 +1,81 @@
+/* cuda.c - te_alloc_device/te_free_device: GPU memory that nvlink peers can
+ * map (cudaMalloc memory exports a CUDA IPC handle).  The CUDA runtime is
+ * opened with dlopen on first use, never linked, like everywhere else. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "te/te.h"
+
+#define CUDA_ERROR_MEMORY_ALLOCATION 2
+
+static struct {
+    int (*malloc_fn)(void **ptr, size_t size);
+    int (*free_fn)(void *ptr);
+    int (*get_last_error)(void);
+    const char *(*error_string)(int err);
+} rt;
+static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
+
+static bool rt_sym(void *h, const char *name, void *fn)
+{
+    void *f = dlsym(h, name);
+    if (f)
+        memcpy(fn, &f, sizeof f);
+    return f != NULL;
+}
+
+/* A runtime already in the process wins; MC_CUDART_LIBRARY names another. */
+static void rt_load(void)
+{
+    const char *names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
+    const char *forced = getenv("MC_CUDART_LIBRARY");
+    void *h = NULL;
+    for (int pass = 0; pass < 2 && !h; pass++)
+        for (size_t i = 0; i < sizeof names / sizeof *names && !h; i++)
+            h = dlopen(forced && *forced ? forced : names[i],
+                       RTLD_NOW | RTLD_LOCAL | (pass == 0 ? RTLD_NOLOAD : 0));
+    if (h && !(rt_sym(h, "cudaMalloc", &rt.malloc_fn) && rt_sym(h, "cudaFree", &rt.free_fn) &&
+               rt_sym(h, "cudaGetLastError", &rt.get_last_error) &&
+               rt_sym(h, "cudaGetErrorString", &rt.error_string)))
+        rt.malloc_fn = NULL;
+}
+
+static int rt_fail(int err, const char *what)
+{
+    rt.get_last_error(); /* leave no sticky error for the application */
+    const char *text = rt.error_string(err);
+    return te_fail(err == CUDA_ERROR_MEMORY_ALLOCATION ? TE_ERR_MEMORY : TE_ERR_DEVICE_NOT_FOUND,
+                   "%s: %s", what, text ? text : "CUDA error");
+}
+
+int te_alloc_device(size_t size, void **ptr)
+{
+    if (!ptr || size == 0)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "te_alloc_device: NULL pointer or zero size");
+    *ptr = NULL;
+    pthread_once(&rt_once, rt_load);
+    if (!rt.malloc_fn)
+        return te_fail(TE_ERR_DEVICE_NOT_FOUND, "te_alloc_device: no CUDA runtime "
+                                                "(libcudart.so.13/.12, or MC_CUDART_LIBRARY)");
+    int err = rt.malloc_fn(ptr, size);
+    if (err) {
+        *ptr = NULL;
+        return rt_fail(err, "te_alloc_device: cudaMalloc");
+    }
+    return 0;
+}
+
+int te_free_device(void *ptr)
+{
+    if (!ptr)
+        return 0;
+    pthread_once(&rt_once, rt_load);
+    if (!rt.malloc_fn)
+        return te_fail(TE_ERR_DEVICE_NOT_FOUND, "te_free_device: no CUDA runtime");
+    int err = rt.free_fn(ptr);
+    return err ? rt_fail(err, "te_free_device: cudaFree") : 0;
+}

@@ -1,0 +1,166 @@
+/* nvlink_cuda.c - the CUDA runtime and driver, opened with dlopen once per
+ * process: a runtime already in the process is preferred (PyTorch brings
+ * its own), MC_CUDART_LIBRARY names another.  Nothing here is linked. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nvlink.h"
+
+nvl_cuda nvl_cu;
+
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool runtime_loaded, driver_loaded;
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+static void *open_runtime(char *why, size_t why_len)
+{
+    const char *names[] = {("libcudart.so." STR(CUDART_MAJOR)), "libcudart.so.13",
+                           "libcudart.so.12", "libcudart.so"};
+    const char *forced = getenv("MC_CUDART_LIBRARY");
+    if (forced && *forced) {
+        void *h = dlopen(forced, RTLD_NOW | RTLD_LOCAL);
+        if (!h)
+            snprintf(why, why_len, "CUDA runtime %s (MC_CUDART_LIBRARY) cannot be loaded: %s",
+                     forced, dlerror());
+        return h;
+    }
+    size_t n = sizeof names / sizeof *names;
+    for (size_t i = 0; i < n; i++) { /* one already loaded wins */
+        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+        if (h)
+            return h;
+    }
+    for (size_t i = 0; i < n; i++) {
+        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (h)
+            return h;
+    }
+    snprintf(why, why_len, "CUDA runtime not found (tried libcudart.so.%d, .13, .12, .so)",
+             CUDART_MAJOR);
+    return NULL;
+}
+
+/* dlsym into a typed pointer; false if the symbol is missing. */
+static bool sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len)
+{
+    void *f = dlsym(lib, name);
+    if (!f) {
+        snprintf(why, why_len, "symbol %s missing from the CUDA library", name);
+        return false;
+    }
+    memcpy(fn_ptr, &f, sizeof f);
+    return true;
+}
+
+static bool load_runtime_symbols(void *rt, char *why, size_t n)
+{
+    nvl_cuda *c = &nvl_cu;
+    return sym(rt, "cudaGetDeviceCount", &c->get_device_count, why, n) &&
+           sym(rt, "cudaGetDevice", &c->get_device, why, n) &&
+           sym(rt, "cudaSetDevice", &c->set_device, why, n) &&
+           sym(rt, "cudaGetLastError", &c->get_last_error, why, n) &&
+           sym(rt, "cudaGetErrorString", &c->get_error_string, why, n) &&
+           sym(rt, "cudaIpcGetMemHandle", &c->ipc_get_mem_handle, why, n) &&
+           sym(rt, "cudaIpcOpenMemHandle", &c->ipc_open_mem_handle, why, n) &&
+           sym(rt, "cudaIpcCloseMemHandle", &c->ipc_close_mem_handle, why, n) &&
+           sym(rt, "cudaStreamCreateWithFlags", &c->stream_create_with_flags, why, n) &&
+           sym(rt, "cudaStreamDestroy", &c->stream_destroy, why, n) &&
+           sym(rt, "cudaStreamSynchronize", &c->stream_synchronize, why, n) &&
+           sym(rt, "cudaEventCreateWithFlags", &c->event_create_with_flags, why, n) &&
+           sym(rt, "cudaEventDestroy", &c->event_destroy, why, n) &&
+           sym(rt, "cudaEventRecord", &c->event_record, why, n) &&
+           sym(rt, "cudaEventQuery", &c->event_query, why, n) &&
+           sym(rt, "cudaEventSynchronize", &c->event_synchronize, why, n) &&
+           sym(rt, "cudaMemcpyAsync", &c->memcpy_async, why, n) &&
+           sym(rt, "cudaDeviceGetPCIBusId", &c->device_get_pci_bus_id, why, n) &&
+           sym(rt, "cudaDeviceGetByPCIBusId", &c->device_get_by_pci_bus_id, why, n);
+}
+
+/* The driver is in the process once the runtime has initialised. */
+static bool load_driver_symbols(char *why, size_t n)
+{
+    void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!drv)
+        drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!drv) {
+        snprintf(why, n, "CUDA driver libcuda.so.1 cannot be loaded: %s", dlerror());
+        return false;
+    }
+    return sym(drv, "cuPointerGetAttribute", &nvl_cu.cu_pointer_get_attribute, why, n) &&
+           sym(drv, "cuMemGetAddressRange_v2", &nvl_cu.cu_mem_get_address_range, why, n);
+}
+
+static int count_devices(int *ndev, char *why, size_t why_len)
+{
+    int n = 0;
+    cudaError_t err = nvl_cu.get_device_count(&n);
+    if (err != cudaSuccess || n <= 0) {
+        snprintf(why, why_len, "no CUDA device (cudaGetDeviceCount: %s)",
+                 err != cudaSuccess ? nvl_cuda_error(err) : "0 devices");
+        return TE_ERR_DEVICE_NOT_FOUND;
+    }
+    *ndev = n < NVL_MAX_DEVICES ? n : NVL_MAX_DEVICES;
+    return 0;
+}
+
+int nvl_cuda_init(int *ndev, char *why, size_t why_len)
+{
+    int rc = 0;
+    pthread_mutex_lock(&load_lock);
+    if (!runtime_loaded) {
+        void *rt = open_runtime(why, why_len);
+        if (!rt || !load_runtime_symbols(rt, why, why_len))
+            rc = TE_ERR_DEVICE_NOT_FOUND; /* a broken runtime stays mapped, unused */
+        else
+            runtime_loaded = true;
+    }
+    if (!rc)
+        rc = count_devices(ndev, why, why_len);
+    if (!rc && !driver_loaded) {
+        if (load_driver_symbols(why, why_len))
+            driver_loaded = true;
+        else
+            rc = TE_ERR_DEVICE_NOT_FOUND;
+    }
+    pthread_mutex_unlock(&load_lock);
+    return rc;
+}
+
+const char *nvl_cuda_error(cudaError_t err)
+{
+    nvl_cu.get_last_error();
+    const char *s = nvl_cu.get_error_string(err);
+    return s ? s : "unknown CUDA error";
+}
+
+int nvl_cuda_device_of(const void *p)
+{
+    CUdeviceptr dp = (CUdeviceptr)(uintptr_t)p;
+    unsigned int type = 0, managed = 0;
+    int ordinal = -1;
+    if (nvl_cu.cu_pointer_get_attribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, dp) != CUDA_SUCCESS ||
+        type != CU_MEMORYTYPE_DEVICE)
+        return -1;
+    if (nvl_cu.cu_pointer_get_attribute(&managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, dp) ==
+            CUDA_SUCCESS && managed)
+        return -1;
+    if (nvl_cu.cu_pointer_get_attribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, dp) !=
+        CUDA_SUCCESS)
+        return -1;
+    return ordinal;
+}
+
+int nvl_cuda_alloc_range(const void *p, uint64_t *base, uint64_t *size)
+{
+    CUdeviceptr b = 0;
+    size_t s = 0;
+    if (nvl_cu.cu_mem_get_address_range(&b, &s, (CUdeviceptr)(uintptr_t)p) != CUDA_SUCCESS)
+        return TE_ERR_INVALID_ARGUMENT;
+    *base = (uint64_t)b;
+    *size = (uint64_t)s;
+    return 0;
+}

@@ -1,0 +1,238 @@
+/* test_nvlink_cpu.c - what runs on every machine, GPU or not: the shm_name
+ * hex codec; libte_nvlink.so (when built) loading through its ABI and
+ * reporting TE_ERR_DEVICE_NOT_FOUND where there is no GPU or no CUDA
+ * runtime; initialize(protocol="nvlink") failing with a clear message
+ * instead of a crash; te_alloc_device without a GPU. */
+#include <check.h>
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gpu_util.h"
+#include "nvlink_hex.h"
+#include "te/plugin.h"
+#include "te/te.h"
+
+/* ---- the hex codec ---------------------------------------------------------- */
+
+START_TEST(hex_round_trip_is_uppercase)
+{
+    unsigned char in[64], out[64];
+    for (int i = 0; i < 64; i++)
+        in[i] = (unsigned char)(i * 37 + 11);
+    char text[129];
+    ck_assert(nvl_hex_encode(in, sizeof in, text, sizeof text));
+    ck_assert_uint_eq(strlen(text), 128);
+    ck_assert_uint_eq(strspn(text, "0123456789ABCDEF"), 128);
+    ck_assert(nvl_hex_decode(text, out, sizeof out));
+    ck_assert_mem_eq(in, out, sizeof in);
+    unsigned char two[2] = {0x0f, 0xa0};
+    ck_assert(nvl_hex_encode(two, 2, text, sizeof text));
+    ck_assert_str_eq(text, "0FA0");
+}
+END_TEST
+
+START_TEST(hex_decode_takes_either_case)
+{
+    unsigned char b[4];
+    ck_assert(nvl_hex_decode("deadBEEF", b, 4));
+    ck_assert_uint_eq(b[0], 0xde);
+    ck_assert_uint_eq(b[3], 0xef);
+}
+END_TEST
+
+START_TEST(hex_rejects_bad_text)
+{
+    unsigned char b[4];
+    char small[8];
+    ck_assert(!nvl_hex_decode(NULL, b, 4));
+    ck_assert(!nvl_hex_decode("", b, 4));
+    ck_assert(!nvl_hex_decode("DEADBEE", b, 4));   /* short */
+    ck_assert(!nvl_hex_decode("DEADBEEF0", b, 4)); /* long */
+    ck_assert(!nvl_hex_decode("DEADBEEG", b, 4));  /* not hex */
+    ck_assert(!nvl_hex_decode("DE ADBEE", b, 4));
+    ck_assert(!nvl_hex_encode(b, 4, small, sizeof small)); /* 8 digits + NUL do not fit */
+    ck_assert(!nvl_hex_encode(b, 4, small, 0));
+}
+END_TEST
+
+/* ---- the plugin through its ABI (where it is built) -------------------------- */
+
+#ifdef TE_NVLINK_BUILT
+
+static char last_error[1024];
+
+static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void h_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
+{
+    if (!getenv("TE_TEST_VERBOSE"))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[%s %d] ", plugin, level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void h_set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+static const char *h_config(te_host *h, const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static void h_slice_done(te_host *h, te_slice *s, int status) {}
+
+static int64_t h_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const te_host_api host_api = {
+    .size = sizeof(te_host_api),
+    .abi_major = TE_PLUGIN_ABI_MAJOR,
+    .abi_minor = TE_PLUGIN_ABI_MINOR,
+    .log = h_log,
+    .set_error = h_set_error,
+    .config = h_config,
+    .slice_done = h_slice_done,
+    .now_ns = h_now_ns,
+};
+
+static const te_transport_ops *load_plugin(void)
+{
+    char path[4096];
+    const char *dir = getenv("TE_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_nvlink.so", dir ? dir : ".");
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
+    te_plugin_init_fn init;
+    *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
+    ck_assert_ptr_nonnull(init);
+    ck_assert_ptr_null(dlsym(h, "nvl_cu")); /* nothing else leaves the plugin */
+    const te_plugin_desc *d;
+    ck_assert_int_eq(init(&host_api, &d), 0);
+    ck_assert_str_eq(d->name, "nvlink");
+    ck_assert_int_eq(d->kind, TE_PLUGIN_TRANSPORT);
+    const te_transport_ops *ops = d->ops;
+    ck_assert(ops->caps & TE_TRANSPORT_CAP_GPU);
+    ck_assert_int_eq(ops->caps & TE_TRANSPORT_CAP_REMOTE, 0);
+    return ops;
+}
+
+START_TEST(plugin_reports_no_device_without_gpu)
+{
+    const te_transport_ops *ops = load_plugin();
+    te_transport_params params = {.size = sizeof params, .segment_name = "t", .device_filter = ""};
+    void *inst = NULL;
+    int rc = ops->create(NULL, &params, &inst);
+    if (!gpu_unavailable()) { /* a GPU machine: it works */
+        ck_assert_int_eq(rc, 0);
+        ops->destroy(inst);
+        return;
+    }
+    ck_assert_int_eq(rc, TE_ERR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_null(inst);
+    ck_assert_msg(strstr(last_error, "nvlink: ") == last_error, "error: %s", last_error);
+}
+END_TEST
+
+START_TEST(plugin_without_cuda_runtime_reports_no_device)
+{
+    setenv("MC_CUDART_LIBRARY", "/nonexistent/libcudart.so.99", 1);
+    const te_transport_ops *ops = load_plugin();
+    te_transport_params params = {.size = sizeof params, .segment_name = "t", .device_filter = ""};
+    void *inst = NULL;
+    ck_assert_int_eq(ops->create(NULL, &params, &inst), TE_ERR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_null(inst);
+    ck_assert_msg(strstr(last_error, "cannot be loaded"), "error: %s", last_error);
+}
+END_TEST
+
+#endif /* TE_NVLINK_BUILT */
+
+/* ---- the engine ------------------------------------------------------------------ */
+
+START_TEST(initialize_nvlink_fails_cleanly_without_gpu)
+{
+    if (!gpu_unavailable())
+        return; /* the GPU suite covers initialize with a device */
+    te_engine *e = te_engine_create();
+    ck_assert_ptr_nonnull(e);
+    int rc = te_engine_initialize(e, "127.0.0.1", "P2PHANDSHAKE", "nvlink", "", NULL);
+    /* No device: the plugin says so.  Plugin not built: the loader says so. */
+    ck_assert_msg(rc == TE_ERR_DEVICE_NOT_FOUND || rc == TE_ERR_PLUGIN, "rc %d", rc);
+    ck_assert_msg(strstr(te_last_error(), "nvlink"), "error: %s", te_last_error());
+    ck_assert_ptr_null(te_engine_protocol(e));
+    te_engine_destroy(e);
+}
+END_TEST
+
+START_TEST(alloc_device_without_gpu)
+{
+    void *p = (void *)1;
+    ck_assert_int_eq(te_alloc_device(0, &p), TE_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(te_free_device(NULL), 0);
+    if (!gpu_unavailable()) {
+        ck_assert_int_eq(te_alloc_device(1 << 20, &p), 0);
+        ck_assert_int_eq(te_free_device(p), 0);
+        return;
+    }
+    ck_assert_int_eq(te_alloc_device(1 << 20, &p), TE_ERR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_null(p);
+    ck_assert_msg(strstr(te_last_error(), "te_alloc_device"), "error: %s", te_last_error());
+}
+END_TEST
+
+START_TEST(alloc_device_without_runtime)
+{
+    setenv("MC_CUDART_LIBRARY", "/nonexistent/libcudart.so.99", 1);
+    void *p = (void *)1;
+    ck_assert_int_eq(te_alloc_device(4096, &p), TE_ERR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_null(p);
+    ck_assert_msg(strstr(te_last_error(), "no CUDA runtime"), "error: %s", te_last_error());
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("nvlink_cpu");
+    TCase *hex = tcase_create("hex");
+    tcase_add_test(hex, hex_round_trip_is_uppercase);
+    tcase_add_test(hex, hex_decode_takes_either_case);
+    tcase_add_test(hex, hex_rejects_bad_text);
+    suite_add_tcase(s, hex);
+    TCase *plugin = tcase_create("plugin");
+    tcase_set_timeout(plugin, 60);
+#ifdef TE_NVLINK_BUILT
+    tcase_add_test(plugin, plugin_reports_no_device_without_gpu);
+    tcase_add_test(plugin, plugin_without_cuda_runtime_reports_no_device);
+#else
+    printf("note: libte_nvlink.so is not built here (no CUDA toolkit); plugin checks left out\n");
+#endif
+    tcase_add_test(plugin, initialize_nvlink_fails_cleanly_without_gpu);
+    tcase_add_test(plugin, alloc_device_without_gpu);
+    tcase_add_test(plugin, alloc_device_without_runtime);
+    suite_add_tcase(s, plugin);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
