@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,27 @@ void tcp_tune_socket(const tcp_transport *t, int fd)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &t->sock_buf, sizeof t->sock_buf);
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &t->sock_buf, sizeof t->sock_buf);
     }
+}
+
+/* splice() has no MSG_NOSIGNAL: into a socket the peer has reset it raises
+ * SIGPIPE, which would kill the host process.  Threads that splice block
+ * SIGPIPE, and one that splice raised is taken back at once. */
+void tcp_block_sigpipe(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+void tcp_take_sigpipe(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&set, NULL, &zero) > 0)
+        ;
 }
 
 void tcp_lane_started(tcp_transport *t)

@@ -100,6 +100,8 @@ void tcp_lane_started(tcp_transport *t);
 void tcp_lane_exited(tcp_transport *t);
 
 void tcp_tune_socket(const tcp_transport *t, int fd);
+void tcp_block_sigpipe(void);
+void tcp_take_sigpipe(void);
 
 /* ---- GPU memory through pinned host buffers (tcp_cuda.c) ---------------------- */
 

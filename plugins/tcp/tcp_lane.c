@@ -9,7 +9,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,27 +251,6 @@ static bool spliced(const lane *l, const te_slice *s)
            s->length >= TCP_SPLICE_MIN;
 }
 
-/* splice() has no MSG_NOSIGNAL: into a socket the peer has reset it raises
- * SIGPIPE, which would kill the host process.  Lane threads block SIGPIPE,
- * and one that splice raised is taken back at once. */
-static void block_sigpipe(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-static void take_sigpipe(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    struct timespec zero = {0, 0};
-    while (sigtimedwait(&set, NULL, &zero) > 0)
-        ;
-}
-
 /* Moves what sits in the pipe into the socket.  0 (maybe with bytes left
  * when the socket is full) or a status. */
 static int flush_pipe(lane *l)
@@ -287,7 +265,7 @@ static int flush_pipe(lane *l)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return 0;
         if (n < 0 && errno == EPIPE)
-            take_sigpipe();
+            tcp_take_sigpipe();
         return TE_ERR_PEER_CLOSED;
     }
     return 0;
@@ -450,7 +428,7 @@ static void drain_efd(lane *l)
 static void *lane_main(void *arg)
 {
     lane *l = arg;
-    block_sigpipe();
+    tcp_block_sigpipe();
     tcp_peer *p = l->peer;
     for (;;) {
         pthread_mutex_lock(&l->lock);

@@ -188,6 +188,8 @@ static int send_spliced(conn *c, const char *data, uint64_t len, int64_t deadlin
                 if (wait_fd(c, POLLOUT, deadline))
                     return -1;
             } else {
+                if (out < 0 && errno == EPIPE)
+                    tcp_take_sigpipe();
                 return -1;
             }
         }
@@ -303,6 +305,7 @@ static void *conn_main(void *arg)
 {
     conn *c = arg;
     tcp_server *s = &c->t->server;
+    tcp_block_sigpipe();
     int64_t deadline = tcp_host_api->now_ns() + s->io_timeout_ns;
     if (tcp_host_api->auth_accept(c->t->host, c->fd, deadline) == 0)
         while (handle_request(c) == 0)

@@ -233,6 +233,25 @@ START_TEST(data_port_v1_and_bad_headers)
 }
 END_TEST
 
+START_TEST(reader_hanging_up_mid_payload_does_not_kill_the_target)
+{
+    /* A large READ is sent with splice(), which raises SIGPIPE on a reset
+     * socket; the target must survive readers that vanish. */
+    for (int i = 0; i < 5; i++) {
+        int fd = data_connect();
+        uint8_t h[24];
+        header(h, peer.size, peer.addr, 0x80);
+        te_net_write_full(fd, h, 24, 0);
+        struct linger lg = {1, 0}; /* reset, not a clean close */
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        usleep(20000);
+        close(fd);
+    }
+    usleep(200000);
+    peer_expect("zero 0 16", "OK"); /* still alive */
+}
+END_TEST
+
 START_TEST(notify_frames_are_validated)
 {
     char *reply = NULL;
@@ -265,6 +284,7 @@ int main(void)
     tcase_add_test(tc, data_port_speaks_mooncake_v2);
     tcase_add_test(tc, data_port_v1_and_bad_headers);
     tcase_add_test(tc, notify_frames_are_validated);
+    tcase_add_test(tc, reader_hanging_up_mid_payload_does_not_kill_the_target);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
