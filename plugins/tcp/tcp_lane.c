@@ -2,7 +2,11 @@
  * lanes; a lane is one persistent connection driven by one thread that
  * pipelines requests (many in flight, headers and payloads gathered into one
  * sendmsg straight from user memory) and matches the in-order responses,
- * receiving READ data straight into user memory.  Idle lanes sleep in poll. */
+ * receiving READ data straight into user memory.  Idle lanes sleep in poll.
+ * A lone small request to an idle lane is driven by the submitting thread
+ * itself for a few hundred microseconds (send, then wait for the answer), so
+ * a synchronous round trip costs no thread hand-off; if the answer is slow
+ * the lane thread takes over. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -37,8 +41,10 @@ typedef struct lane {
     pthread_mutex_t lock;
     slist queued; /* handed over by submit, under lock */
     bool stop, started;
+    bool busy;    /* the lane thread is working the socket (under lock) */
+    bool lent;    /* a submitting thread drives the lane (under lock) */
     int efd;
-    /* Owned by the lane thread. */
+    /* Owned by the lane thread, or by the thread the idle lane is lent to. */
     int fd;
     int pipe[2];          /* for vmsplice of large payloads, -1 if unavailable */
     size_t pipe_bytes;    /* spliced into the pipe, not yet into the socket */
@@ -386,7 +392,9 @@ static int do_recv(lane *l)
             }
             continue;
         }
-        /* Need more bytes in rbuf. */
+        /* Need more bytes in rbuf, unless nothing more is expected. */
+        if (!l->flying.head && l->rpos == l->rlen)
+            return 0;
         if (l->rpos > 0) {
             memmove(l->rbuf, l->rbuf + l->rpos, l->rlen - l->rpos);
             l->rlen -= l->rpos;
@@ -425,6 +433,75 @@ static void drain_efd(lane *l)
     (void)r;
 }
 
+/* A connection that became readable while idle was closed (or sent junk)
+ * by the peer: drop it so the next request reconnects instead of failing. */
+static void drop_stale_fd(lane *l)
+{
+    if (l->fd < 0 || l->flying.head)
+        return;
+    struct pollfd pf = {.fd = l->fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&pf, 1, 0) > 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+}
+
+static void wake(lane *l)
+{
+    uint64_t one = 1;
+    ssize_t w = write(l->efd, &one, sizeof one);
+    (void)w;
+}
+
+/* One round of a busy lane: deadlines, connect, send, wait, receive. */
+static void lane_work(lane *l)
+{
+    tcp_peer *p = l->peer;
+    int64_t deadline = earliest_deadline(l);
+    if (deadline && tcp_host_api->now_ns() >= deadline) {
+        TCP_LOG(p->t, TE_LOG_WARN, "transfers to %s:%u passed their deadline", p->host, p->port);
+        reset_lane(l, TE_ERR_TIMEOUT);
+        return;
+    }
+    drop_stale_fd(l);
+    if (l->sending.head && l->fd < 0) {
+        int rc = lane_connect(l, deadline);
+        if (rc) {
+            reset_lane(l, rc);
+            return;
+        }
+    }
+    int rc = 0;
+    if (l->sending.head || l->pipe_bytes)
+        rc = do_send(l); /* the socket is usually writable: try before polling */
+    if (rc) {
+        reset_lane(l, rc);
+        return;
+    }
+    struct pollfd pf[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = l->fd, .events = POLLIN}};
+    if (l->sending.head || l->pipe_bytes)
+        pf[1].events |= POLLOUT;
+    int ms = -1;
+    if (deadline) {
+        int64_t left = deadline - tcp_host_api->now_ns();
+        ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
+    }
+    int nfds = l->fd >= 0 ? 2 : 1;
+    if (poll(pf, (nfds_t)nfds, ms) < 0)
+        return;
+    if (pf[0].revents)
+        drain_efd(l);
+    if (nfds == 2 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        rc = do_recv(l);
+        if (!rc && !l->flying.head && !l->sending.head && (pf[1].revents & (POLLHUP | POLLERR)))
+            rc = TE_ERR_PEER_CLOSED; /* the connection went away: reconnect later */
+    }
+    if (!rc && nfds == 2 && (pf[1].revents & POLLOUT) && (l->sending.head || l->pipe_bytes))
+        rc = do_send(l);
+    if (rc)
+        reset_lane(l, rc);
+}
+
 static void *lane_main(void *arg)
 {
     lane *l = arg;
@@ -432,55 +509,25 @@ static void *lane_main(void *arg)
     tcp_peer *p = l->peer;
     for (;;) {
         pthread_mutex_lock(&l->lock);
-        slist_append(&l->sending, &l->queued);
-        bool stop = l->stop;
+        bool lent = l->lent, stop = l->stop && !lent;
+        if (!lent)
+            slist_append(&l->sending, &l->queued);
+        l->busy = !lent && (l->sending.head || l->flying.head || l->pipe_bytes);
+        bool busy = l->busy;
         pthread_mutex_unlock(&l->lock);
         if (stop) {
             reset_lane(l, TE_ERR_STATE);
             break;
         }
-        int64_t deadline = earliest_deadline(l);
-        if (deadline && tcp_host_api->now_ns() >= deadline) {
-            TCP_LOG(p->t, TE_LOG_WARN, "transfers to %s:%u passed their deadline", p->host, p->port);
-            reset_lane(l, TE_ERR_TIMEOUT);
+        if (busy) {
+            lane_work(l);
             continue;
         }
-        if (l->sending.head && l->fd < 0) {
-            int rc = lane_connect(l, deadline);
-            if (rc) {
-                reset_lane(l, rc);
-                continue;
-            }
-        }
-        int rc = 0;
-        if (l->sending.head || l->pipe_bytes)
-            rc = do_send(l); /* the socket is usually writable: try before polling */
-        if (rc) {
-            reset_lane(l, rc);
-            continue;
-        }
-        struct pollfd pf[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = l->fd, .events = POLLIN}};
-        if (l->sending.head || l->pipe_bytes)
-            pf[1].events |= POLLOUT;
-        int ms = -1;
-        if (deadline) {
-            int64_t left = deadline - tcp_host_api->now_ns();
-            ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
-        }
-        int nfds = l->fd >= 0 ? 2 : 1;
-        if (poll(pf, (nfds_t)nfds, ms) < 0 && errno != EINTR)
-            break;
-        if (pf[0].revents)
+        /* Idle or lent: only the eventfd wakes us, and the socket is left
+         * to whoever drives it. */
+        struct pollfd pe = {.fd = l->efd, .events = POLLIN};
+        if (poll(&pe, 1, -1) > 0)
             drain_efd(l);
-        if (nfds == 2 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-            rc = do_recv(l);
-            if (!rc && !l->flying.head && !l->sending.head && (pf[1].revents & (POLLHUP | POLLERR)))
-                rc = TE_ERR_PEER_CLOSED; /* idle connection went away: reconnect later */
-        }
-        if (!rc && nfds == 2 && (pf[1].revents & POLLOUT) && (l->sending.head || l->pipe_bytes))
-            rc = do_send(l);
-        if (rc)
-            reset_lane(l, rc);
     }
     free(l->rbuf);
     l->rbuf = NULL;
@@ -566,22 +613,84 @@ void tcp_peer_free(tcp_peer *p)
     peer_unref(p);
 }
 
+static void encode(const tcp_peer *p, te_slice *s)
+{
+    tcp_encode_header(HDR(s), s->length, s->remote,
+                      (uint8_t)((s->opcode == TE_OP_WRITE ? TCP_OP_WRITE : TCP_OP_READ) |
+                                (p->v2 ? TCP_OP_V2 : 0)));
+}
+
+/* How long a submitting thread waits for the answer to a request it sent
+ * itself before leaving it to the lane thread. */
+#define DRIVE_NS 200000
+
+/* Sends one small request on an idle, connected lane from this thread and
+ * waits briefly for its answer.  false when the lane is not available (the
+ * caller queues the slice as usual). */
+static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
+{
+    if (!p->v2 || s->length >= TCP_SPLICE_MIN)
+        return false;
+    pthread_mutex_lock(&l->lock);
+    bool ok = l->started && !l->busy && !l->lent && !l->queued.head && !l->stop && l->fd >= 0;
+    if (ok) {
+        l->lent = true;
+        atomic_fetch_add(&p->refs, 1); /* completions may close the peer meanwhile */
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (!ok)
+        return false;
+    encode(p, s);
+    drop_stale_fd(l);
+    int rc = 0;
+    if (l->fd < 0) {
+        slist_push(&l->sending, s); /* the lane thread reconnects */
+    } else {
+        slist_push(&l->sending, s);
+        rc = do_send(l);
+        int64_t until = tcp_host_api->now_ns() + DRIVE_NS;
+        if (s->deadline_ns && s->deadline_ns < until)
+            until = s->deadline_ns;
+        while (!rc && (l->flying.head || l->sending.head)) {
+            int64_t left = until - tcp_host_api->now_ns();
+            if (left <= 0)
+                break;
+            struct pollfd pf = {.fd = l->fd, .events = POLLIN | (l->sending.head ? POLLOUT : 0)};
+            struct timespec ts = {left / 1000000000, left % 1000000000};
+            if (ppoll(&pf, 1, &ts, NULL) <= 0)
+                continue;
+            if (pf.revents & (POLLIN | POLLHUP | POLLERR))
+                rc = do_recv(l);
+            if (!rc && (pf.revents & POLLOUT))
+                rc = do_send(l);
+        }
+        if (rc)
+            reset_lane(l, rc);
+    }
+    pthread_mutex_lock(&l->lock);
+    l->lent = false;
+    if (l->sending.head || l->flying.head || l->queued.head || l->pipe_bytes || l->stop)
+        wake(l); /* under the lock: the lane thread cannot exit before this */
+    pthread_mutex_unlock(&l->lock);
+    peer_unref(p);
+    return true;
+}
+
 int tcp_peer_submit_host(tcp_peer *p, te_slice *const *slices, size_t count)
 {
+    unsigned first = atomic_fetch_add(&p->next_lane, 1);
+    if (count == 1 && drive_inline(p, &p->lanes[first % (unsigned)p->nlanes], slices[0]))
+        return 0;
     /* Consecutive slices go to one lane in runs, so small requests batch and
      * large requests (many slices) stripe over every lane. */
     size_t per_lane = (count + (size_t)p->nlanes - 1) / (size_t)p->nlanes;
-    unsigned first = atomic_fetch_add(&p->next_lane, 1);
     for (size_t start = 0, k = 0; start < count; start += per_lane, k++) {
         lane *l = &p->lanes[(first + k) % (unsigned)p->nlanes];
         size_t end = start + per_lane < count ? start + per_lane : count;
         slist run = {0};
         for (size_t i = start; i < end; i++) {
-            te_slice *s = slices[i];
-            tcp_encode_header(HDR(s), s->length, s->remote,
-                              (uint8_t)((s->opcode == TE_OP_WRITE ? TCP_OP_WRITE : TCP_OP_READ) |
-                                        (p->v2 ? TCP_OP_V2 : 0)));
-            slist_push(&run, s);
+            encode(p, slices[i]);
+            slist_push(&run, slices[i]);
         }
         pthread_mutex_lock(&l->lock);
         int rc = l->started ? 0 : lane_start(l);
@@ -595,11 +704,8 @@ int tcp_peer_submit_host(tcp_peer *p, te_slice *const *slices, size_t count)
                 finish(p->t, s, rc);
             continue;
         }
-        if (was_empty) {
-            uint64_t one = 1;
-            ssize_t w = write(l->efd, &one, sizeof one);
-            (void)w;
-        }
+        if (was_empty)
+            wake(l);
     }
     return 0;
 }

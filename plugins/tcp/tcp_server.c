@@ -104,6 +104,10 @@ static int fill(conn *c, size_t need, int64_t deadline)
 {
     if (c->rlen - c->rpos >= need)
         return 0;
+    /* Everything buffered is handled: answer it before reading on, so a
+     * lone request's acknowledgement leaves at once. */
+    if (flush_acks(c, tcp_host_api->now_ns() + c->t->server.io_timeout_ns))
+        return -1;
     if (c->rpos > 0) {
         memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
         c->rlen -= c->rpos;
