@@ -89,7 +89,7 @@ struct tcp_transport {
     bool force_v1;
     int64_t connect_timeout_ms;
     int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */
-    bool use_splice; /* MC_TCP_SPLICE, on by default */
+    bool use_splice; /* MC_TCP_SPLICE=1: large payloads through vmsplice */
     pthread_mutex_t lanes_lock;
     pthread_cond_t lanes_cond;
     int live_lanes; /* lane threads still running; destroy waits for 0 */

@@ -263,7 +263,7 @@ static int flush_pipe(lane *l)
 {
     while (l->pipe_bytes > 0) {
         ssize_t n = splice(l->pipe[0], NULL, l->fd, NULL, l->pipe_bytes,
-                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE | SPLICE_F_MORE);
+                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
         if (n > 0) {
             l->pipe_bytes -= (size_t)n;
             continue;

@@ -185,7 +185,7 @@ static int send_spliced(conn *c, const char *data, uint64_t len, int64_t deadlin
         len -= (uint64_t)in;
         while (in > 0) {
             ssize_t out = splice(c->pipe[0], NULL, c->fd, NULL, (size_t)in,
-                                 SPLICE_F_NONBLOCK | SPLICE_F_MOVE | SPLICE_F_MORE);
+                                 SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
             if (out > 0) {
                 in -= out;
             } else if (out < 0 && (errno == EAGAIN || errno == EINTR)) {

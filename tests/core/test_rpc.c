@@ -18,6 +18,7 @@ static te_test_peer peer;
 
 static void setup(void)
 {
+    setenv("MC_TCP_SPLICE", "1", 1); /* the peer's READs go through splice */
     const char *args[] = {"--size", "1048576", NULL};
     ck_assert_int_eq(te_test_peer_start(&peer, args), 0);
 }
