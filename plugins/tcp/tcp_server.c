@@ -2,7 +2,8 @@
  * incoming connection reads request headers through a buffer (so a burst of
  * small requests costs few syscalls), checks each range against registered
  * memory (pinning it), receives WRITE payloads straight into that memory,
- * sends READ payloads straight from it, and batches v2 acknowledgements. */
+ * and queues responses (v2 status frames and READ payloads straight from
+ * registered memory, still pinned) so a burst goes out in one sendmsg. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -19,7 +20,8 @@
 #include "tcp.h"
 
 #define RBUF_SIZE (256 * 1024)
-#define ACK_BATCH 512
+#define OUT_SLOTS 256         /* responses queued before a flush */
+#define OUT_BYTES (1u << 20)  /* READ payload bytes queued before a flush */
 #define MAX_DISCARD (1ull << 30) /* payload of a rejected write we still drain */
 
 typedef struct conn {
@@ -28,8 +30,12 @@ typedef struct conn {
     char peer[64]; /* numeric address, for the per-peer cap */
     uint8_t *rbuf;
     size_t rpos, rlen;
-    uint8_t acks[ACK_BATCH * 8];
-    size_t nacks;
+    /* The response queue: iovecs over status frames and pinned READ data. */
+    struct iovec out[2 * OUT_SLOTS];
+    uint8_t status[OUT_SLOTS][8];
+    void *pins[OUT_SLOTS];
+    int nout, nstatus, npins;
+    uint64_t out_bytes;
     struct conn *next; /* the server's list of open connections */
     int pipe[2];       /* for vmsplice of large READ payloads, -1 if unavailable */
 } conn;
@@ -81,32 +87,51 @@ static int send_all(conn *c, struct iovec *iov, int iovcnt, int64_t deadline)
     return 0;
 }
 
-static int flush_acks(conn *c, int64_t deadline)
+/* Sends every queued response, then lets go of the memory they came from. */
+static int flush_out(conn *c)
 {
-    if (!c->nacks)
-        return 0;
-    struct iovec iov = {.iov_base = c->acks, .iov_len = c->nacks * 8};
-    c->nacks = 0;
-    return send_all(c, &iov, 1, deadline);
+    int rc = 0;
+    if (c->nout)
+        rc = send_all(c, c->out, c->nout, tcp_host_api->now_ns() + c->t->server.io_timeout_ns);
+    for (int i = 0; i < c->npins; i++)
+        tcp_host_api->unpin_range(c->t->host, c->pins[i]);
+    c->nout = c->nstatus = c->npins = 0;
+    c->out_bytes = 0;
+    return rc;
 }
 
-static int queue_ack(conn *c, uint64_t code)
+static int queue_status(conn *c, uint64_t code)
 {
-    tcp_put_u64(c->acks + c->nacks * 8, TCP_STATUS_MAGIC | code);
-    if (++c->nacks == ACK_BATCH)
-        return flush_acks(c, tcp_host_api->now_ns() + c->t->server.io_timeout_ns);
+    tcp_put_u64(c->status[c->nstatus], TCP_STATUS_MAGIC | code);
+    c->out[c->nout++] = (struct iovec){c->status[c->nstatus++], 8};
+    return c->nstatus == OUT_SLOTS ? flush_out(c) : 0;
+}
+
+/* A READ answer: the status (v2) and the data, sent from the still pinned
+ * registered memory at the next flush. */
+static int queue_read(conn *c, bool v2, uint64_t addr, uint64_t size, void *pin)
+{
+    if (v2) {
+        tcp_put_u64(c->status[c->nstatus], TCP_STATUS_MAGIC | TCP_STATUS_OK);
+        c->out[c->nout++] = (struct iovec){c->status[c->nstatus++], 8};
+    }
+    c->out[c->nout++] = (struct iovec){(void *)(uintptr_t)addr, size};
+    c->pins[c->npins++] = pin;
+    c->out_bytes += size;
+    if (c->nstatus == OUT_SLOTS || c->npins == OUT_SLOTS || c->out_bytes >= OUT_BYTES)
+        return flush_out(c);
     return 0;
 }
 
-/* Makes at least `need` bytes available in rbuf.  Flushes pending acks
+/* Makes at least `need` bytes available in rbuf.  Sends queued answers
  * before blocking so the initiator is never kept waiting on us. */
 static int fill(conn *c, size_t need, int64_t deadline)
 {
     if (c->rlen - c->rpos >= need)
         return 0;
     /* Everything buffered is handled: answer it before reading on, so a
-     * lone request's acknowledgement leaves at once. */
-    if (flush_acks(c, tcp_host_api->now_ns() + c->t->server.io_timeout_ns))
+     * lone request's answer leaves at once. */
+    if (flush_out(c))
         return -1;
     if (c->rpos > 0) {
         memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
@@ -125,8 +150,7 @@ static int fill(conn *c, size_t need, int64_t deadline)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
-        if (flush_acks(c, tcp_host_api->now_ns() + c->t->server.io_timeout_ns) ||
-            wait_fd(c, POLLIN, deadline))
+        if (wait_fd(c, POLLIN, deadline))
             return -1;
     }
     return 0;
@@ -162,7 +186,7 @@ static int receive_payload(conn *c, uint8_t *dst, uint64_t len, int64_t deadline
         } else if (n == 0) {
             return -1;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (flush_acks(c, deadline) || wait_fd(c, POLLIN, deadline))
+            if (flush_out(c) || wait_fd(c, POLLIN, deadline))
                 return -1;
         } else if (errno != EINTR) {
             return -1;
@@ -228,19 +252,9 @@ static int serve_device(conn *c, int op, bool v2, uint64_t addr, uint64_t size, 
     void *p = (void *)(uintptr_t)addr;
     if (op == TCP_OP_WRITE) {
         int rc = tcp_cuda_to_device(c->t, p, size, dev, recv_chunk, &io, deadline);
-        return !rc && v2 ? queue_ack(c, TCP_STATUS_OK) : rc;
+        return !rc && v2 ? queue_status(c, TCP_STATUS_OK) : rc;
     }
-    uint8_t status[8];
-    tcp_put_u64(status, TCP_STATUS_MAGIC | TCP_STATUS_OK);
-    struct iovec iov[2];
-    int n = 0;
-    if (c->nacks) { /* keep responses in request order */
-        iov[n++] = (struct iovec){c->acks, c->nacks * 8};
-        c->nacks = 0;
-    }
-    if (v2)
-        iov[n++] = (struct iovec){status, 8};
-    if (n && send_all(c, iov, n, deadline))
+    if ((v2 && queue_status(c, TCP_STATUS_OK)) || flush_out(c)) /* answers stay in order */
         return -1;
     return tcp_cuda_from_device(c->t, p, size, dev, send_chunk, &io, deadline);
 }
@@ -273,7 +287,7 @@ static int handle_request(conn *c)
             if (size > MAX_DISCARD || receive_payload(c, NULL, size, deadline))
                 return -1;
         }
-        return queue_ack(c, TCP_STATUS_REJECTED);
+        return queue_status(c, TCP_STATUS_REJECTED);
     }
     int rc;
     int dev = tcp_cuda_device((void *)(uintptr_t)addr);
@@ -282,24 +296,13 @@ static int handle_request(conn *c)
     } else if (op == TCP_OP_WRITE) {
         rc = receive_payload(c, (uint8_t *)(uintptr_t)addr, size, deadline);
         if (!rc && v2)
-            rc = queue_ack(c, TCP_STATUS_OK);
-    } else {
-        uint8_t status[8];
-        tcp_put_u64(status, TCP_STATUS_MAGIC | TCP_STATUS_OK);
-        struct iovec iov[3];
-        int n = 0;
-        if (c->nacks) { /* keep responses in request order */
-            iov[n++] = (struct iovec){c->acks, c->nacks * 8};
-            c->nacks = 0;
-        }
-        if (v2)
-            iov[n++] = (struct iovec){status, 8};
-        bool splice_it = c->pipe[1] >= 0 && size >= TCP_SPLICE_MIN;
-        if (!splice_it)
-            iov[n++] = (struct iovec){(void *)(uintptr_t)addr, size};
-        rc = n ? send_all(c, iov, n, deadline) : 0;
-        if (!rc && splice_it)
+            rc = queue_status(c, TCP_STATUS_OK);
+    } else if (c->pipe[1] >= 0 && size >= TCP_SPLICE_MIN) {
+        rc = (v2 && queue_status(c, TCP_STATUS_OK)) || flush_out(c) ? -1 : 0;
+        if (!rc)
             rc = send_spliced(c, (const char *)(uintptr_t)addr, size, deadline);
+    } else {
+        return queue_read(c, v2, addr, size, pin); /* the queue unpins after sending */
     }
     tcp_host_api->unpin_range(c->t->host, pin);
     return rc;
@@ -314,6 +317,8 @@ static void *conn_main(void *arg)
     if (tcp_host_api->auth_accept(c->t->host, c->fd, deadline) == 0)
         while (handle_request(c) == 0)
             ;
+    c->nout = 0; /* nothing more is sent, but pinned memory is let go */
+    flush_out(c);
     close(c->fd);
     if (c->pipe[0] >= 0) {
         close(c->pipe[0]);
