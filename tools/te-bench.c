@@ -109,6 +109,23 @@ static int run_target(const bench_opts *o)
 
 /* ---- initiator --------------------------------------------------------------- */
 
+/* --metrics: the engine's counters, as one JSON line ({"metrics": ...}) with
+ * --json, else after a heading. */
+static void print_metrics(const bench_opts *o, te_engine *e)
+{
+    char *json = NULL;
+    int rc = te_get_metrics(e, &json);
+    if (rc) {
+        fprintf(stderr, "te-bench: no metrics: %s\n", te_strerror(rc));
+        return;
+    }
+    if (o->json)
+        printf("{\"metrics\":%s}\n", json);
+    else
+        printf("engine metrics: %s\n", json);
+    te_free(json);
+}
+
 static int run_initiator(const bench_opts *o, const char *segment)
 {
     bench_target t = {.segment = segment};
@@ -127,6 +144,8 @@ static int run_initiator(const bench_opts *o, const char *segment)
     t.local_len = o->buffer_size;
     t.local = alloc_registered(t.eng, t.local_len);
     int failed = t.local ? bench_run_all(o, &t) : 1;
+    if (o->metrics)
+        print_metrics(o, t.eng);
     if (t.local)
         te_unregister_memory(t.eng, t.local);
     te_engine_destroy(t.eng);

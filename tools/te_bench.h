@@ -27,7 +27,7 @@ typedef struct bench_opts {
     uint64_t buffer_size;
     int threads;
     double duration;
-    bool verify, json, sweep, help;
+    bool verify, json, sweep, help, metrics;
     int control_fd; /* loopback: the socket to the initiator, -1 otherwise */
 } bench_opts;
 

@@ -100,6 +100,28 @@ START_TEST(loopback_over_tcp_only)
 }
 END_TEST
 
+START_TEST(metrics_match_the_run)
+{
+    int n;
+    ck_assert_int_eq(run_bench("MC_TE_SAME_HOST_TRANSPORT=0",
+                               "--mode loopback --duration 0.5 --json --metrics --operation write "
+                               "--block_size 4K --batch_size 8 --buffer_size 1M",
+                               &n),
+                     0);
+    ck_assert_int_eq(n, 2);
+    json_t *r = parse_result(lines[0]);
+    json_error_t err;
+    json_t *m = json_object_get(json_loads(lines[1], 0, &err), "metrics");
+    ck_assert_msg(json_is_object(m), "no metrics line: %s", lines[1]);
+    json_t *tcp = json_object_get(json_object_get(m, "transports"), "tcp");
+    /* The engine counted at least what the run measured (plus its warm-up). */
+    ck_assert_int_ge(json_integer_value(json_object_get(tcp, "writes")),
+                     json_integer_value(json_object_get(r, "ops")));
+    ck_assert_int_eq(json_integer_value(json_object_get(m, "inflight_requests")), 0);
+    json_decref(r);
+}
+END_TEST
+
 START_TEST(sweep_prints_one_line_per_block_size)
 {
     int n;
@@ -146,6 +168,7 @@ int main(void)
     tcase_add_test(tc, loopback_default_verifies_and_prints_json);
     tcase_add_test(tc, loopback_over_shm_write);
     tcase_add_test(tc, loopback_over_tcp_only);
+    tcase_add_test(tc, metrics_match_the_run);
     tcase_add_test(tc, sweep_prints_one_line_per_block_size);
     tcase_add_test(tc, human_summary_without_json);
     tcase_add_test(tc, bad_flags_exit_2);
