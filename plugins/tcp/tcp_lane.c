@@ -54,6 +54,7 @@ typedef struct lane {
     uint64_t data_off;
     uint8_t *rbuf;
     size_t rpos, rlen;
+    int64_t last_io_ns;   /* when a response last arrived */
 } lane;
 
 struct tcp_peer {
@@ -122,6 +123,7 @@ static void finish(tcp_transport *t, te_slice *s, int status)
 
 static void complete(lane *l, te_slice *s, int status)
 {
+    l->last_io_ns = tcp_host_api->now_ns();
     finish(l->peer->t, s, status);
 }
 
@@ -434,10 +436,15 @@ static void drain_efd(lane *l)
 }
 
 /* A connection that became readable while idle was closed (or sent junk)
- * by the peer: drop it so the next request reconnects instead of failing. */
+ * by the peer: drop it so the next request reconnects instead of failing.
+ * Checked only after the lane was idle for a while (STALE_CHECK_NS): a
+ * syscall per request would cost more than the rare peer that closes right
+ * between two back-to-back requests. */
+#define STALE_CHECK_NS 1000000
+
 static void drop_stale_fd(lane *l)
 {
-    if (l->fd < 0 || l->flying.head)
+    if (l->fd < 0 || l->flying.head || tcp_host_api->now_ns() - l->last_io_ns < STALE_CHECK_NS)
         return;
     struct pollfd pf = {.fd = l->fd, .events = POLLIN | POLLRDHUP};
     if (poll(&pf, 1, 0) > 0) {

@@ -138,6 +138,10 @@ static int fill(conn *c, size_t need, int64_t deadline)
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
+    /* Nothing buffered: the next request is usually not there yet, so wait
+     * for it rather than try a read that would come back empty. */
+    if (c->rlen == 0 && wait_fd(c, POLLIN, deadline))
+        return -1;
     while (c->rlen < need) {
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
         if (n > 0) {
