@@ -203,10 +203,14 @@ static int lane_connect(lane *l, int64_t deadline)
         }
         int64_t left = limit - tcp_host_api->now_ns();
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
-        int err = 0;
+        int err = 0, ready;
         socklen_t sl = sizeof err;
-        if (left > 0 && poll(&pf, 1, (int)(left / 1000000) + 1) == 1 &&
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0) {
+        /* A signal to this thread is no reason to give up on the connect. */
+        while ((ready = poll(&pf, 1, left > 0 ? (int)(left / 1000000) + 1 : 0)) < 0 &&
+               errno == EINTR)
+            left = limit - tcp_host_api->now_ns();
+        if (ready == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 &&
+            err == 0) {
             rc = tcp_host_api->auth_connect(p->t->host, fd, limit);
             if (rc) {
                 close(fd);
