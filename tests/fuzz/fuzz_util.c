@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
 void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 {
     va_list ap;
@@ -30,6 +32,7 @@ void fuzz_setup_env(void)
 {
     const char *lvl = getenv("FUZZ_LOG_LEVEL");
     setenv("MC_LOG_LEVEL", lvl && *lvl ? lvl : "ERROR", 1);
+    te_log_init(); /* engines do this at create; most targets make none */
 #ifdef TE_FUZZ_PLUGIN_DIR
     setenv("MC_PLUGIN_PATH", TE_FUZZ_PLUGIN_DIR, 0);
 #endif
