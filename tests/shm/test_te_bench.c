@@ -111,13 +111,15 @@ START_TEST(metrics_match_the_run)
     ck_assert_int_eq(n, 2);
     json_t *r = parse_result(lines[0]);
     json_error_t err;
-    json_t *m = json_object_get(json_loads(lines[1], 0, &err), "metrics");
+    json_t *root = json_loads(lines[1], 0, &err);
+    json_t *m = json_object_get(root, "metrics");
     ck_assert_msg(json_is_object(m), "no metrics line: %s", lines[1]);
     json_t *tcp = json_object_get(json_object_get(m, "transports"), "tcp");
     /* The engine counted at least what the run measured (plus its warm-up). */
     ck_assert_int_ge(json_integer_value(json_object_get(tcp, "writes")),
                      json_integer_value(json_object_get(r, "ops")));
     ck_assert_int_eq(json_integer_value(json_object_get(m, "inflight_requests")), 0);
+    json_decref(root);
     json_decref(r);
 }
 END_TEST
