@@ -73,19 +73,25 @@ run_one() {
 }
 
 echo "fuzz: ${#TARGETS[@]} targets, $SECS s each, $JOBS at a time"
-fail=0
-pids=()
-names=()
+# Each job records its own result: `jobs` in the throttle loop reaps finished
+# jobs, after which `wait PID` may answer "not a child" (exit 127) for a job
+# that passed, so results never depend on wait's exit status.
+RESULTS="$ROOT/$BUILD/fuzz-results"
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
 for t in "${TARGETS[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do
     sleep 0.5
   done
-  run_one "$t" &
-  pids+=($!)
-  names+=("$t")
+  { if run_one "$t"; then echo ok >"$RESULTS/$t"; else echo fail >"$RESULTS/$t"; fi; } &
 done
-for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || fail=1
+wait || true
+fail=0
+for t in "${TARGETS[@]}"; do
+  if [ "$(cat "$RESULTS/$t" 2>/dev/null)" != ok ]; then
+    [ -f "$RESULTS/$t" ] || echo "FAIL fuzz_$t (no result recorded)"
+    fail=1
+  fi
 done
 if [ "$fail" -ne 0 ]; then
   echo "fuzz: FAILED"
