@@ -138,10 +138,18 @@ static int fill(conn *c, size_t need, int64_t deadline)
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
-    /* Nothing buffered: the next request is usually not there yet, so wait
-     * for it rather than try a read that would come back empty. */
-    if (c->rlen == 0 && wait_fd(c, POLLIN, deadline))
-        return -1;
+    /* Nothing buffered and no deadline: between requests.  One blocking
+     * recv waits and reads in a single syscall (a lone request's round trip
+     * costs no poll); tcp_server_stop shuts the socket down to end it. */
+    if (c->rlen == 0 && deadline == 0) {
+        ssize_t n;
+        do
+            n = recv(c->fd, c->rbuf, RBUF_SIZE, 0);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0)
+            return -1;
+        c->rlen = (size_t)n;
+    }
     while (c->rlen < need) {
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
         if (n > 0) {
@@ -323,7 +331,6 @@ static void *conn_main(void *arg)
             ;
     c->nout = 0; /* nothing more is sent, but pinned memory is let go */
     flush_out(c);
-    close(c->fd);
     if (c->pipe[0] >= 0) {
         close(c->pipe[0]);
         close(c->pipe[1]);
@@ -335,6 +342,7 @@ static void *conn_main(void *arg)
             *p = c->next;
             break;
         }
+    close(c->fd); /* under the lock: tcp_server_stop shuts down listed fds */
     if (--s->active == 0)
         pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->lock);
@@ -503,6 +511,8 @@ void tcp_server_stop(tcp_server *s)
     pthread_join(s->accept_thread, NULL);
     close(s->listen_fd);
     pthread_mutex_lock(&s->lock);
+    for (conn *c = s->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR); /* ends a blocking recv between requests */
     while (s->active > 0)
         pthread_cond_wait(&s->idle, &s->lock);
     pthread_mutex_unlock(&s->lock);
