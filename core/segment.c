@@ -382,6 +382,21 @@ int te_segment_buffer(te_engine *e, te_segment_id id, size_t index, uint64_t *ad
     return rc;
 }
 
+int te_segment_transport(te_engine *e, te_segment_id id, const char **name)
+{
+    if (!e || !name)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "segment transport: NULL argument");
+    if (!e->initialized)
+        return te_fail(TE_ERR_STATE, "segment transport: engine not initialized");
+    te_segment *s;
+    int rc = te_segment_get(e, id, false, &s);
+    if (rc)
+        return rc;
+    *name = e->transports[s->transport].plugin->name; /* plugins stay loaded */
+    te_segment_put(s);
+    return 0;
+}
+
 void te_segments_destroy(te_engine *e)
 {
     for (size_t i = 0; i < e->segment_count; i++) {

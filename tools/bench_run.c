@@ -347,18 +347,28 @@ static const char *same_host_mode(const char *proto)
                : "auto";
 }
 
+/* The transport that actually carried the requests: with --protocol tcp a
+ * same-host target is served by shm unless MC_TE_SAME_HOST_TRANSPORT=0. */
+static const char *segment_transport(const bench_target *t)
+{
+    const char *name = NULL;
+    return te_segment_transport(t->eng, t->seg, &name) == 0 ? name : "?";
+}
+
 static void print_json(const bench_opts *o, const bench_target *t, const bench_cfg *c,
                        const result *r)
 {
     const char *proto = te_engine_protocol(t->eng);
     printf("{\"block_size\":%" PRIu64 ",\"batch_size\":%zu,\"threads\":%d,"
-           "\"operation\":\"%s\",\"protocol\":\"%s\",\"same_host\":\"%s\",\"segment\":\"%s\","
+           "\"operation\":\"%s\",\"protocol\":\"%s\",\"transport\":\"%s\","
+           "\"same_host\":\"%s\",\"segment\":\"%s\","
            "\"duration_s\":%.3f,\"ops\":%" PRIu64 ",\"batches\":%" PRIu64 ","
            "\"throughput_gbps\":%.4f,\"ops_per_sec\":%.1f,"
            "\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,"
            "\"batch_p50_us\":%.2f,\"batch_p99_us\":%.2f,\"batch_p999_us\":%.2f,"
            "\"latency\":\"per_op=batch_time/batch_size\",\"verified\":%s,\"error\":%d}\n",
-           c->block, c->batch, c->threads, o->operation, proto, same_host_mode(proto), t->segment,
+           c->block, c->batch, c->threads, o->operation, proto, segment_transport(t),
+           same_host_mode(proto), t->segment,
            r->seconds, r->ops, r->batches, r->gbps, r->ops_per_sec, r->p50, r->p99, r->p999,
            r->bp50, r->bp99, r->bp999,
            r->verified < 0 ? "null" : r->verified ? "true" : "false", r->error);
@@ -369,9 +379,13 @@ static void print_text(const bench_opts *o, const bench_target *t, const bench_c
                        const result *r)
 {
     char sz[32];
-    const char *proto = te_engine_protocol(t->eng);
-    printf("%s over %s%s to %s: block %s, batch %zu, %d thread%s, %.2f s\n", o->operation, proto,
-           !strcmp(same_host_mode(proto), "auto") ? " (same-host transport allowed)" : "",
+    const char *proto = te_engine_protocol(t->eng), *used = segment_transport(t);
+    char via[96];
+    if (strcmp(used, proto))
+        snprintf(via, sizeof via, "%s (same-host transport, protocol %s)", used, proto);
+    else
+        snprintf(via, sizeof via, "%s", used);
+    printf("%s over %s to %s: block %s, batch %zu, %d thread%s, %.2f s\n", o->operation, via,
            t->segment, human_size(c->block, sz, sizeof sz), c->batch, c->threads,
            c->threads > 1 ? "s" : "", r->seconds);
     if (r->error)

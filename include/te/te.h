@@ -181,6 +181,12 @@ TE_API int te_segment_close(te_engine *engine, te_segment_id id);
 TE_API int te_segment_buffer(te_engine *engine, te_segment_id id, size_t index,
                              uint64_t *addr, uint64_t *length);
 
+/* The name of the transport that carries requests to the segment ("tcp",
+ * "shm", "rdma", "nvlink", ...), chosen when the segment was resolved: a
+ * same-host transport where both sides have one, else the engine's protocol.
+ * The string lives as long as the engine.  Resolves the segment if needed. */
+TE_API int te_segment_transport(te_engine *engine, te_segment_id id, const char **name);
+
 /* ---- transfers ----------------------------------------------------------- */
 
 /* A batch holds up to `capacity` requests (tasks), submitted in one or more

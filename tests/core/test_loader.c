@@ -25,6 +25,12 @@ START_TEST(good_plugin_loads)
 {
     ck_assert_int_eq(init_with("testgood"), 0);
     ck_assert_str_eq(te_engine_protocol(eng), "testgood");
+    const char *name = NULL;
+    ck_assert_int_eq(te_segment_transport(eng, 0, &name), 0); /* our own segment */
+    ck_assert_str_eq(name, "testgood");
+    ck_assert_int_eq(te_segment_transport(eng, 7, &name), TE_ERR_NOT_FOUND);
+    ck_assert_int_eq(te_segment_transport(eng, -1, &name), TE_ERR_NOT_FOUND);
+    ck_assert_int_eq(te_segment_transport(eng, 0, NULL), TE_ERR_INVALID_ARGUMENT);
 }
 END_TEST
 
@@ -86,6 +92,8 @@ START_TEST(calls_before_initialize_fail_cleanly)
     ck_assert_int_eq(te_register_memory(eng, buf, sizeof buf, NULL), TE_ERR_STATE);
     ck_assert_int_eq(te_segment_open(eng, "x:1", &s), TE_ERR_STATE);
     ck_assert_int_eq(te_engine_rpc_port(eng), TE_ERR_STATE);
+    const char *name;
+    ck_assert_int_eq(te_segment_transport(eng, 0, &name), TE_ERR_STATE);
     ck_assert_int_eq(te_batch_allocate(eng, 1, &b), 0);
     te_request r = {TE_OP_WRITE, buf, 0, 1, 1};
     ck_assert_int_eq(te_submit(eng, b, &r, 1), TE_ERR_STATE);
