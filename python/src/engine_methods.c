@@ -327,6 +327,28 @@ static PyObject *m_get_metrics(PyObject *self, PyObject *unused)
     return out;
 }
 
+/* An addition beyond the original API: which transport serves a target. */
+static PyObject *m_get_segment_transport(PyObject *self, PyObject *args, PyObject *kw)
+{
+    KW("segment_name");
+    const char *name, *transport = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s:get_segment_transport", kwlist, &name))
+        return NULL;
+    int rc;
+    te_segment_id id;
+    Py_BEGIN_ALLOW_THREADS
+    rc = te_segment_open(ENGINE(self), name, &id);
+    if (!rc)
+        rc = te_segment_transport(ENGINE(self), id, &transport);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        PyErr_Format(PyExc_RuntimeError, "get_segment_transport(%s) failed: %s (%d)", name,
+                     te_last_error(), rc);
+        return NULL;
+    }
+    return PyUnicode_FromString(transport);
+}
+
 static PyObject *m_send_probe(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("peer_server_name");
@@ -419,6 +441,12 @@ PyMethodDef pyte_engine_methods[] = {
         "requests per transport and per peer segment, failures by cause, retries,\n"
         "in-flight requests, registered bytes and a latency histogram (docs/metrics.md).\n"
         "Raises RuntimeError before initialize()."),
+    KWM("get_segment_transport", m_get_segment_transport,
+        "get_segment_transport($self, /, segment_name)\n--\n\n"
+        "The name of the transport that carries requests to a target ('tcp', 'shm',\n"
+        "'rdma', 'nvlink'; an addition beyond the original API): 'shm' for a target on\n"
+        "this host unless MC_TE_SAME_HOST_TRANSPORT=0.  Raises RuntimeError when the\n"
+        "target cannot be resolved or before initialize()."),
     KWM("send_probe", m_send_probe,
         "send_probe($self, /, peer_server_name)\n--\n\n"
         "Checks that a peer's RPC port answers.  Returns 0, or a negative code."),

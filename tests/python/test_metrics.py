@@ -30,3 +30,18 @@ def test_counters_match_known_transfers(make_peer, local):
 def test_metrics_before_initialize_raise():
     with pytest.raises(RuntimeError):
         TransferEngine().get_metrics()
+
+
+def test_segment_transport_names_the_path(make_peer, monkeypatch):
+    """get_segment_transport(), an addition: tcp here (conftest switches the
+    same-host transport off), shm when both sides allow it."""
+    p = make_peer("--size", str(1 << 20), env={"MC_TE_SAME_HOST_TRANSPORT": "1"})
+    eng = new_engine()
+    assert eng.get_segment_transport(p.segment) == "tcp"
+    monkeypatch.setenv("MC_TE_SAME_HOST_TRANSPORT", "1")
+    eng2 = new_engine()
+    assert eng2.get_segment_transport(p.segment) == "shm"
+    with pytest.raises(RuntimeError):
+        eng.get_segment_transport("127.0.0.1:1")
+    with pytest.raises(RuntimeError):
+        TransferEngine().get_segment_transport(p.segment)
