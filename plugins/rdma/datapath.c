@@ -182,6 +182,7 @@ static int post_chain(rdma_ep *ep, rdma_qp *q, int n, slice_list *failed)
     atomic_fetch_sub(&q->cq->outstanding, k - sent);
     char why[96];
     snprintf(why, sizeof why, "ibv_post_send failed: %s", strerror(rc));
+    rdma_rail_failed(ep, why);
     rdma_ep_reset_locked(ep, why);
     return sent;
 }
@@ -232,23 +233,60 @@ static void enqueue_group(rdma_inst *in, ep_group *g)
     rdma_retry_or_fail(in, &failed, TE_ERR_ENDPOINT);
 }
 
-/* Picks the endpoint of one slice for its current attempt. */
-static rdma_ep *route_one(rdma_inst *in, te_slice *s, int *err)
+/* The endpoint of a rail through the peer's cache (endpoints live until
+ * destroy); with create, made when there is none. */
+static rdma_ep *rail_ep(rdma_inst *in, rdma_peer *p, int local, int dev, bool create, int *err)
 {
-    const rdma_peer *p = s->peer;
+    _Atomic(rdma_ep *) *slot = &p->eps[local * p->desc->ndev + dev];
+    rdma_ep *ep = atomic_load_explicit(slot, memory_order_acquire);
+    if (ep)
+        return ep;
+    ep = create ? rdma_ep_get(&in->ctxs[local], p->paths[dev], err)
+                : rdma_ep_find(&in->ctxs[local], p->paths[dev]);
+    if (ep)
+        atomic_store_explicit(slot, ep, memory_order_release);
+    return ep;
+}
+
+typedef struct rail_query {
+    rdma_inst *in;
+    rdma_peer *peer;
+    int64_t now;
+} rail_query;
+
+static bool rail_paused(void *arg, int local, int dev)
+{
+    rail_query *q = arg;
+    rdma_ep *ep = rail_ep(q->in, q->peer, local, dev, false, NULL);
+    if (!ep)
+        return false; /* never used: no errors */
+    enum rdma_rail_state st = rdma_rail_check(&ep->rail, q->now);
+    if (st == RDMA_RAIL_RESUMED)
+        RLOG(q->in, TE_LOG_INFO, "rail %s -> %s is used again after its pause", ep->ctx->name,
+             ep->peer_path);
+    return st == RDMA_RAIL_PAUSED;
+}
+
+/* Picks the endpoint of one slice for its current attempt. */
+static rdma_ep *route_one(rdma_inst *in, te_slice *s, int64_t now, int *err)
+{
+    rdma_peer *p = s->peer;
     const rdma_mr *m = s->local_mr;
     const rdma_peer_buf *b = &p->desc->bufs[s->remote_buffer];
     unsigned attempt = slice_attempt(s);
     rdma_path path;
+    rail_query q = {.in = in, .peer = p, .now = now};
     uint64_t seq = atomic_fetch_add(&in->seq, 1);
-    if (rdma_sched_path(m->nics, m->nnics, m->npref, in->usable, b->nics, b->nnics, b->npref,
-                        seq, attempt, &path)) {
+    if (rdma_sched_path_rails(m->nics, m->nnics, m->npref, in->usable, b->nics, b->nnics,
+                              b->npref, seq, attempt, in->cfg.rail_pause_s ? rail_paused : NULL,
+                              &q, &path) ||
+        path.local >= p->nctx) {
         *err = rdma_fail(TE_ERR_DEVICE_NOT_FOUND, "no usable NIC pair for this slice");
         return NULL;
     }
     slice_set_route(s, b->rkey[path.peer], attempt);
     s->transport_data[2] = NULL;
-    return rdma_ep_get(&in->ctxs[path.local], p->paths[path.peer], err);
+    return rail_ep(in, p, path.local, path.peer, true, err);
 }
 
 static void flush_groups(rdma_inst *in, ep_group *g, int *n)
@@ -264,10 +302,11 @@ static void route_list(rdma_inst *in, slice_list *list)
 {
     ep_group groups[MAX_GROUPS];
     int ng = 0;
+    int64_t now = rdma_host_api->now_ns();
     te_slice *s;
     while ((s = slice_list_pop(list))) {
         int err = 0;
-        rdma_ep *ep = route_one(in, s, &err);
+        rdma_ep *ep = route_one(in, s, now, &err);
         if (!ep) {
             rdma_slice_finish(in, s, err ? err : TE_ERR_ENDPOINT);
             continue;
@@ -373,9 +412,13 @@ static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *w
     s->transport_data[2] = NULL;
     q->outstanding--;
     atomic_fetch_sub(&cq->outstanding, 1);
-    if (wc->status != IBV_WC_SUCCESS && !q->retired) {
+    if (wc->status == IBV_WC_SUCCESS) {
+        rdma_rail_success(&ep->rail);
+    } else if (!q->retired) { /* the first error of this QP; the rest flush */
         char why[96];
         snprintf(why, sizeof why, "completion error: %s", ibv_wc_status_str(wc->status));
+        if (wc_status(wc->status) == TE_ERR_ENDPOINT) /* not stale keys or a remote fault */
+            rdma_rail_failed(ep, why);
         rdma_ep_reset_locked(ep, why);
     }
     if (q->retired && q->outstanding == 0)

@@ -19,13 +19,28 @@ static unsigned path_hash(const char *s)
     return h % RDMA_EP_BUCKETS;
 }
 
+static rdma_ep *find_locked(rdma_ctx *ctx, unsigned b, const char *peer_path)
+{
+    rdma_ep *ep = ctx->eps[b];
+    while (ep && strcmp(ep->peer_path, peer_path))
+        ep = ep->hnext;
+    return ep;
+}
+
+rdma_ep *rdma_ep_find(rdma_ctx *ctx, const char *peer_path)
+{
+    unsigned b = path_hash(peer_path);
+    pthread_mutex_lock(&ctx->ep_lock);
+    rdma_ep *ep = find_locked(ctx, b, peer_path);
+    pthread_mutex_unlock(&ctx->ep_lock);
+    return ep;
+}
+
 rdma_ep *rdma_ep_get(rdma_ctx *ctx, const char *peer_path, int *err)
 {
     unsigned b = path_hash(peer_path);
     pthread_mutex_lock(&ctx->ep_lock);
-    rdma_ep *ep = ctx->eps[b];
-    while (ep && strcmp(ep->peer_path, peer_path))
-        ep = ep->hnext;
+    rdma_ep *ep = find_locked(ctx, b, peer_path);
     if (!ep && ctx->ep_count >= ctx->inst->cfg.max_ep) {
         *err = TE_ERR_ENDPOINT;
     } else if (!ep && strlen(peer_path) < RDMA_PATH_MAX && (ep = calloc(1, sizeof *ep))) {
@@ -189,6 +204,19 @@ static bool same_qpns(const rdma_ep *ep, const uint32_t *qpn, int n)
 }
 
 /* ---- state changes ---------------------------------------------------------------- */
+
+void rdma_rail_failed(rdma_ep *ep, const char *why)
+{
+    rdma_inst *in = ep->ctx->inst;
+    if (atomic_load(&in->stopping) ||
+        !rdma_rail_error(&ep->rail, rdma_host_api->now_ns(),
+                         (int64_t)in->cfg.rail_pause_s * 1000000000))
+        return;
+    RLOG(in, TE_LOG_WARN,
+         "rail %s -> %s paused for %d s after %d consecutive errors (last: %s); other rails to "
+         "the peer are used meanwhile",
+         ep->ctx->name, ep->peer_path, in->cfg.rail_pause_s, RDMA_RAIL_ERROR_THRESHOLD, why);
+}
 
 void rdma_ep_reset_locked(rdma_ep *ep, const char *why)
 {
@@ -391,6 +419,7 @@ static void hs_done(rdma_ep *ep, int rc)
     if (rc) {
         RLOG(in, TE_LOG_WARN, "handshake %s -> %s failed: %s", ep->ctx->nic_path, ep->peer_path,
              rdma_errmsg());
+        rdma_rail_failed(ep, "handshake failed");
         ep->state = EP_IDLE;
         qps_retire_locked(ep);
         slice_list_append(&failed, &ep->pending);

@@ -75,6 +75,7 @@ static void load_config(te_host *h, rdma_config *c)
     c->pkey_index = cfg_int(h, "MC_PKEY_INDEX", 0, 0, 65535);
     c->handshake_ms = cfg_int(h, "MC_HANDSHAKE_CONNECT_TIMEOUT", 0, 0, 3600) * 1000;
     c->ack_wait_ms = 1000;
+    c->rail_pause_s = cfg_int(h, "MC_RDMA_RAIL_PAUSE_SECONDS", 30, 0, 86400);
 }
 
 /* ---- describe -------------------------------------------------------------------------- */
@@ -192,6 +193,7 @@ static void peer_free(rdma_peer *p)
         return;
     rdma_peer_desc_free(p->desc);
     free(p->paths);
+    free(p->eps);
     free(p);
 }
 
@@ -212,12 +214,14 @@ static int rdma_peer_open(void *inst, const te_peer_info *info, void **handle)
     snprintf(p->rpc_host, sizeof p->rpc_host, "%s", info->rpc_host);
     p->rpc_port = info->rpc_port;
     p->paths = calloc((size_t)p->desc->ndev, sizeof *p->paths);
+    p->nctx = ((rdma_inst *)inst)->nctx;
+    p->eps = calloc((size_t)p->nctx * (size_t)p->desc->ndev, sizeof *p->eps);
     for (int i = 0; p->paths && i < p->desc->ndev; i++)
         if (snprintf(p->paths[i], sizeof p->paths[i], "%s@%s", p->desc->name,
                      p->desc->devs[i].name) >= (int)sizeof p->paths[i])
             rc = rdma_fail(TE_ERR_MALFORMED_JSON, "rdma: segment name of %s too long",
                            info->segment_name);
-    if (!p->paths || rc) {
+    if (!p->paths || !p->eps || rc) {
         peer_free(p);
         return rc ? rc : TE_ERR_MEMORY;
     }

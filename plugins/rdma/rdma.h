@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "rdma_proto.h"
+#include "rdma_rail.h"
 #include "rdma_sched.h"
 #include "te/plugin.h"
 
@@ -45,6 +46,7 @@ typedef struct rdma_config {
     int pkey_index;       /* MC_PKEY_INDEX, 0 */
     int handshake_ms;     /* MC_HANDSHAKE_CONNECT_TIMEOUT (s) as ms, 0 = the core's */
     int ack_wait_ms;      /* how long a passive endpoint waits for ready_ack, 1000 */
+    int rail_pause_s;     /* MC_RDMA_RAIL_PAUSE_SECONDS, 30, 0 = never pause a rail */
 } rdma_config;
 
 struct rdma_inst;
@@ -111,11 +113,12 @@ enum rdma_ep_state {
     EP_READY
 };
 
-/* The connection from one local NIC to one peer NIC path. */
+/* The connection from one local NIC to one peer NIC path: a rail. */
 typedef struct rdma_ep {
     struct rdma_ep *hnext; /* bucket chain in ctx->eps */
     rdma_ctx *ctx;
     char peer_path[RDMA_PATH_MAX];
+    rdma_rail rail; /* consecutive errors, pause (atomics, no lock) */
     bool loopback; /* the peer path is this very NIC: QPs connect to themselves */
     pthread_mutex_t lock;
     enum rdma_ep_state state;
@@ -153,6 +156,8 @@ typedef struct rdma_peer {
     char rpc_host[256];
     uint16_t rpc_port;
     char (*paths)[RDMA_PATH_MAX]; /* "<peer name>@<device>" per device */
+    int nctx;                     /* of the instance that opened it */
+    _Atomic(rdma_ep *) *eps;      /* [local ctx * ndev + device], filled on first use */
 } rdma_peer;
 
 typedef struct rdma_inst {
@@ -216,6 +221,11 @@ void rdma_mrs_release(rdma_inst *in);
 
 /* endpoint.c */
 rdma_ep *rdma_ep_get(rdma_ctx *ctx, const char *peer_path, int *err);
+/* The endpoint of a rail, or NULL when there is none yet (none is created). */
+rdma_ep *rdma_ep_find(rdma_ctx *ctx, const char *peer_path);
+/* Counts a path error on ep's rail (QP error, failed post or handshake);
+ * logs the pause it may start. */
+void rdma_rail_failed(rdma_ep *ep, const char *why);
 void rdma_ep_kick_locked(rdma_ep *ep);
 void rdma_ep_reset_locked(rdma_ep *ep, const char *why);
 int rdma_handshake_start(rdma_inst *in);

@@ -34,6 +34,22 @@ int rdma_sched_path(const int *local, int nlocal, int nlocal_pref, const bool *l
                     const int *peer, int npeer, int npeer_pref, uint64_t seq, unsigned attempt,
                     rdma_path *out);
 
+/* Whether the rail from local context `local` to peer device `peer` is
+ * paused (arg is the caller's). */
+typedef bool (*rdma_rail_paused_fn)(void *arg, int local, int peer);
+
+/*
+ * rdma_sched_path, avoiding paused rails: when the pair it picks is paused,
+ * the first pair that is not, walking the peer NICs (in the order retries
+ * visit them) for each local NIC in turn, starting from the picked ones.
+ * Every rail paused: the pick itself, so a request never fails only
+ * because of pauses.  paused == NULL: rdma_sched_path.
+ */
+int rdma_sched_path_rails(const int *local, int nlocal, int nlocal_pref, const bool *local_usable,
+                          const int *peer, int npeer, int npeer_pref, uint64_t seq,
+                          unsigned attempt, rdma_rail_paused_fn paused, void *arg,
+                          rdma_path *out);
+
 /* GID types as libibverbs numbers them (enum ibv_gid_type). */
 #define RDMA_GID_TYPE_IB 0
 #define RDMA_GID_TYPE_ROCE_V1 1

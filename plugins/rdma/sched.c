@@ -10,12 +10,18 @@ static bool is_usable(const bool *usable, int v)
     return v >= 0 && (!usable || usable[v]);
 }
 
+static int count_usable(const int *list, int n, const bool *usable)
+{
+    int count = 0;
+    for (int i = 0; i < n; i++)
+        count += is_usable(usable, list[i]);
+    return count;
+}
+
 /* The k-th usable entry among list[from..to), counting modulo their number. */
 static int nth_usable(const int *list, int from, int to, uint64_t k, const bool *usable)
 {
-    int count = 0;
-    for (int i = from; i < to; i++)
-        count += is_usable(usable, list[i]);
+    int count = count_usable(list + from, to - from, usable);
     if (count == 0)
         return -1;
     uint64_t want = k % (uint64_t)count;
@@ -62,6 +68,32 @@ int rdma_sched_path(const int *local, int nlocal, int nlocal_pref, const bool *l
     out->local = rdma_sched_pick(local, nlocal, nlocal_pref, seq, local_attempt, local_usable);
     out->peer = rdma_sched_pick(peer, npeer, npeer_pref, seq, peer_attempt, NULL);
     return out->local >= 0 && out->peer >= 0 ? 0 : -1;
+}
+
+int rdma_sched_path_rails(const int *local, int nlocal, int nlocal_pref, const bool *local_usable,
+                          const int *peer, int npeer, int npeer_pref, uint64_t seq,
+                          unsigned attempt, rdma_rail_paused_fn paused, void *arg,
+                          rdma_path *out)
+{
+    if (rdma_sched_path(local, nlocal, nlocal_pref, local_usable, peer, npeer, npeer_pref, seq,
+                        attempt, out))
+        return -1;
+    if (!paused || !paused(arg, out->local, out->peer))
+        return 0;
+    /* Attempts a, a+1, ..., a+count-1 of rdma_sched_pick visit every usable
+     * entry once, starting from attempt a's choice. */
+    unsigned la = attempt / 2, pa = (attempt + 1) / 2;
+    int nl = count_usable(local, nlocal, local_usable), np = count_usable(peer, npeer, NULL);
+    for (int i = 1; i < nl * np; i++) {
+        int l = rdma_sched_pick(local, nlocal, nlocal_pref, seq, la + (unsigned)(i / np),
+                                local_usable);
+        int p = rdma_sched_pick(peer, npeer, npeer_pref, seq, pa + (unsigned)(i % np), NULL);
+        if (!paused(arg, l, p)) {
+            *out = (rdma_path){.local = l, .peer = p};
+            return 0;
+        }
+    }
+    return 0; /* every rail is paused: use the pick anyway */
 }
 
 /* ---- GIDs ------------------------------------------------------------------ */

@@ -1,6 +1,7 @@
 /* test_rdma_plugin.c - libte_rdma.so on a host without a usable RDMA NIC:
  * its descriptor (name, caps, MC_SLICE_SIZE), create() failing with
- * TE_ERR_DEVICE_NOT_FOUND and a clear message, and an engine asked for
+ * TE_ERR_DEVICE_NOT_FOUND and a clear message, MC_RDMA_RAIL_PAUSE_SECONDS
+ * validation, and an engine asked for
  * "rdma" falling back to tcp. */
 #include <check.h>
 #include <dlfcn.h>
@@ -14,14 +15,19 @@
 #include "te/te.h"
 
 static char last_error[1024];
+static char warnings[4096]; /* TE_LOG_WARN lines, newline separated */
 
 static void fake_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
 {
+    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "%s\n", line);
+    size_t used = strlen(warnings);
+    if (level == TE_LOG_WARN && used + strlen(line) + 2 < sizeof warnings)
+        snprintf(warnings + used, sizeof warnings - used, "%s\n", line);
 }
 
 static void fake_set_error(const char *fmt, ...)
@@ -109,6 +115,39 @@ START_TEST(create_without_usable_device_fails_clearly)
 }
 END_TEST
 
+/* create() reads the settings before it looks for devices. */
+static void create_with_rail_pause(const te_transport_ops *ops, const char *value)
+{
+    te_transport_params p = {.size = sizeof p, .segment_name = "127.0.0.1:1",
+                             .device_filter = "no_such_nic0"};
+    void *inst = NULL;
+    setenv("MC_RDMA_RAIL_PAUSE_SECONDS", value, 1);
+    warnings[0] = '\0';
+    ck_assert_int_eq(ops->create(NULL, &p, &inst), TE_ERR_DEVICE_NOT_FOUND);
+    unsetenv("MC_RDMA_RAIL_PAUSE_SECONDS");
+}
+
+START_TEST(rail_pause_setting_is_validated)
+{
+    void *h;
+    const te_plugin_desc *d = load(&h);
+    const char *bad[] = {"abc", "-1", "86401", "30s", "1e3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        create_with_rail_pause(d->ops, bad[i]);
+        ck_assert_msg(strstr(warnings, "MC_RDMA_RAIL_PAUSE_SECONDS=") &&
+                          strstr(warnings, "using 30"),
+                      "no warning for %s: %s", bad[i], warnings);
+    }
+    const char *good[] = {"0", "1", "30", "86400"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        create_with_rail_pause(d->ops, good[i]);
+        ck_assert_msg(!strstr(warnings, "MC_RDMA_RAIL_PAUSE_SECONDS"), "warning for %s: %s",
+                      good[i], warnings);
+    }
+    dlclose(h);
+}
+END_TEST
+
 START_TEST(engine_asked_for_rdma_falls_back_to_tcp)
 {
     setenv("MC_TE_FILTERS", "no_such_nic0", 1);
@@ -125,6 +164,7 @@ int main(void)
     TCase *tc = tcase_create("no_device");
     tcase_add_test(tc, descriptor_names_rdma_and_reads_slice_size);
     tcase_add_test(tc, create_without_usable_device_fails_clearly);
+    tcase_add_test(tc, rail_pause_setting_is_validated);
     tcase_add_test(tc, engine_asked_for_rdma_falls_back_to_tcp);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

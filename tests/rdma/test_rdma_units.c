@@ -1,7 +1,8 @@
 /* test_rdma_units.c - the RDMA transport's pure parts on a host without
  * RDMA: slice/NIC scheduling over several NICs (the soft-RoCE VM has only
- * one, so striping and failover between NICs are pinned here), GID ranking,
- * and validation of everything a peer sends (handshake, descriptor). */
+ * one, so striping and failover between NICs are pinned here), rail pausing
+ * and the paths that avoid paused rails, GID ranking, and validation of
+ * everything a peer sends (handshake, descriptor). */
 #include <check.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "rdma_proto.h"
+#include "rdma_rail.h"
 #include "rdma_sched.h"
 #include "te/te.h"
 
@@ -91,6 +93,185 @@ START_TEST(single_nic_retries_stay_on_it)
     int l[1] = {0};
     for (unsigned a = 0; a < 10; a++)
         ck_assert_int_eq(rdma_sched_pick(l, 1, 1, 12345, a, NULL), 0);
+}
+END_TEST
+
+/* ---- rails ---------------------------------------------------------------------------- */
+
+#define SEC 1000000000ll
+#define PAUSE (30 * SEC)
+
+/* n errors at `now`; returns how many of them reported starting a pause. */
+static int errors(rdma_rail *r, int n, int64_t now, int64_t pause)
+{
+    int paused = 0;
+    for (int i = 0; i < n; i++)
+        paused += rdma_rail_error(r, now, pause);
+    return paused;
+}
+
+START_TEST(rail_pauses_at_exactly_five_errors)
+{
+    rdma_rail r = {0};
+    ck_assert_int_eq(errors(&r, RDMA_RAIL_ERROR_THRESHOLD - 1, 100, PAUSE), 0);
+    ck_assert_int_eq(rdma_rail_check(&r, 100), RDMA_RAIL_USABLE);
+    ck_assert(rdma_rail_error(&r, 100, PAUSE)); /* the 5th */
+    ck_assert_int_eq(rdma_rail_check(&r, 100), RDMA_RAIL_PAUSED);
+    ck_assert_int_eq(rdma_rail_check(&r, 100 + PAUSE - 1), RDMA_RAIL_PAUSED);
+    /* Errors while paused (flushed work) neither re-pause nor extend it. */
+    ck_assert_int_eq(errors(&r, 20, 200, PAUSE), 0);
+    ck_assert_int_eq(rdma_rail_check(&r, 100 + PAUSE), RDMA_RAIL_RESUMED);
+}
+END_TEST
+
+START_TEST(rail_success_resets_the_count)
+{
+    rdma_rail r = {0};
+    for (int round = 0; round < 3; round++) {
+        ck_assert_int_eq(errors(&r, RDMA_RAIL_ERROR_THRESHOLD - 1, 0, PAUSE), 0);
+        rdma_rail_success(&r);
+    }
+    ck_assert_int_eq(rdma_rail_check(&r, 0), RDMA_RAIL_USABLE);
+    ck_assert_int_eq(errors(&r, RDMA_RAIL_ERROR_THRESHOLD - 1, 0, PAUSE), 0);
+    ck_assert_int_eq(errors(&r, 1, 0, PAUSE), 1);
+    ck_assert_int_eq(rdma_rail_check(&r, 0), RDMA_RAIL_PAUSED);
+    rdma_rail_success(&r); /* a late success does not cut the pause short */
+    ck_assert_int_eq(rdma_rail_check(&r, 1), RDMA_RAIL_PAUSED);
+}
+END_TEST
+
+START_TEST(rail_pause_expires_and_the_count_restarts)
+{
+    rdma_rail r = {0};
+    int64_t t0 = 5 * SEC;
+    ck_assert_int_eq(errors(&r, RDMA_RAIL_ERROR_THRESHOLD, t0, 2 * SEC), 1);
+    ck_assert_int_eq(rdma_rail_check(&r, t0 + 2 * SEC - 1), RDMA_RAIL_PAUSED);
+    ck_assert_int_eq(rdma_rail_check(&r, t0 + 2 * SEC), RDMA_RAIL_RESUMED);
+    ck_assert_int_eq(rdma_rail_check(&r, t0 + 2 * SEC), RDMA_RAIL_USABLE); /* reported once */
+    /* A fresh count: 4 more errors do not pause it again, the 5th does. */
+    int64_t t1 = t0 + 3 * SEC;
+    ck_assert_int_eq(errors(&r, RDMA_RAIL_ERROR_THRESHOLD - 1, t1, 2 * SEC), 0);
+    ck_assert_int_eq(rdma_rail_check(&r, t1), RDMA_RAIL_USABLE);
+    ck_assert_int_eq(errors(&r, 1, t1, 2 * SEC), 1);
+    ck_assert_int_eq(rdma_rail_check(&r, t1 + SEC), RDMA_RAIL_PAUSED);
+    ck_assert_int_eq(rdma_rail_check(&r, t1 + 2 * SEC), RDMA_RAIL_RESUMED);
+}
+END_TEST
+
+START_TEST(rail_pause_zero_disables_pausing)
+{
+    rdma_rail r = {0};
+    ck_assert_int_eq(errors(&r, 100, SEC, 0), 0);
+    ck_assert_int_eq(rdma_rail_check(&r, SEC), RDMA_RAIL_USABLE);
+    ck_assert_int_eq(errors(&r, 100, SEC, -1), 0);
+    ck_assert_int_eq(rdma_rail_check(&r, SEC), RDMA_RAIL_USABLE);
+}
+END_TEST
+
+/* Rails as a matrix [local][peer] for rdma_sched_path_rails. */
+typedef struct rail_grid {
+    rdma_rail r[4][4];
+    int64_t now;
+    int calls;
+} rail_grid;
+
+static bool grid_paused(void *arg, int local, int peer)
+{
+    rail_grid *g = arg;
+    g->calls++;
+    return rdma_rail_check(&g->r[local][peer], g->now) == RDMA_RAIL_PAUSED;
+}
+
+static void grid_pause(rail_grid *g, int local, int peer)
+{
+    ck_assert_int_eq(errors(&g->r[local][peer], RDMA_RAIL_ERROR_THRESHOLD, g->now, PAUSE), 1);
+}
+
+START_TEST(paths_skip_a_paused_rail)
+{
+    int l[2] = {0, 1}, p[2] = {0, 1};
+    rail_grid g = {.now = SEC};
+    grid_pause(&g, 0, 0);
+    int hits[2][2] = {{0}};
+    for (uint64_t seq = 0; seq < 100; seq++)
+        for (unsigned a = 0; a < 4; a++) {
+            rdma_path path, plain;
+            ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, a, grid_paused,
+                                                   &g, &path), 0);
+            ck_assert_int_eq(rdma_sched_path(l, 2, 2, NULL, p, 2, 2, seq, a, &plain), 0);
+            hits[path.local][path.peer]++;
+            if (plain.local != 0 || plain.peer != 0) { /* unpaused picks are kept */
+                ck_assert_int_eq(path.local, plain.local);
+                ck_assert_int_eq(path.peer, plain.peer);
+            } else { /* the same local NIC towards the other peer NIC */
+                ck_assert_int_eq(path.local, 0);
+                ck_assert_int_eq(path.peer, 1);
+            }
+        }
+    ck_assert_int_eq(hits[0][0], 0);
+    ck_assert_int_gt(hits[0][1], 0);
+    ck_assert_int_gt(hits[1][0], 0);
+    ck_assert_int_gt(hits[1][1], 0);
+    /* The pause over, the rail carries slices again. */
+    g.now += PAUSE;
+    rdma_path path;
+    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 0, 0, grid_paused, &g, &path),
+                     0);
+    ck_assert_int_eq(path.local, 0);
+    ck_assert_int_eq(path.peer, 0);
+}
+END_TEST
+
+START_TEST(paths_find_the_last_unpaused_rail)
+{
+    /* 3 local NICs (one down) x 3 peer NICs, every usable rail paused but one. */
+    int l[3] = {0, 1, 2}, p[3] = {0, 1, 2};
+    bool usable[3] = {true, false, true};
+    rail_grid g = {.now = SEC};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            if (usable[i] && !(i == 2 && j == 1))
+                grid_pause(&g, i, j);
+    for (uint64_t seq = 0; seq < 30; seq++)
+        for (unsigned a = 0; a < 10; a++) {
+            rdma_path path;
+            ck_assert_int_eq(rdma_sched_path_rails(l, 3, 1, usable, p, 3, 1, seq, a, grid_paused,
+                                                   &g, &path), 0);
+            ck_assert_msg(path.local == 2 && path.peer == 1, "seq %llu attempt %u: %d -> %d",
+                          (unsigned long long)seq, a, path.local, path.peer);
+        }
+}
+END_TEST
+
+START_TEST(paths_use_paused_rails_when_all_are_paused)
+{
+    int l[2] = {0, 1}, p[2] = {0, 1};
+    rail_grid g = {.now = SEC};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            grid_pause(&g, i, j);
+    for (uint64_t seq = 0; seq < 20; seq++)
+        for (unsigned a = 0; a < 6; a++) {
+            rdma_path path, plain;
+            g.calls = 0;
+            ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, a, grid_paused,
+                                                   &g, &path), 0);
+            ck_assert_int_eq(g.calls, 4); /* each rail looked at once */
+            ck_assert_int_eq(rdma_sched_path(l, 2, 2, NULL, p, 2, 2, seq, a, &plain), 0);
+            ck_assert_int_eq(path.local, plain.local); /* the plain pick, retries walk on */
+            ck_assert_int_eq(path.peer, plain.peer);
+        }
+    /* No usable local NIC is still an error, paused or not. */
+    bool none[2] = {false, false};
+    rdma_path path;
+    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, none, p, 2, 2, 0, 0, grid_paused, &g, &path),
+                     -1);
+    /* Without a pause callback it is rdma_sched_path. */
+    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 3, 1, NULL, NULL, &path), 0);
+    rdma_path plain;
+    rdma_sched_path(l, 2, 2, NULL, p, 2, 2, 3, 1, &plain);
+    ck_assert_int_eq(path.local, plain.local);
+    ck_assert_int_eq(path.peer, plain.peer);
 }
 END_TEST
 
@@ -372,6 +553,15 @@ int main(void)
     tcase_add_test(tc, retries_cover_every_nic_pair);
     tcase_add_test(tc, single_nic_retries_stay_on_it);
     tcase_add_test(tc, gid_ranking_prefers_routable_rocev2_ipv4);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("rails");
+    tcase_add_test(tc, rail_pauses_at_exactly_five_errors);
+    tcase_add_test(tc, rail_success_resets_the_count);
+    tcase_add_test(tc, rail_pause_expires_and_the_count_restarts);
+    tcase_add_test(tc, rail_pause_zero_disables_pausing);
+    tcase_add_test(tc, paths_skip_a_paused_rail);
+    tcase_add_test(tc, paths_find_the_last_unpaused_rail);
+    tcase_add_test(tc, paths_use_paused_rails_when_all_are_paused);
     suite_add_tcase(s, tc);
     tc = tcase_create("wire");
     tcase_add_test(tc, gid_text_round_trips_and_rejects_junk);
