@@ -1,12 +1,10 @@
 /* cuda.c - te_alloc_device/te_free_device: GPU memory that nvlink peers can
  * map (cudaMalloc memory exports a CUDA IPC handle).  The CUDA runtime is
- * opened with dlopen on first use, never linked, like everywhere else. */
-#include <dlfcn.h>
+ * opened on first use by cuda_loader.c, like everywhere else. */
 #include <pthread.h>
 #include <stdbool.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "cuda_loader.h"
 #include "log.h"
 #include "te/te.h"
 
@@ -19,28 +17,17 @@ static struct {
     const char *(*error_string)(int err);
 } rt;
 static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
+static char rt_why[256]; /* why there is no runtime */
 
-static bool rt_sym(void *h, const char *name, void *fn)
-{
-    void *f = dlsym(h, name);
-    if (f)
-        memcpy(fn, &f, sizeof f);
-    return f != NULL;
-}
-
-/* A runtime already in the process wins; MC_CUDART_LIBRARY names another. */
 static void rt_load(void)
 {
-    const char *names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
-    const char *forced = getenv("MC_CUDART_LIBRARY");
-    void *h = NULL;
-    for (int pass = 0; pass < 2 && !h; pass++)
-        for (size_t i = 0; i < sizeof names / sizeof *names && !h; i++)
-            h = dlopen(forced && *forced ? forced : names[i],
-                       RTLD_NOW | RTLD_LOCAL | (pass == 0 ? RTLD_NOLOAD : 0));
-    if (h && !(rt_sym(h, "cudaMalloc", &rt.malloc_fn) && rt_sym(h, "cudaFree", &rt.free_fn) &&
-               rt_sym(h, "cudaGetLastError", &rt.get_last_error) &&
-               rt_sym(h, "cudaGetErrorString", &rt.error_string)))
+    char *w = rt_why;
+    size_t n = sizeof rt_why;
+    void *h = cudl_open_runtime(w, n);
+    if (h && !(cudl_sym(h, "cudaMalloc", &rt.malloc_fn, w, n) &&
+               cudl_sym(h, "cudaFree", &rt.free_fn, w, n) &&
+               cudl_sym(h, "cudaGetLastError", &rt.get_last_error, w, n) &&
+               cudl_sym(h, "cudaGetErrorString", &rt.error_string, w, n)))
         rt.malloc_fn = NULL;
 }
 
@@ -59,8 +46,7 @@ int te_alloc_device(size_t size, void **ptr)
     *ptr = NULL;
     pthread_once(&rt_once, rt_load);
     if (!rt.malloc_fn)
-        return te_fail(TE_ERR_DEVICE_NOT_FOUND, "te_alloc_device: no CUDA runtime "
-                                                "(libcudart.so.13/.12, or MC_CUDART_LIBRARY)");
+        return te_fail(TE_ERR_DEVICE_NOT_FOUND, "te_alloc_device: no CUDA runtime: %s", rt_why);
     int err = rt.malloc_fn(ptr, size);
     if (err) {
         *ptr = NULL;
@@ -75,7 +61,7 @@ int te_free_device(void *ptr)
         return 0;
     pthread_once(&rt_once, rt_load);
     if (!rt.malloc_fn)
-        return te_fail(TE_ERR_DEVICE_NOT_FOUND, "te_free_device: no CUDA runtime");
+        return te_fail(TE_ERR_DEVICE_NOT_FOUND, "te_free_device: no CUDA runtime: %s", rt_why);
     int err = rt.free_fn(ptr);
     return err ? rt_fail(err, "te_free_device: cudaFree") : 0;
 }

@@ -4,6 +4,7 @@
 
 #include "engine.h"
 #include "auth.h"
+#include "cuda_loader.h"
 #include "log.h"
 #include "net.h"
 #include "topology.h"
@@ -96,8 +97,11 @@ static int host_topology_nics(te_host *h, const char *location, char **json_arra
 
 static void host_metric_add(te_host *h, int metric, uint64_t value)
 {
+    te_metrics *m = &te_engine_of(h)->metrics;
     if (metric == TE_METRIC_RETRIES)
-        atomic_fetch_add_explicit(&te_engine_of(h)->metrics.retries, value, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->retries, value, memory_order_relaxed);
+    else if (metric == TE_METRIC_RAIL_PAUSES)
+        atomic_fetch_add_explicit(&m->rail_pauses, value, memory_order_relaxed);
 }
 
 static int host_auth_accept(te_host *h, int fd, int64_t deadline)
@@ -141,4 +145,7 @@ const te_host_api te_host_api_table = {
     .auth_accept = host_auth_accept,
     .auth_connect = host_auth_connect,
     .max_connections_per_peer = host_max_connections_per_peer,
+    .cuda_runtime = cudl_open_runtime,
+    .cuda_driver = cudl_open_driver,
+    .cuda_symbol = cudl_sym,
 };

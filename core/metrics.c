@@ -125,6 +125,7 @@ int te_metrics_json(te_engine *e, char **json)
     json_object_set_new(root, "segments", segs);
     json_object_set_new(root, "failures", fail);
     json_object_set_new(root, "retries", json_integer((json_int_t)GET(m->retries)));
+    json_object_set_new(root, "rail_pauses", json_integer((json_int_t)GET(m->rail_pauses)));
     json_object_set_new(root, "inflight_requests", json_integer((json_int_t)GET(m->inflight)));
     json_object_set_new(root, "registered_bytes",
                         json_integer((json_int_t)GET(m->registered_bytes)));
@@ -236,13 +237,16 @@ int te_metrics_prometheus(te_engine *e, char **text)
                   (unsigned long long)GET(m->failures[i]));
     sb_printf(&b, "# HELP te_retries_total Slices a transport retried.\n"
                   "# TYPE te_retries_total counter\nte_retries_total %llu\n"
+                  "# HELP te_rail_pauses_total Paths a transport set aside after errors.\n"
+                  "# TYPE te_rail_pauses_total counter\nte_rail_pauses_total %llu\n"
                   "# HELP te_inflight_requests Requests submitted and not finished.\n"
                   "# TYPE te_inflight_requests gauge\nte_inflight_requests %lld\n"
                   "# HELP te_registered_bytes Bytes of registered local memory.\n"
                   "# TYPE te_registered_bytes gauge\nte_registered_bytes %lld\n"
                   "# HELP te_request_latency_seconds Latency of completed requests.\n"
                   "# TYPE te_request_latency_seconds histogram\n",
-              (unsigned long long)GET(m->retries), (long long)GET(m->inflight),
+              (unsigned long long)GET(m->retries), (unsigned long long)GET(m->rail_pauses),
+              (long long)GET(m->inflight),
               (long long)GET(m->registered_bytes));
     uint64_t cum = 0;
     for (int i = 0; i < TE_LAT_BUCKETS; i++) {

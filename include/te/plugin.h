@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define TE_PLUGIN_ABI_MAJOR 1
-#define TE_PLUGIN_ABI_MINOR 0
+#define TE_PLUGIN_ABI_MINOR 1
 
 /* The one symbol a plugin exports, and its type. */
 #define TE_PLUGIN_INIT_SYMBOL "te_plugin_init"
@@ -158,9 +158,29 @@ typedef struct te_host_api {
     int (*auth_connect)(te_host *host, int fd, int64_t deadline_ns);
     /* Per-peer connection cap of a listening port (MC_TE_MAX_CONNECTIONS_PER_PEER). */
     int (*max_connections_per_peer)(te_host *host);
+
+    /* ---- ABI 1.1: check TE_HOST_HAS(host, member) before use ---- */
+    /* CUDA as the whole process opens it: dlopen, never linked, with one
+     * search order for the core and every plugin (MC_CUDART_LIBRARY, else a
+     * runtime already in the process, else libcudart.so.13, .12, .11.0, .so),
+     * so all of them end up on the same library.  cuda_runtime: a handle for
+     * cuda_symbol, or NULL and the reason in `why`.  cuda_driver:
+     * libcuda.so.1 if it is in the process (or, with `load`, can be loaded).
+     * cuda_symbol: stores the function's address at fn_ptr (a pointer to a
+     * function pointer); 0 when missing, and `why` (may be NULL) says which. */
+    void *(*cuda_runtime)(char *why, size_t why_len);
+    void *(*cuda_driver)(int load, char *why, size_t why_len);
+    int (*cuda_symbol)(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len);
 } te_host_api;
 
-enum te_host_metric { TE_METRIC_RETRIES = 0 };
+enum te_host_metric {
+    TE_METRIC_RETRIES = 0,
+    TE_METRIC_RAIL_PAUSES = 1, /* ABI 1.1: a path (local NIC to peer NIC) set aside */
+};
+
+/* Whether the core's host table has `member` (added in a later minor). */
+#define TE_HOST_HAS(host, member) \
+    ((host)->size >= offsetof(te_host_api, member) + sizeof((host)->member))
 
 /* ---- transports ----------------------------------------------------------- */
 

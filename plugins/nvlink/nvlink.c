@@ -222,9 +222,8 @@ TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_des
 {
     if (!host || !desc)
         return TE_ERR_INVALID_ARGUMENT;
-    if (host->abi_major != TE_PLUGIN_ABI_MAJOR ||
-        host->size < offsetof(te_host_api, now_ns) + sizeof host->now_ns)
-        return TE_ERR_PLUGIN;
+    if (host->abi_major != TE_PLUGIN_ABI_MAJOR || !TE_HOST_HAS(host, cuda_symbol))
+        return TE_ERR_PLUGIN; /* needs the core's CUDA services (ABI 1.1) */
     nvl_host = host;
     *desc = &nvl_desc;
     return 0;

@@ -1,10 +1,7 @@
-/* nvlink_cuda.c - the CUDA runtime and driver, opened with dlopen once per
- * process: a runtime already in the process is preferred (PyTorch brings
- * its own), MC_CUDART_LIBRARY names another.  Nothing here is linked. */
-#include <dlfcn.h>
+/* nvlink_cuda.c - the CUDA runtime and driver calls of the transport, looked
+ * up once per process in the libraries the core opens for every plugin (the
+ * host table's cuda_* services, ABI 1.1).  Nothing here is linked. */
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "nvlink.h"
 
@@ -13,52 +10,10 @@ nvl_cuda nvl_cu;
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool runtime_loaded, driver_loaded;
 
-#define STR2(x) #x
-#define STR(x) STR2(x)
-
-static void *open_runtime(char *why, size_t why_len)
-{
-    const char *names[] = {("libcudart.so." STR(CUDART_MAJOR)), "libcudart.so.13",
-                           "libcudart.so.12", "libcudart.so"};
-    const char *forced = getenv("MC_CUDART_LIBRARY");
-    if (forced && *forced) {
-        void *h = dlopen(forced, RTLD_NOW | RTLD_LOCAL);
-        if (!h)
-            snprintf(why, why_len, "CUDA runtime %s (MC_CUDART_LIBRARY) cannot be loaded: %s",
-                     forced, dlerror());
-        return h;
-    }
-    size_t n = sizeof names / sizeof *names;
-    for (size_t i = 0; i < n; i++) { /* one already loaded wins */
-        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-        if (h)
-            return h;
-    }
-    for (size_t i = 0; i < n; i++) {
-        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-        if (h)
-            return h;
-    }
-    snprintf(why, why_len, "CUDA runtime not found (tried libcudart.so.%d, .13, .12, .so)",
-             CUDART_MAJOR);
-    return NULL;
-}
-
-/* dlsym into a typed pointer; false if the symbol is missing. */
-static bool sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len)
-{
-    void *f = dlsym(lib, name);
-    if (!f) {
-        snprintf(why, why_len, "symbol %s missing from the CUDA library", name);
-        return false;
-    }
-    memcpy(fn_ptr, &f, sizeof f);
-    return true;
-}
-
 static bool load_runtime_symbols(void *rt, char *why, size_t n)
 {
     nvl_cuda *c = &nvl_cu;
+    int (*sym)(void *, const char *, void *, char *, size_t) = nvl_host->cuda_symbol;
     return sym(rt, "cudaGetDeviceCount", &c->get_device_count, why, n) &&
            sym(rt, "cudaGetDevice", &c->get_device, why, n) &&
            sym(rt, "cudaSetDevice", &c->set_device, why, n) &&
@@ -83,14 +38,9 @@ static bool load_runtime_symbols(void *rt, char *why, size_t n)
 /* The driver is in the process once the runtime has initialised. */
 static bool load_driver_symbols(char *why, size_t n)
 {
-    void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (!drv)
-        drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!drv) {
-        snprintf(why, n, "CUDA driver libcuda.so.1 cannot be loaded: %s", dlerror());
-        return false;
-    }
-    return sym(drv, "cuPointerGetAttribute", &nvl_cu.cu_pointer_get_attribute, why, n) &&
+    int (*sym)(void *, const char *, void *, char *, size_t) = nvl_host->cuda_symbol;
+    void *drv = nvl_host->cuda_driver(1, why, n);
+    return drv && sym(drv, "cuPointerGetAttribute", &nvl_cu.cu_pointer_get_attribute, why, n) &&
            sym(drv, "cuMemGetAddressRange_v2", &nvl_cu.cu_mem_get_address_range, why, n);
 }
 
@@ -112,7 +62,7 @@ int nvl_cuda_init(int *ndev, char *why, size_t why_len)
     int rc = 0;
     pthread_mutex_lock(&load_lock);
     if (!runtime_loaded) {
-        void *rt = open_runtime(why, why_len);
+        void *rt = nvl_host->cuda_runtime(why, why_len);
         if (!rt || !load_runtime_symbols(rt, why, why_len))
             rc = TE_ERR_DEVICE_NOT_FOUND; /* a broken runtime stays mapped, unused */
         else

@@ -109,8 +109,7 @@ void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status)
             rdma_slice_finish(in, s, now >= s->deadline_ns ? TE_ERR_TIMEOUT : status);
         }
     }
-    if (retried && rdma_host_api->size > offsetof(te_host_api, metric_add) &&
-        rdma_host_api->metric_add)
+    if (retried && TE_HOST_HAS(rdma_host_api, metric_add))
         rdma_host_api->metric_add(in->host, TE_METRIC_RETRIES, retried);
     route_list(in, &again);
 }

@@ -216,6 +216,8 @@ void rdma_rail_failed(rdma_ep *ep, const char *why)
          "rail %s -> %s paused for %d s after %d consecutive errors (last: %s); other rails to "
          "the peer are used meanwhile",
          ep->ctx->name, ep->peer_path, in->cfg.rail_pause_s, RDMA_RAIL_ERROR_THRESHOLD, why);
+    if (TE_HOST_HAS(rdma_host_api, metric_add)) /* a 1.0 core ignores the new counter */
+        rdma_host_api->metric_add(in->host, TE_METRIC_RAIL_PAUSES, 1);
 }
 
 void rdma_ep_reset_locked(rdma_ep *ep, const char *why)

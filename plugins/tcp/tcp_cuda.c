@@ -66,6 +66,7 @@ static atomic_bool driver_seen;                  /* libcuda.so.1 is in the proce
 static atomic_ullong absent_at;                  /* dlpi_adds when it was last absent */
 static pthread_once_t runtime_once = PTHREAD_ONCE_INIT;
 static bool runtime_ok;
+static char runtime_why[256]; /* why runtime_ok is false */
 
 static int first_adds(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -77,10 +78,11 @@ static bool probe_driver(unsigned long long adds)
 {
     pthread_mutex_lock(&cu_lock);
     if (!atomic_load(&driver_seen)) {
-        void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-        void *f = h ? dlsym(h, "cuPointerGetAttribute") : NULL;
-        if (f) {
-            memcpy(&cu.pointer_attr, &f, sizeof f);
+        /* Only if loaded: never load it here.  A core older than ABI 1.1
+         * offers no CUDA services: GPU memory then stays unsupported. */
+        void *h = TE_HOST_HAS(tcp_host_api, cuda_symbol) ? tcp_host_api->cuda_driver(0, NULL, 0)
+                                                         : NULL;
+        if (h && tcp_host_api->cuda_symbol(h, "cuPointerGetAttribute", &cu.pointer_attr, NULL, 0)) {
             atomic_store(&driver_seen, true); /* the handle stays open */
         } else {
             if (h)
@@ -126,36 +128,25 @@ int tcp_cuda_device(const void *p)
     return ordinal;
 }
 
-static bool rt_sym(void *h, const char *name, void *fn)
-{
-    void *f = dlsym(h, name);
-    if (f)
-        memcpy(fn, &f, sizeof f);
-    return f != NULL;
-}
-
 static void load_runtime(void)
 {
-    const char *names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
-    const char *forced = getenv("MC_CUDART_LIBRARY");
-    void *h = NULL;
-    for (int pass = 0; pass < 2 && !h; pass++) /* one already loaded wins */
-        for (size_t i = 0; i < sizeof names / sizeof *names && !h; i++)
-            h = dlopen(forced && *forced ? forced : names[i],
-                       RTLD_NOW | RTLD_LOCAL | (pass == 0 ? RTLD_NOLOAD : 0));
-    runtime_ok = h && rt_sym(h, "cudaSetDevice", &cu.set_device) &&
-                 rt_sym(h, "cudaGetLastError", &cu.get_last_error) &&
-                 rt_sym(h, "cudaGetErrorString", &cu.error_string) &&
-                 rt_sym(h, "cudaHostRegister", &cu.host_register) &&
-                 rt_sym(h, "cudaHostUnregister", &cu.host_unregister) &&
-                 rt_sym(h, "cudaStreamCreateWithFlags", &cu.stream_create) &&
-                 rt_sym(h, "cudaStreamDestroy", &cu.stream_destroy) &&
-                 rt_sym(h, "cudaEventCreateWithFlags", &cu.event_create) &&
-                 rt_sym(h, "cudaEventDestroy", &cu.event_destroy) &&
-                 rt_sym(h, "cudaEventRecord", &cu.event_record) &&
-                 rt_sym(h, "cudaEventQuery", &cu.event_query) &&
-                 rt_sym(h, "cudaEventSynchronize", &cu.event_synchronize) &&
-                 rt_sym(h, "cudaMemcpyAsync", &cu.memcpy_async);
+    char *w = runtime_why;
+    size_t n = sizeof runtime_why;
+    int (*sym)(void *, const char *, void *, char *, size_t) = tcp_host_api->cuda_symbol;
+    void *h = tcp_host_api->cuda_runtime(w, n); /* tcp_cuda_possible() checked the ABI */
+    runtime_ok = h && sym(h, "cudaSetDevice", &cu.set_device, w, n) &&
+                 sym(h, "cudaGetLastError", &cu.get_last_error, w, n) &&
+                 sym(h, "cudaGetErrorString", &cu.error_string, w, n) &&
+                 sym(h, "cudaHostRegister", &cu.host_register, w, n) &&
+                 sym(h, "cudaHostUnregister", &cu.host_unregister, w, n) &&
+                 sym(h, "cudaStreamCreateWithFlags", &cu.stream_create, w, n) &&
+                 sym(h, "cudaStreamDestroy", &cu.stream_destroy, w, n) &&
+                 sym(h, "cudaEventCreateWithFlags", &cu.event_create, w, n) &&
+                 sym(h, "cudaEventDestroy", &cu.event_destroy, w, n) &&
+                 sym(h, "cudaEventRecord", &cu.event_record, w, n) &&
+                 sym(h, "cudaEventQuery", &cu.event_query, w, n) &&
+                 sym(h, "cudaEventSynchronize", &cu.event_synchronize, w, n) &&
+                 sym(h, "cudaMemcpyAsync", &cu.memcpy_async, w, n);
 }
 
 static const char *cuda_text(cuda_err err)
@@ -359,8 +350,8 @@ static tcp_cuda *state_get(tcp_transport *t)
     if (!runtime_ok) {
         static atomic_bool said;
         if (!atomic_exchange(&said, true))
-            TCP_LOG(t, TE_LOG_ERROR, "GPU memory over TCP needs the CUDA runtime "
-                                     "(libcudart.so.13 or .12, or MC_CUDART_LIBRARY): not found");
+            TCP_LOG(t, TE_LOG_ERROR, "GPU memory over TCP needs the CUDA runtime: %s",
+                    runtime_why);
         return NULL;
     }
     tcp_cuda *mine = state_new(t), *none = NULL;

@@ -1,13 +1,15 @@
 /* cuda.c - the *_on_cuda methods: the transfer runs in a CUDA host function
- * (cudaLaunchHostFunc) once the stream reaches it.  libcudart is loaded on
- * demand with dlopen, never linked.  A failed transfer is recorded on the
- * engine (get_cuda_transfer_errors) instead of killing the process. */
+ * (cudaLaunchHostFunc) once the stream reaches it.  libcudart is opened on
+ * demand by core/cuda_loader.c, never linked.  A failed transfer is
+ * recorded on the engine (get_cuda_transfer_errors) instead of killing the
+ * process. */
 #include "pyte.h"
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../../core/cuda_loader.h"
 
 #define CORE(self) (((pyte_engine_object *)(self))->core)
 
@@ -17,37 +19,15 @@ typedef void (*cuda_host_fn)(void *);
 static cuda_error (*launch_host_func)(void *stream, cuda_host_fn fn, void *arg);
 static const char *(*error_string)(cuda_error err);
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static char load_why[256]; /* why launch_host_func is NULL */
 
-static int try_load(const char *name)
-{
-    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!h)
-        return -1;
-    void *launch = dlsym(h, "cudaLaunchHostFunc");
-    void *errstr = dlsym(h, "cudaGetErrorString");
-    if (!launch || !errstr) {
-        dlclose(h);
-        return -1;
-    }
-    *(void **)&launch_host_func = launch;
-    *(void **)&error_string = errstr;
-    return 0; /* stays loaded for the life of the process */
-}
-
-/* MC_CUDART_LIBRARY names the library to use instead of the usual sonames
- * (a path, or anything that cannot load to disable CUDA). */
+/* MC_CUDART_LIBRARY set to anything that cannot load disables CUDA. */
 static void load_cudart(void)
 {
-    static const char *names[] = {"libcudart.so", "libcudart.so.13", "libcudart.so.12",
-                                  "libcudart.so.11.0"};
-    const char *forced = getenv("MC_CUDART_LIBRARY");
-    if (forced && *forced) {
-        try_load(forced);
-        return;
-    }
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (try_load(names[i]) == 0)
-            return;
+    void *h = cudl_open_runtime(load_why, sizeof load_why);
+    if (!h || !cudl_sym(h, "cudaLaunchHostFunc", &launch_host_func, load_why, sizeof load_why) ||
+        !cudl_sym(h, "cudaGetErrorString", &error_string, load_why, sizeof load_why))
+        launch_host_func = NULL;
 }
 
 int pyte_cuda_available(void)
@@ -150,8 +130,7 @@ static PyObject *on_cuda(PyObject *self, const char *fname, const char *target, 
     if (raise_pending(c))
         return NULL;
     if (!pyte_cuda_available()) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "%s: CUDA runtime not available (libcudart.so could not be loaded)", fname);
+        PyErr_Format(PyExc_RuntimeError, "%s: CUDA runtime not available: %s", fname, load_why);
         return NULL;
     }
     if (n == 0)

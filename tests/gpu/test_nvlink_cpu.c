@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda_loader.h"
 #include "gpu_util.h"
 #include "nvlink_hex.h"
 #include "te/plugin.h"
@@ -113,6 +114,9 @@ static const te_host_api host_api = {
     .config = h_config,
     .slice_done = h_slice_done,
     .now_ns = h_now_ns,
+    .cuda_runtime = cudl_open_runtime,
+    .cuda_driver = cudl_open_driver,
+    .cuda_symbol = cudl_sym,
 };
 
 static const te_transport_ops *load_plugin(void)
@@ -150,6 +154,27 @@ START_TEST(plugin_reports_no_device_without_gpu)
     ck_assert_int_eq(rc, TE_ERR_DEVICE_NOT_FOUND);
     ck_assert_ptr_null(inst);
     ck_assert_msg(strstr(last_error, "nvlink: ") == last_error, "error: %s", last_error);
+}
+END_TEST
+
+/* nvlink needs the core's CUDA services: a 1.0 host table (without them)
+ * is refused at init, never called through a missing member. */
+START_TEST(plugin_refuses_host_without_cuda_services)
+{
+    char path[4096];
+    const char *dir = getenv("TE_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_nvlink.so", dir ? dir : ".");
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
+    te_plugin_init_fn init;
+    *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
+    ck_assert_ptr_nonnull(init);
+    te_host_api old = host_api;
+    old.size = (uint32_t)offsetof(te_host_api, cuda_runtime);
+    old.abi_minor = 0;
+    const te_plugin_desc *d = NULL;
+    ck_assert_int_eq(init(&old, &d), TE_ERR_PLUGIN);
+    ck_assert_int_eq(init(&host_api, &d), 0);
 }
 END_TEST
 
@@ -222,6 +247,7 @@ int main(void)
     tcase_set_timeout(plugin, 60);
 #ifdef TE_NVLINK_BUILT
     tcase_add_test(plugin, plugin_reports_no_device_without_gpu);
+    tcase_add_test(plugin, plugin_refuses_host_without_cuda_services);
     tcase_add_test(plugin, plugin_without_cuda_runtime_reports_no_device);
 #else
     printf("note: libte_nvlink.so is not built here (no CUDA toolkit); plugin checks left out\n");

@@ -1,0 +1,29 @@
+/* cuda_loader.h - the one way the engine opens CUDA: the runtime and the
+ * driver with dlopen, never linked, so the same binaries run without a GPU.
+ * libte.so uses it and offers it to plugins through the host table
+ * (cuda_runtime, cuda_driver, cuda_symbol); the Python module, which is not
+ * a plugin, compiles this file in too.  Its symbols stay hidden. */
+#ifndef TE_CUDA_LOADER_H
+#define TE_CUDA_LOADER_H
+
+#include <stddef.h>
+
+#pragma GCC visibility push(hidden)
+
+/* The CUDA runtime: MC_CUDART_LIBRARY if set (and nothing else), else a
+ * runtime already in the process (PyTorch brings its own), else the first of
+ * libcudart.so.13, .12, .11.0, libcudart.so that loads.  NULL, and why in
+ * `why`, if none. */
+void *cudl_open_runtime(char *why, size_t why_len);
+
+/* The driver, libcuda.so.1: the one in the process, else (load) loads it.
+ * NULL, and why in `why` (may be NULL), if it is not there. */
+void *cudl_open_driver(int load, char *why, size_t why_len);
+
+/* dlsym into the function pointer at fn_ptr; 0, and why in `why` (may be
+ * NULL), if lib lacks it. */
+int cudl_sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len);
+
+#pragma GCC visibility pop
+
+#endif
