@@ -17,6 +17,18 @@ static void teardown(void)
     eng = NULL;
 }
 
+/* A top-level integer of te_get_metrics' JSON, -1 if absent. */
+static long metric(const char *key)
+{
+    char *json = NULL, quoted[64];
+    ck_assert_int_eq(te_get_metrics(eng, &json), 0);
+    snprintf(quoted, sizeof quoted, "\"%s\":", key);
+    const char *at = strstr(json, quoted);
+    long v = at ? strtol(at + strlen(quoted), NULL, 10) : -1;
+    te_free(json);
+    return v;
+}
+
 static int init_with(const char *protocol)
 {
     eng = te_engine_create();
@@ -33,6 +45,9 @@ START_TEST(good_plugin_loads)
     ck_assert_int_eq(te_segment_transport(eng, 7, &name), TE_ERR_NOT_FOUND);
     ck_assert_int_eq(te_segment_transport(eng, -1, &name), TE_ERR_NOT_FOUND);
     ck_assert_int_eq(te_segment_transport(eng, 0, NULL), TE_ERR_INVALID_ARGUMENT);
+    /* What the plugin reported through metric_add at create. */
+    ck_assert_int_eq(metric("retries"), 2);
+    ck_assert_int_eq(metric("rail_pauses"), 3);
 }
 END_TEST
 

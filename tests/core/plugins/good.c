@@ -19,6 +19,12 @@ static int create(te_host *host, const te_transport_params *p, void **out)
         return TE_ERR_MEMORY;
     i->host = host;
     *out = i;
+    /* Counters a transport reports, and one the core does not know (ignored). */
+    if (TE_HOST_HAS(host_api, metric_add)) {
+        host_api->metric_add(host, TE_METRIC_RETRIES, 2);
+        host_api->metric_add(host, TE_METRIC_RAIL_PAUSES, 3);
+        host_api->metric_add(host, 999, 7);
+    }
     return 0;
 }
 
