@@ -1,6 +1,8 @@
-/* test_util.c - peer processes and data patterns for the tests. */
+/* test_util.c - peer processes, data patterns, a Check suite runner, and
+ * Check-asserting steps that drive a peer from an engine in the test process. */
 #include "test_util.h"
 
+#include <check.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -198,4 +200,52 @@ int te_test_peer_stop(te_test_peer *p)
     p->from_child = -1;
     p->pid = 0;
     return status;
+}
+
+int te_test_run(Suite *s)
+{
+    SRunner *runner = srunner_create(s);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+void te_test_engine_to_peer(const te_test_peer *p, size_t size, te_engine **eng, uint8_t **local,
+                            te_segment_id *seg)
+{
+    *eng = te_engine_create();
+    ck_assert_ptr_nonnull(*eng);
+    ck_assert_int_eq(te_engine_initialize(*eng, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL), 0);
+    *local = aligned_alloc(4096, size);
+    ck_assert_ptr_nonnull(*local);
+    memset(*local, 0, size);
+    ck_assert_int_eq(te_register_memory(*eng, *local, size, "cpu:0"), 0);
+    ck_assert_int_eq(te_segment_open(*eng, p->segment, seg), 0);
+}
+
+void te_test_peer_expect(te_test_peer *p, const char *cmd, const char *want)
+{
+    char reply[256];
+    ck_assert_int_eq(te_test_peer_cmd(p, cmd, reply, sizeof reply), 0);
+    ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
+}
+
+void te_test_write_then_read(te_engine *e, te_segment_id seg, te_test_peer *p, uint8_t *local,
+                             uint64_t off, uint64_t len, uint64_t seed)
+{
+    char cmd[128];
+    te_test_fill(local, len, seed, 0);
+    te_request w = {TE_OP_WRITE, local, seg, p->addr + off, len};
+    ck_assert_int_eq(te_transfer_sync(e, &w, 1, NULL, NULL), 0);
+    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
+             (unsigned long long)len, (unsigned long long)seed);
+    te_test_peer_expect(p, cmd, "OK");
+    snprintf(cmd, sizeof cmd, "fill %llu %llu %llu", (unsigned long long)off,
+             (unsigned long long)len, (unsigned long long)seed + 1);
+    te_test_peer_expect(p, cmd, "OK");
+    memset(local, 0, len);
+    te_request r = {TE_OP_READ, local, seg, p->addr + off, len};
+    ck_assert_int_eq(te_transfer_sync(e, &r, 1, NULL, NULL), 0);
+    ck_assert_int_eq(te_test_check(local, len, seed + 1, 0), -1);
 }

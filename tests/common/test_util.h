@@ -1,11 +1,15 @@
 /* test_util.h - helpers for multi-process tests: a peer engine in another
- * process (te-test-peer) driven over a pipe, and data patterns. */
+ * process (te-test-peer) driven over a pipe, data patterns, a Check suite
+ * runner, and Check-asserting steps that drive the peer from an engine in the
+ * test process. */
 #ifndef TE_TEST_UTIL_H
 #define TE_TEST_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "te/te.h"
 
 typedef struct te_test_peer {
     pid_t pid;
@@ -35,5 +39,27 @@ long long te_test_check(const void *buf, size_t len, uint64_t seed, uint64_t off
 
 /* Path of a built test helper: $TE_TEST_BIN_DIR/name. */
 const char *te_test_bin(const char *name, char *out, size_t out_len);
+
+struct Suite;
+/* Runs every test of a Check suite (CK_NORMAL output): EXIT_SUCCESS when all
+ * passed, else EXIT_FAILURE.  For `return te_test_run(s);` in main(). */
+int te_test_run(struct Suite *s);
+
+/* The steps below check with Check's ck_assert_*: on any failure they end the
+ * running (forked) test, with a message naming the failing command or value. */
+
+/* Creates an engine (127.0.0.1, P2PHANDSHAKE, tcp) in *eng, registers a
+ * zeroed 4096-aligned buffer of `size` bytes in *local (the caller frees it)
+ * and opens peer p's segment in *seg. */
+void te_test_engine_to_peer(const te_test_peer *p, size_t size, te_engine **eng, uint8_t **local,
+                            te_segment_id *seg);
+/* Sends cmd to the peer and checks that it answers `want`. */
+void te_test_peer_expect(te_test_peer *p, const char *cmd, const char *want);
+/* Writes len bytes of pattern `seed` from `local` to offset off of peer p's
+ * buffer (segment seg of engine e) and has the peer check them; then the peer
+ * fills that range with seed + 1, and it is read back into the zeroed `local`
+ * and checked. */
+void te_test_write_then_read(te_engine *e, te_segment_id seg, te_test_peer *p, uint8_t *local,
+                             uint64_t off, uint64_t len, uint64_t seed);
 
 #endif

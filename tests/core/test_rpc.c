@@ -28,13 +28,6 @@ static void teardown(void)
     te_test_peer_stop(&peer);
 }
 
-static void peer_expect(const char *cmd, const char *want)
-{
-    char reply[256];
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
-}
-
 static int rpc_connect(uint16_t port)
 {
     int fd = te_net_connect("127.0.0.1", port, 2000);
@@ -169,7 +162,7 @@ static int data_connect(void)
 
 START_TEST(data_port_speaks_mooncake_v2)
 {
-    peer_expect("fill 0 1048576 3", "OK");
+    te_test_peer_expect(&peer, "fill 0 1048576 3", "OK");
     int fd = data_connect();
     ck_assert_int_ge(fd, 0);
     uint8_t h[24], payload[16], back[16];
@@ -196,7 +189,7 @@ START_TEST(data_port_speaks_mooncake_v2)
     close(fd);
     /* Around the accepted write the fill is intact; the refused write left
      * the last 8 bytes alone (checked with the fill's own offsets). */
-    peer_expect("check 0 64 3", "OK");
+    te_test_peer_expect(&peer, "check 0 64 3", "OK");
 }
 END_TEST
 
@@ -249,7 +242,7 @@ START_TEST(reader_hanging_up_mid_payload_does_not_kill_the_target)
         close(fd);
     }
     usleep(200000);
-    peer_expect("zero 0 16", "OK"); /* still alive */
+    te_test_peer_expect(&peer, "zero 0 16", "OK"); /* still alive */
 }
 END_TEST
 
@@ -266,7 +259,7 @@ START_TEST(notify_frames_are_validated)
                                  &reply, NULL, 3000, 1 << 20, NULL), 0);
     ck_assert_ptr_nonnull(strstr(reply, "success"));
     free(reply);
-    peer_expect("notifies", "NOTIFIES 1");
+    te_test_peer_expect(&peer, "notifies", "NOTIFIES 1");
     char line[128];
     ck_assert_int_eq(te_test_peer_read(&peer, line, sizeof line), 0);
     ck_assert_str_eq(line, "n\tm");

@@ -30,14 +30,7 @@ static void setup(void)
 {
     const char *args[] = {"--size", "83886080", NULL};
     ck_assert_int_eq(te_test_peer_start(&peer, args), 0);
-    eng = te_engine_create();
-    ck_assert_ptr_nonnull(eng);
-    ck_assert_int_eq(te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL), 0);
-    local = aligned_alloc(4096, PEER_SIZE);
-    ck_assert_ptr_nonnull(local);
-    memset(local, 0, PEER_SIZE);
-    ck_assert_int_eq(te_register_memory(eng, local, PEER_SIZE, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+    te_test_engine_to_peer(&peer, PEER_SIZE, &eng, &local, &seg);
 }
 
 static void teardown(void)
@@ -48,36 +41,11 @@ static void teardown(void)
     free(local);
 }
 
-static void peer_expect(const char *cmd, const char *want)
-{
-    char reply[256];
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
-}
-
-static void write_then_read(uint64_t off, uint64_t len, uint64_t seed)
-{
-    char cmd[128];
-    te_test_fill(local, len, seed, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
-    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
-             (unsigned long long)len, (unsigned long long)seed);
-    peer_expect(cmd, "OK");
-    snprintf(cmd, sizeof cmd, "fill %llu %llu %llu", (unsigned long long)off,
-             (unsigned long long)len, (unsigned long long)seed + 1);
-    peer_expect(cmd, "OK");
-    memset(local, 0, len);
-    te_request r = {TE_OP_READ, local, seg, peer.addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
-    ck_assert_int_eq(te_test_check(local, len, seed + 1, 0), -1);
-}
-
 START_TEST(write_read_sizes)
 {
     static const uint64_t sizes[] = {1, 4096, (1 << 20) + 1, 64ull << 20};
     for (int i = 0; i < 4; i++)
-        write_then_read(i * 7, sizes[i], 100 + i);
+        te_test_write_then_read(eng, seg, &peer, local, i * 7, sizes[i], 100 + i);
 }
 END_TEST
 
@@ -104,7 +72,7 @@ START_TEST(scattered_batch_of_256)
         snprintf(cmd, sizeof cmd, "check %llu %llu %d",
                  (unsigned long long)(reqs[i].remote - peer.addr),
                  (unsigned long long)reqs[i].length, 5000 + i);
-        peer_expect(cmd, "OK");
+        te_test_peer_expect(&peer, cmd, "OK");
     }
     ck_assert_int_eq(te_batch_free(eng, b), 0);
     ck_assert_int_eq(te_batch_free(eng, b), TE_ERR_NOT_FOUND); /* second free is harmless */
@@ -121,19 +89,19 @@ START_TEST(notification_after_data)
     ck_assert_str_eq(reply, "NOTIFIES 1");
     ck_assert_int_eq(te_test_peer_read(&peer, reply, sizeof reply), 0);
     ck_assert_str_eq(reply, "kv_done\tlayer-7");
-    peer_expect("check 0 1048576 77", "OK"); /* the data was there when it arrived */
+    te_test_peer_expect(&peer, "check 0 1048576 77", "OK"); /* the data was there when it arrived */
 }
 END_TEST
 
 START_TEST(range_outside_registered_memory_is_rejected)
 {
-    peer_expect("fill 0 83886080 9", "OK");
+    te_test_peer_expect(&peer, "fill 0 83886080 9", "OK");
     te_test_fill(local, 4096, 1, 0);
     te_request w = {TE_OP_WRITE, local, seg, peer.addr + PEER_SIZE - 100, 4096};
     ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
     te_request r = {TE_OP_READ, local, seg, peer.addr - 4096, 100};
     ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
-    peer_expect("check 0 83886080 9", "OK"); /* nothing around it changed */
+    te_test_peer_expect(&peer, "check 0 83886080 9", "OK"); /* nothing around it changed */
 }
 END_TEST
 

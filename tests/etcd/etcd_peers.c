@@ -1,10 +1,34 @@
 /* etcd_peers.c - helpers that start engines on an etcd store and move
- * pattern data between them, checking every byte on the receiving side. */
+ * pattern data between them, checking every byte on the receiving side; and
+ * the skip checks at the start of the engine tests. */
 #include "etcd_peers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "etcd_server.h"
+
+bool etcd_have_tcp(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_tcp.so", getenv("TE_BUILD_DIR"));
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+void etcd_engine_test_require(int lease_ttl_s)
+{
+    etcd_test_require();
+    if (!etcd_have_tcp()) {
+        printf("SKIP: the tcp transport (libte_tcp.so) is not built\n");
+        exit(ETCD_TEST_SKIP);
+    }
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", lease_ttl_s);
+    setenv("MC_METADATA_LEASE_TTL", ttl, 1);
+}
 
 int etcd_peer_start(te_test_peer *p, const char *metadata, const char *name, size_t size)
 {

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "etcd_peers.h"
 #include "etcd_server.h"
@@ -163,22 +162,9 @@ START_TEST(bad_connection_strings_fail_cleanly)
 }
 END_TEST
 
-static int have_tcp(void)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_tcp.so", getenv("TE_BUILD_DIR"));
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 int main(void)
 {
-    etcd_test_require();
-    if (!have_tcp()) {
-        printf("SKIP: the tcp transport (libte_tcp.so) is not built\n");
-        return ETCD_TEST_SKIP;
-    }
-    setenv("MC_METADATA_LEASE_TTL", "2", 1);
+    etcd_engine_test_require(TTL);
     Suite *s = suite_create("etcd_engines");
     TCase *tc = tcase_create("engines");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -190,9 +176,5 @@ int main(void)
     tcase_add_test(tc, malformed_metadata_fails_cleanly);
     tcase_add_test(tc, bad_connection_strings_fail_cleanly);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return te_test_run(s);
 }

@@ -17,6 +17,7 @@
 #include "etcd_server.h"
 #include "kv_server.h"
 #include "loader.h"
+#include "test_util.h"
 
 #define TTL 2
 
@@ -413,9 +414,5 @@ int main(void)
     tcase_add_test(offline, malformed_replies_are_rejected);
     tcase_add_test(offline, base64_round_trips_and_rejects);
     suite_add_tcase(s, offline);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return te_test_run(s);
 }

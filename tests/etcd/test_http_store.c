@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine.h"
+#include "etcd_peers.h"
 #include "etcd_server.h"
 #include "kv_server.h"
 #include "loader.h"
@@ -135,17 +135,9 @@ START_TEST(unreachable_and_bad_urls)
 }
 END_TEST
 
-static bool have_tcp(void)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_tcp.so", getenv("TE_BUILD_DIR"));
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 START_TEST(engines_meet_through_http)
 {
-    if (!have_tcp()) {
+    if (!etcd_have_tcp()) {
         printf("no tcp transport built: skipping the engine part\n");
         return;
     }
@@ -195,9 +187,5 @@ int main(void)
     tcase_add_test(tc, unreachable_and_bad_urls);
     tcase_add_test(tc, engines_meet_through_http);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return te_test_run(s);
 }

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "etcd_peers.h"
 #include "etcd_server.h"
@@ -184,22 +183,9 @@ START_TEST(etcd_killed_and_restarted_under_traffic)
 }
 END_TEST
 
-static int have_tcp(void)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_tcp.so", getenv("TE_BUILD_DIR"));
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 int main(void)
 {
-    etcd_test_require();
-    if (!have_tcp()) {
-        printf("SKIP: the tcp transport (libte_tcp.so) is not built\n");
-        return ETCD_TEST_SKIP;
-    }
-    setenv("MC_METADATA_LEASE_TTL", "2", 1);
+    etcd_engine_test_require(2);
     setenv("MC_TE_SAME_HOST_TRANSPORT", "0", 1);
     setenv("MC_LOG_LEVEL", "ERROR", 0);
     fault_setenv_secs("MC_TRANSFER_TIMEOUT", 5);
@@ -210,9 +196,5 @@ int main(void)
     tcase_add_test(tc, member_killed_under_traffic);
     tcase_add_test(tc, etcd_killed_and_restarted_under_traffic);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return te_test_run(s);
 }

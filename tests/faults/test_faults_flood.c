@@ -35,12 +35,7 @@ static void setup(void)
 {
     const char *args[] = {"--size", "16777216", NULL};
     ck_assert_int_eq(te_test_peer_start(&peer, args), 0);
-    eng = te_engine_create();
-    ck_assert_int_eq(te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL), 0);
-    local = aligned_alloc(4096, 16 * MIB);
-    memset(local, 0, 16 * MIB);
-    ck_assert_int_eq(te_register_memory(eng, local, 16 * MIB, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+    te_test_engine_to_peer(&peer, 16 * MIB, &eng, &local, &seg);
     atomic_store(&stop_flag, false);
 }
 

@@ -74,13 +74,7 @@ static void setup(void)
         ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
         ck_assert_str_eq(reply, "OK");
     }
-    eng = te_engine_create();
-    ck_assert_int_eq(te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL), 0);
-    size_t n = (size_t)THREADS * INFLIGHT * 2 * REQ * LEN;
-    local = aligned_alloc(4096, n);
-    memset(local, 0, n);
-    ck_assert_int_eq(te_register_memory(eng, local, n, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+    te_test_engine_to_peer(&peer, (size_t)THREADS * INFLIGHT * 2 * REQ * LEN, &eng, &local, &seg);
     memset(workers, 0, sizeof workers);
     atomic_store(&stop_flag, false);
 }
@@ -266,19 +260,7 @@ static void check_completed_writes(void)
  * peer `p`. */
 static void transfer_works(te_test_peer *p, te_segment_id id, uint64_t off)
 {
-    const unsigned len = FAULT_TSAN ? 64 * KIB : MIB;
-    uint8_t *buf = thread_mem(0);
-    te_test_fill(buf, len, 77, 0);
-    te_request w = {TE_OP_WRITE, buf, id, p->addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
-    char cmd[128], reply[64];
-    snprintf(cmd, sizeof cmd, "check %llu %u 77", (unsigned long long)off, len);
-    ck_assert_int_eq(te_test_peer_cmd(p, cmd, reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "OK");
-    memset(buf, 0, len);
-    te_request r = {TE_OP_READ, buf, id, p->addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
-    ck_assert_int_eq(te_test_check(buf, len, 77, 0), -1);
+    te_test_write_then_read(eng, id, p, thread_mem(0), off, FAULT_TSAN ? 64 * KIB : MIB, 77);
 }
 
 static void kill_peer(void)

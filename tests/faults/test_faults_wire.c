@@ -78,24 +78,14 @@ static double fast_bound(void)
 static void real_peer_works(void)
 {
     const unsigned len = FAULT_TSAN ? 256 * 1024 : 4 * MIB;
-    char arg[32], cmd[64], reply[64];
+    char arg[32];
     snprintf(arg, sizeof arg, "%u", len);
     te_test_peer peer;
     const char *args[] = {"--size", arg, NULL};
     ck_assert_int_eq(te_test_peer_start(&peer, args), 0);
     te_segment_id id;
     ck_assert_int_eq(te_segment_open(eng, peer.segment, &id), 0);
-    te_test_fill(local, len, 7, 0);
-    te_request w = {TE_OP_WRITE, local, id, peer.addr, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
-    snprintf(cmd, sizeof cmd, "check 0 %u 7", len);
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "OK");
-    snprintf(cmd, sizeof cmd, "fill 0 %u 8", len);
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    te_request r = {TE_OP_READ, local, id, peer.addr, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
-    ck_assert_int_eq(te_test_check(local, len, 8, 0), -1);
+    te_test_write_then_read(eng, id, &peer, local, 0, len, 7); /* the peer then fills seed 8 */
     te_test_peer_stop(&peer);
     te_test_fill(mem, LOCAL + 2 * GUARD, 99, 0); /* restore for the guard check */
 }

@@ -38,14 +38,7 @@ static void start_pair(const char *peer_env, const char *value)
     if (peer_env)
         unsetenv(peer_env);
     ck_assert_int_eq(rc, 0);
-    eng = te_engine_create();
-    ck_assert_ptr_nonnull(eng);
-    ck_assert_int_eq(te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL), 0);
-    local = aligned_alloc(4096, PEER_SIZE);
-    ck_assert_ptr_nonnull(local);
-    memset(local, 0, PEER_SIZE);
-    ck_assert_int_eq(te_register_memory(eng, local, PEER_SIZE, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+    te_test_engine_to_peer(&peer, PEER_SIZE, &eng, &local, &seg);
 }
 
 static void teardown(void)
@@ -58,38 +51,14 @@ static void teardown(void)
     local = NULL;
 }
 
-static void peer_expect(const char *cmd, const char *want)
-{
-    char reply[256];
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
-}
-
-static void write_then_read(uint64_t off, uint64_t len, uint64_t seed)
-{
-    char cmd[128];
-    te_test_fill(local, len, seed, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
-    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
-             (unsigned long long)len, (unsigned long long)seed);
-    peer_expect(cmd, "OK");
-    snprintf(cmd, sizeof cmd, "fill %llu %llu %llu", (unsigned long long)off,
-             (unsigned long long)len, (unsigned long long)seed + 1);
-    peer_expect(cmd, "OK");
-    memset(local, 0, len);
-    te_request r = {TE_OP_READ, local, seg, peer.addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
-    ck_assert_int_eq(te_test_check(local, len, seed + 1, 0), -1);
-}
-
 /* Over tcp the sizes stay small: ThreadSanitizer builds check every byte a
  * socket wrote, which is slow (over shm it sees no writes). */
 static void verified_sizes(bool large)
 {
     static const uint64_t sizes[] = {1, 4096, 65537, (1 << 20) + 1, (8ull << 20) + 3};
     for (int i = 0; i < (large ? 5 : 3); i++)
-        write_then_read((uint64_t)i * 13, sizes[i], 200 + (uint64_t)i);
+        te_test_write_then_read(eng, seg, &peer, local, (uint64_t)i * 13, sizes[i],
+                                200 + (uint64_t)i);
 }
 
 START_TEST(same_host_peer_uses_shm_with_verified_data)
@@ -114,9 +83,9 @@ START_TEST(scattered_batch_is_verified)
     char cmd[128];
     for (int i = 0; i < N; i++) {
         snprintf(cmd, sizeof cmd, "check %d %d %d", i * STRIDE, LEN, 500 + i);
-        peer_expect(cmd, "OK");
+        te_test_peer_expect(&peer, cmd, "OK");
     }
-    peer_expect("fill 0 1048576 77", "OK");
+    te_test_peer_expect(&peer, "fill 0 1048576 77", "OK");
     memset(local, 0, 1 << 20);
     for (int i = 0; i < N; i++)
         reqs[i] = (te_request){TE_OP_READ, local + i * STRIDE, seg, peer.addr + i * STRIDE + 7,
@@ -131,7 +100,7 @@ START_TEST(range_outside_registered_memory_is_rejected)
 {
     start_pair(NULL, NULL);
     ck_assert_str_eq(transport_of(seg), "shm");
-    peer_expect("fill 0 16777216 9", "OK");
+    te_test_peer_expect(&peer, "fill 0 16777216 9", "OK");
     te_test_fill(local, 4096, 1, 0);
     te_request w = {TE_OP_WRITE, local, seg, peer.addr + PEER_SIZE - 100, 4096};
     ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
@@ -139,8 +108,9 @@ START_TEST(range_outside_registered_memory_is_rejected)
     ck_assert_int_eq(te_transfer_sync(eng, &w2, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
     te_request r = {TE_OP_READ, local, seg, peer.addr - 4096, 100};
     ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
-    peer_expect("check 0 16777216 9", "OK"); /* nothing inside changed either */
-    write_then_read(0, 4096, 3);             /* and the peer is still reachable */
+    te_test_peer_expect(&peer, "check 0 16777216 9", "OK"); /* nothing inside changed either */
+    /* and the peer is still reachable */
+    te_test_write_then_read(eng, seg, &peer, local, 0, 4096, 3);
 }
 END_TEST
 
@@ -166,7 +136,7 @@ START_TEST(disabled_by_environment)
     setenv("MC_TE_SAME_HOST_TRANSPORT", "0", 1);
     start_pair(NULL, NULL);
     ck_assert_str_eq(transport_of(seg), "tcp");
-    write_then_read(5, 7000, 11);
+    te_test_write_then_read(eng, seg, &peer, local, 5, 7000, 11);
 }
 END_TEST
 
