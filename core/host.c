@@ -1,6 +1,9 @@
 /* host.c - the services table handed to plugins (te_host_api). */
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "auth.h"
@@ -119,6 +122,39 @@ static int host_max_connections_per_peer(te_host *h)
     return te_engine_of(h)->cfg.max_connections_per_peer;
 }
 
+static int read_first_line(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char *ok = fgets(out, (int)len, f);
+    fclose(f);
+    if (!ok)
+        return -1;
+    out[strcspn(out, "\r\n")] = '\0';
+    return out[0] ? 0 : -1;
+}
+
+/* One kernel has one boot id; processes copy each other's memory by pid only
+ * in one pid namespace; the hostname is there for people reading it. */
+static int host_identity(int with_pid_namespace, char *out, size_t len)
+{
+    char boot[64], pidns[64] = "pid:?", name[256] = "";
+    if (read_first_line("/proc/sys/kernel/random/boot_id", boot, sizeof boot))
+        return -1;
+    ssize_t n = readlink("/proc/self/ns/pid", pidns, sizeof pidns - 1);
+    if (n > 0)
+        pidns[n] = '\0';
+    if (gethostname(name, sizeof name - 1))
+        name[0] = '\0';
+    name[sizeof name - 1] = '\0';
+    if (with_pid_namespace)
+        snprintf(out, len, "%s/%s/%s", boot, pidns, name);
+    else
+        snprintf(out, len, "%s/%s", boot, name);
+    return 0;
+}
+
 const te_host_api te_host_api_table = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -148,4 +184,5 @@ const te_host_api te_host_api_table = {
     .cuda_runtime = cudl_open_runtime,
     .cuda_driver = cudl_open_driver,
     .cuda_symbol = cudl_sym,
+    .host_identity = host_identity,
 };

@@ -171,6 +171,12 @@ typedef struct te_host_api {
     void *(*cuda_runtime)(char *why, size_t why_len);
     void *(*cuda_driver)(int load, char *why, size_t why_len);
     int (*cuda_symbol)(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len);
+    /* Who this host is, for same-host transports to recognise a peer: the
+     * kernel's boot id, then (with_pid_namespace) this process's pid
+     * namespace, then the hostname, joined by '/'.  Peers whose strings are
+     * equal share a kernel (and a pid namespace).  0, or -1 when the boot id
+     * cannot be read. */
+    int (*host_identity)(int with_pid_namespace, char *out, size_t out_len);
 } te_host_api;
 
 enum te_host_metric {

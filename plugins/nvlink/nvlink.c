@@ -14,35 +14,6 @@
 
 const te_host_api *nvl_host;
 
-/* ---- identity ------------------------------------------------------------ */
-
-static int read_line_file(const char *path, char *out, size_t len)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -1;
-    char *ok = fgets(out, (int)len, f);
-    fclose(f);
-    if (!ok)
-        return -1;
-    out[strcspn(out, "\r\n")] = '\0';
-    return out[0] ? 0 : -1;
-}
-
-/* CUDA IPC handles open only under the kernel (and driver) that made them:
- * the boot id says which; the hostname is there for people reading it. */
-static int host_identity(char *out, size_t len)
-{
-    char boot[64], name[256] = "";
-    if (read_line_file("/proc/sys/kernel/random/boot_id", boot, sizeof boot))
-        return -1;
-    if (gethostname(name, sizeof name - 1))
-        name[0] = '\0';
-    name[sizeof name - 1] = '\0';
-    snprintf(out, len, "%s/%s", boot, name);
-    return 0;
-}
-
 static bool config_flag(te_host *host, const char *name, bool def)
 {
     const char *v = nvl_host->config(host, name);
@@ -72,7 +43,9 @@ static int nvl_create(te_host *host, const te_transport_params *params, void **i
     in->pid = getpid();
     in->ndev = ndev;
     in->order_default_stream = config_flag(host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM", true);
-    if (host_identity(in->host_id, sizeof in->host_id)) {
+    /* CUDA IPC handles open only under the kernel (and driver) that made
+     * them: the boot id says which. */
+    if (nvl_host->host_identity(0, in->host_id, sizeof in->host_id)) {
         free(in);
         nvl_host->set_error("nvlink: cannot read /proc/sys/kernel/random/boot_id");
         return TE_ERR_DEVICE_NOT_FOUND;
@@ -222,8 +195,8 @@ TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_des
 {
     if (!host || !desc)
         return TE_ERR_INVALID_ARGUMENT;
-    if (host->abi_major != TE_PLUGIN_ABI_MAJOR || !TE_HOST_HAS(host, cuda_symbol))
-        return TE_ERR_PLUGIN; /* needs the core's CUDA services (ABI 1.1) */
+    if (host->abi_major != TE_PLUGIN_ABI_MAJOR || !TE_HOST_HAS(host, host_identity))
+        return TE_ERR_PLUGIN; /* needs the core's CUDA and identity services (ABI 1.1) */
     nvl_host = host;
     *desc = &nvl_desc;
     return 0;

@@ -17,21 +17,8 @@ const te_host_api *shm_host;
 
 /* ---- identity ------------------------------------------------------------ */
 
-static int read_line_file(const char *path, char *out, size_t len)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -1;
-    char *ok = fgets(out, (int)len, f);
-    fclose(f);
-    if (!ok)
-        return -1;
-    out[strcspn(out, "\r\n")] = '\0';
-    return out[0] ? 0 : -1;
-}
-
 /* Processes can copy each other's memory by pid only under one kernel (boot
- * id) and one pid namespace; the hostname is there for people reading it. */
+ * id) and in one pid namespace: the core's host identity with the namespace. */
 static int host_identity(te_host *host, char *out, size_t len)
 {
     const char *forced = shm_host->config(host, "TE_SHM_TEST_HOST_ID");
@@ -39,17 +26,7 @@ static int host_identity(te_host *host, char *out, size_t len)
         snprintf(out, len, "%s", forced);
         return 0;
     }
-    char boot[64], pidns[64] = "pid:?", name[256] = "";
-    if (read_line_file("/proc/sys/kernel/random/boot_id", boot, sizeof boot))
-        return -1;
-    ssize_t n = readlink("/proc/self/ns/pid", pidns, sizeof pidns - 1);
-    if (n > 0)
-        pidns[n] = '\0';
-    if (gethostname(name, sizeof name - 1))
-        name[0] = '\0';
-    name[sizeof name - 1] = '\0';
-    snprintf(out, len, "%s/%s/%s", boot, pidns, name);
-    return 0;
+    return shm_host->host_identity(1, out, len);
 }
 
 static bool env_flag(te_host *host, const char *name)
@@ -93,6 +70,11 @@ static int shm_create(te_host *host, const te_transport_params *params, void **i
         return TE_ERR_MEMORY;
     in->host = host;
     in->pid = getpid();
+    if (!TE_HOST_HAS(shm_host, host_identity)) { /* a 1.0 core: stay out of the way */
+        free(in);
+        shm_host->set_error("shm: needs plugin ABI 1.1 (host_identity)");
+        return TE_ERR_DEVICE_NOT_FOUND;
+    }
     if (host_identity(host, in->host_id, sizeof in->host_id)) {
         free(in);
         shm_host->set_error("shm: cannot read /proc/sys/kernel/random/boot_id");

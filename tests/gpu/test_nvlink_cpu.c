@@ -105,6 +105,12 @@ static int64_t h_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int h_host_identity(int with_pid_namespace, char *out, size_t len)
+{
+    snprintf(out, len, "test-boot/test-host");
+    return 0;
+}
+
 static const te_host_api host_api = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -117,6 +123,7 @@ static const te_host_api host_api = {
     .cuda_runtime = cudl_open_runtime,
     .cuda_driver = cudl_open_driver,
     .cuda_symbol = cudl_sym,
+    .host_identity = h_host_identity,
 };
 
 static const te_transport_ops *load_plugin(void)
@@ -170,7 +177,7 @@ START_TEST(plugin_refuses_host_without_cuda_services)
     *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
     ck_assert_ptr_nonnull(init);
     te_host_api old = host_api;
-    old.size = (uint32_t)offsetof(te_host_api, cuda_runtime);
+    old.size = (uint32_t)offsetof(te_host_api, cuda_runtime); /* the 1.0 table */
     old.abi_minor = 0;
     const te_plugin_desc *d = NULL;
     ck_assert_int_eq(init(&old, &d), TE_ERR_PLUGIN);

@@ -73,6 +73,13 @@ static int h_memory_location(const void *addr, size_t len, char *out, size_t out
     return 0;
 }
 
+/* Both instances live in this process: one identity, as the core would give. */
+static int h_host_identity(int with_pid_namespace, char *out, size_t len)
+{
+    snprintf(out, len, "test-boot/%s/test-host", with_pid_namespace ? "pid:[1]" : "");
+    return 0;
+}
+
 static const te_host_api host_api = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -83,6 +90,7 @@ static const te_host_api host_api = {
     .slice_done = h_slice_done,
     .now_ns = h_now_ns,
     .memory_location = h_memory_location,
+    .host_identity = h_host_identity,
 };
 
 /* ---- fixture: two instances in this process (a target and an initiator) ------ */
