@@ -126,7 +126,8 @@ static const te_host_api host_api = {
     .host_identity = h_host_identity,
 };
 
-static const te_transport_ops *load_plugin(void)
+/* The plugin's init function, from the build tree. */
+static te_plugin_init_fn plugin_init_fn(void)
 {
     char path[4096];
     const char *dir = getenv("TE_BUILD_DIR");
@@ -137,6 +138,12 @@ static const te_transport_ops *load_plugin(void)
     *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
     ck_assert_ptr_nonnull(init);
     ck_assert_ptr_null(dlsym(h, "nvl_cu")); /* nothing else leaves the plugin */
+    return init;
+}
+
+static const te_transport_ops *load_plugin(void)
+{
+    te_plugin_init_fn init = plugin_init_fn();
     const te_plugin_desc *d;
     ck_assert_int_eq(init(&host_api, &d), 0);
     ck_assert_str_eq(d->name, "nvlink");
@@ -168,14 +175,7 @@ END_TEST
  * is refused at init, never called through a missing member. */
 START_TEST(plugin_refuses_host_without_cuda_services)
 {
-    char path[4096];
-    const char *dir = getenv("TE_BUILD_DIR");
-    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_nvlink.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
-    te_plugin_init_fn init;
-    *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
-    ck_assert_ptr_nonnull(init);
+    te_plugin_init_fn init = plugin_init_fn();
     te_host_api old = host_api;
     old.size = (uint32_t)offsetof(te_host_api, cuda_runtime); /* the 1.0 table */
     old.abi_minor = 0;
