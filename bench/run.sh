@@ -159,6 +159,14 @@ def size(n):
 def verdict(ok):
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
+# te-bench says which transport served each run: a tcp figure measured over
+# shm (or the reverse) would make every ratio below meaningless.
+for tag, recs in sorted(runs.items()):
+    want = "tcp" if tag.startswith("tcp") else "shm" if tag.startswith("shm") else None
+    got = {r.get("transport") for r in recs} - {None}
+    if want and got and got != {want}:
+        print("WARNING: runs tagged {} were served by {}".format(tag, ", ".join(sorted(got))))
+
 sizes = sorted({int(t.split("/")[1]) for t in runs if "/" in t})
 iperf = med("iperf3", "throughput_gbps")
 print("### te-bench vs baselines ({}; {} cores; kernel {}; {})".format(
