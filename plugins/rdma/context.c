@@ -1,6 +1,6 @@
 /* context.c - one context per usable NIC: device list filtered by the
  * engine's device filter and MC_TE_FILTERS, an ACTIVE port, the GID
- * (MC_GID_INDEX or automatic), MTU, protection domain and completion queues
+ * (MC_GID_INDEX or automatic, re-probed after failed handshakes), MTU, protection domain and completion queues
  * each with its own completion channel. */
 #include <errno.h>
 #include <fcntl.h>
@@ -78,37 +78,94 @@ static int read_gid(rdma_ctx *c, int i, uint8_t gid[16], int *type, bool *netdev
     return *type < 0 ? -1 : 0;
 }
 
-static int pick_gid(rdma_ctx *c, int table_len, int forced, char *why, size_t why_len)
+/* The port's whole GID table (c->gid_tbl_len entries; unreadable ones not
+ * present), or NULL when out of memory.  The only place that reads it. */
+static rdma_gid_entry *read_table(rdma_ctx *c)
+{
+    int n = c->gid_tbl_len > 0 ? c->gid_tbl_len : 1;
+    rdma_gid_entry *t = calloc((size_t)n, sizeof *t);
+    for (int i = 0; t && i < c->gid_tbl_len; i++)
+        t[i].present = read_gid(c, i, t[i].gid, &t[i].type, &t[i].netdev) == 0;
+    return t;
+}
+
+static int pick_gid(rdma_ctx *c, int forced, char *why, size_t why_len)
 {
     static const uint8_t zero[16];
-    uint8_t gid[16];
-    int type, best_score = -1;
-    bool netdev;
-    if (forced >= 0) {
-        if (forced >= table_len || read_gid(c, forced, gid, &type, &netdev) ||
-            !memcmp(gid, zero, 16)) {
-            snprintf(why, why_len, "GID index %d (MC_GID_INDEX) is empty or invalid", forced);
-            return -1;
-        }
-        c->gid_index = forced;
-        memcpy(c->gid, gid, 16);
-        return 0;
-    }
-    for (int i = 0; i < table_len; i++) {
-        if (read_gid(c, i, gid, &type, &netdev))
-            continue;
-        int score = rdma_gid_score(gid, type, netdev, c->link_is_ib);
-        if (score > best_score) {
-            best_score = score;
-            c->gid_index = i;
-            memcpy(c->gid, gid, 16);
-        }
-    }
-    if (best_score < 0) {
-        snprintf(why, why_len, "no routable GID on port %d (set MC_GID_INDEX)", c->port);
+    rdma_gid_entry *t = read_table(c);
+    if (!t) {
+        snprintf(why, why_len, "out of memory");
         return -1;
     }
-    return 0;
+    int pick = forced >= 0 ? forced : rdma_gid_best(t, c->gid_tbl_len, c->link_is_ib);
+    if (forced >= 0 && (forced >= c->gid_tbl_len || !t[forced].present ||
+                        !memcmp(t[forced].gid, zero, 16))) {
+        snprintf(why, why_len, "GID index %d (MC_GID_INDEX) is empty or invalid", forced);
+        pick = -1;
+    } else if (pick < 0) {
+        snprintf(why, why_len, "no routable GID on port %d (set MC_GID_INDEX)", c->port);
+    } else {
+        c->gid_index = pick;
+        memcpy(c->gid, t[pick].gid, 16);
+    }
+    free(t);
+    return pick < 0 ? -1 : 0;
+}
+
+rdma_gid_sel rdma_ctx_gid(rdma_ctx *c)
+{
+    rdma_gid_sel sel;
+    pthread_mutex_lock(&c->gid_lock);
+    sel.index = c->gid_index;
+    memcpy(sel.gid, c->gid, 16);
+    pthread_mutex_unlock(&c->gid_lock);
+    return sel;
+}
+
+void rdma_ctx_gid_reprobe(rdma_ctx *c)
+{
+    rdma_inst *in = c->inst;
+    int64_t now = rdma_host_api->now_ns();
+    pthread_mutex_lock(&c->gid_lock);
+    bool due = rdma_gid_reprobe_due(in->cfg.gid_index >= 0, c->gid_probes,
+                                    in->cfg.gid_max_retries, c->gid_probe_ns, now);
+    if (due)
+        c->gid_probe_ns = now; /* the rate limit counts every scan */
+    pthread_mutex_unlock(&c->gid_lock);
+    if (!due || atomic_load(&in->stopping))
+        return;
+    rdma_gid_entry *t = read_table(c); /* verbs calls: outside the lock */
+    if (!t)
+        return;
+    pthread_mutex_lock(&c->gid_lock);
+    int old = c->gid_index;
+    uint8_t old_gid[16];
+    memcpy(old_gid, c->gid, 16);
+    int pick = rdma_gid_reprobe_pick(old, t, c->gid_tbl_len, c->link_is_ib);
+    /* The budget counts switches only: a peer that is down fails handshakes
+     * without using up the switches a later GID change will need. */
+    if (pick != old && c->gid_probes >= in->cfg.gid_max_retries)
+        pick = old;
+    if (pick != old) {
+        c->gid_index = pick;
+        memcpy(c->gid, t[pick].gid, 16);
+        c->gid_probes++;
+    }
+    int probe = c->gid_probes;
+    pthread_mutex_unlock(&c->gid_lock);
+    if (pick != old) {
+        char was[RDMA_GID_STR], now_gid[RDMA_GID_STR];
+        rdma_gid_format(old_gid, was);
+        rdma_gid_format(t[pick].gid, now_gid);
+        RLOG(in, TE_LOG_WARN,
+             "%s: GID index %d (%s) -> %d (%s) after a failed handshake (switch %d of %d); "
+             "new handshakes use it",
+             c->name, old, was, pick, now_gid, probe, in->cfg.gid_max_retries);
+    } else {
+        RLOG(in, TE_LOG_DEBUG, "%s: GID table re-read after a failed handshake: index %d kept",
+             c->name, old);
+    }
+    free(t);
 }
 
 /* ---- one context ------------------------------------------------------------- */
@@ -173,7 +230,8 @@ static int setup_port(rdma_ctx *c, const rdma_config *cfg, char *why, size_t why
     c->link_is_ib = pa.link_layer == IBV_LINK_LAYER_INFINIBAND;
     c->lid = pa.lid;
     c->mtu = pa.active_mtu < (enum ibv_mtu)cfg->mtu ? pa.active_mtu : (enum ibv_mtu)cfg->mtu;
-    return pick_gid(c, pa.gid_tbl_len, cfg->gid_index, why, why_len);
+    c->gid_tbl_len = pa.gid_tbl_len;
+    return pick_gid(c, cfg->gid_index, why, why_len);
 }
 
 static int open_ctx(rdma_inst *in, struct ibv_device *dev, rdma_ctx *c, char *why, size_t why_len)
@@ -257,6 +315,7 @@ static void order_like_matrix(rdma_inst *in)
         for (int k = 0; k < c->ncq; k++)
             c->cqs[k].ctx = c;
         pthread_mutex_init(&c->ep_lock, NULL);
+        pthread_mutex_init(&c->gid_lock, NULL);
     }
 }
 
@@ -339,6 +398,7 @@ void rdma_contexts_close(rdma_inst *in)
     for (int i = 0; in->ctxs && i < in->nctx; i++) {
         close_ctx(&in->ctxs[i]);
         pthread_mutex_destroy(&in->ctxs[i].ep_lock);
+        pthread_mutex_destroy(&in->ctxs[i].gid_lock);
     }
     free(in->ctxs);
     in->ctxs = NULL;

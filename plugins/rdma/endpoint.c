@@ -149,14 +149,14 @@ static int qp_to_init(rdma_ctx *c, struct ibv_qp *qp)
 }
 
 static int qp_to_rtr(rdma_ctx *c, struct ibv_qp *qp, uint32_t dest, const uint8_t gid[16],
-                     uint16_t lid)
+                     uint16_t lid, int sgid_index)
 {
     struct ibv_qp_attr a = {.qp_state = IBV_QPS_RTR, .path_mtu = c->mtu, .dest_qp_num = dest,
                             .rq_psn = 0, .max_dest_rd_atomic = (uint8_t)c->max_rd_atomic,
                             .min_rnr_timer = 12};
     a.ah_attr.is_global = 1;
     memcpy(a.ah_attr.grh.dgid.raw, gid, 16);
-    a.ah_attr.grh.sgid_index = (uint8_t)c->gid_index;
+    a.ah_attr.grh.sgid_index = (uint8_t)sgid_index;
     a.ah_attr.grh.hop_limit = 16;
     a.ah_attr.grh.traffic_class = (uint8_t)c->inst->cfg.traffic_class;
     a.ah_attr.sl = (uint8_t)c->inst->cfg.service_level;
@@ -177,14 +177,16 @@ static int qp_to_rts(rdma_ctx *c, struct ibv_qp *qp)
                                      IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
 }
 
-/* Connects the current QPs to the peer's (ep->lock held).  0 or TE_ERR_ENDPOINT. */
+/* Connects the current QPs to the peer's (ep->lock held), from our GID
+ * index sgid_index: the one whose GID the same handshake sends.  0 or
+ * TE_ERR_ENDPOINT. */
 static int qps_connect_locked(rdma_ep *ep, const uint32_t *peer_qpn, const uint8_t gid[16],
-                              uint16_t lid)
+                              uint16_t lid, int sgid_index)
 {
     rdma_ctx *c = ep->ctx;
     for (int i = 0; i < ep->nqp; i++) {
         struct ibv_qp *qp = ep->qps[i]->qp;
-        int step = qp_to_init(c, qp) ? 1 : qp_to_rtr(c, qp, peer_qpn[i], gid, lid) ? 2
+        int step = qp_to_init(c, qp) ? 1 : qp_to_rtr(c, qp, peer_qpn[i], gid, lid, sgid_index) ? 2
                                        : qp_to_rts(c, qp)                           ? 3
                                                                                     : 0;
         if (step)
@@ -260,13 +262,13 @@ static void ep_set_ready_locked(rdma_ep *ep, slice_list *failed)
 
 /* ---- the active side ------------------------------------------------------------------ */
 
-static void fill_msg(rdma_ep *ep, rdma_hs_msg *m, bool ack)
+static void fill_msg(rdma_ep *ep, rdma_hs_msg *m, bool ack, const rdma_gid_sel *sel)
 {
     memset(m, 0, sizeof *m);
     snprintf(m->local_nic_path, sizeof m->local_nic_path, "%s", ep->ctx->nic_path);
     snprintf(m->peer_nic_path, sizeof m->peer_nic_path, "%s", ep->peer_path);
     m->local_lid = ep->ctx->lid;
-    memcpy(m->local_gid, ep->ctx->gid, 16);
+    memcpy(m->local_gid, sel->gid, 16);
     m->nqp = ep->nqp;
     for (int i = 0; i < ep->nqp; i++)
         m->qp_num[i] = ep->qps[i]->qp->qp_num;
@@ -312,14 +314,14 @@ static int check_reply(rdma_ep *ep, const rdma_hs_msg *r)
 /* After the reply: connect our QPs unless the passive path already did
  * (simultaneous connects from both sides), then mark ready. */
 static int finish_active_locked(rdma_ep *ep, uint32_t gen, const rdma_hs_msg *r,
-                                slice_list *failed)
+                                const rdma_gid_sel *sel, slice_list *failed)
 {
     if (ep->gen != gen || !ep->qps)
         return rdma_fail(TE_ERR_ENDPOINT, "endpoint %s changed during the handshake",
                          ep->peer_path);
     int rc = 0;
     if (!ep->connected)
-        rc = qps_connect_locked(ep, r->qp_num, r->local_gid, r->local_lid);
+        rc = qps_connect_locked(ep, r->qp_num, r->local_gid, r->local_lid, sel->index);
     else if (!same_qpns(ep, r->qp_num, r->nqp))
         rc = rdma_fail(TE_ERR_ENDPOINT, "crossed handshakes with %s disagree", ep->peer_path);
     if (!rc)
@@ -346,7 +348,8 @@ static int prepare_locked(rdma_ep *ep, int *rc, slice_list *failed)
         uint32_t self[RDMA_MAX_QP];
         for (int i = 0; i < ep->nqp; i++)
             self[i] = ep->qps[i]->qp->qp_num;
-        *rc = qps_connect_locked(ep, self, ep->ctx->gid, ep->ctx->lid);
+        rdma_gid_sel sel = rdma_ctx_gid(ep->ctx);
+        *rc = qps_connect_locked(ep, self, sel.gid, ep->ctx->lid, sel.index);
         if (!*rc)
             ep_set_ready_locked(ep, failed);
         return 1;
@@ -369,7 +372,8 @@ static int connect_active(rdma_ep *ep, slice_list *failed)
     uint32_t gen = ep->gen;
     uint16_t port = ep->rpc_port;
     snprintf(host, sizeof host, "%s", ep->rpc_host);
-    fill_msg(ep, &m, false);
+    rdma_gid_sel sel = rdma_ctx_gid(ep->ctx); /* sent now, connected with below */
+    fill_msg(ep, &m, false, &sel);
     pthread_mutex_unlock(&ep->lock);
 
     rc = hs_call(ep, &m, host, port, &r);
@@ -377,7 +381,7 @@ static int connect_active(rdma_ep *ep, slice_list *failed)
         rc = check_reply(ep, &r);
     pthread_mutex_lock(&ep->lock);
     if (!rc)
-        rc = finish_active_locked(ep, gen, &r, failed);
+        rc = finish_active_locked(ep, gen, &r, &sel, failed);
     pthread_mutex_unlock(&ep->lock);
     if (rc)
         return rc;
@@ -429,6 +433,8 @@ static void hs_done(rdma_ep *ep, int rc)
         rdma_ep_kick_locked(ep); /* reset while we were busy: go again */
     }
     pthread_mutex_unlock(&ep->lock);
+    if (rc) /* our GID may have gone stale; before the retries handshake again */
+        rdma_ctx_gid_reprobe(ep->ctx);
     rdma_retry_or_fail(in, &failed, rc ? rc : TE_ERR_ENDPOINT);
 }
 
@@ -496,7 +502,7 @@ static int reject(const char *why, char **reply, size_t *reply_len)
 /* Accepts a connection request on ep (ep->lock held): reuses QPs already
  * connected to the same peer QPs, replaces them when the peer's QPs changed
  * (a restarted peer), else connects the QPs we have or new ones. */
-static int passive_connect_locked(rdma_ep *ep, const rdma_hs_msg *q)
+static int passive_connect_locked(rdma_ep *ep, const rdma_hs_msg *q, const rdma_gid_sel *sel)
 {
     if (same_qpns(ep, q->qp_num, q->nqp))
         return 0; /* a repeated request */
@@ -507,7 +513,7 @@ static int passive_connect_locked(rdma_ep *ep, const rdma_hs_msg *q)
     }
     int rc = ep->qps ? 0 : qps_create_locked(ep);
     if (!rc)
-        rc = qps_connect_locked(ep, q->qp_num, q->local_gid, q->local_lid);
+        rc = qps_connect_locked(ep, q->qp_num, q->local_gid, q->local_lid, sel->index);
     if (rc) {
         qps_retire_locked(ep);
         return rc;
@@ -523,16 +529,17 @@ static int passive_locked(rdma_ep *ep, const rdma_hs_msg *q, rdma_hs_msg *out,
                           slice_list *failed)
 {
     int rc = 0;
+    rdma_gid_sel sel = rdma_ctx_gid(ep->ctx); /* connected with and sent back */
     if (q->ready_ack) {
         if (!same_qpns(ep, q->qp_num, q->nqp))
             return rdma_fail(TE_ERR_REJECT_HANDSHAKE, "stale ready_ack");
         if (ep->state == EP_WAIT_ACK || ep->state == EP_CONNECTING)
             ep_set_ready_locked(ep, failed);
     } else {
-        rc = passive_connect_locked(ep, q);
+        rc = passive_connect_locked(ep, q, &sel);
     }
     if (!rc) {
-        fill_msg(ep, out, q->ready_ack);
+        fill_msg(ep, out, q->ready_ack, &sel);
         snprintf(out->peer_nic_path, sizeof out->peer_nic_path, "%s", q->local_nic_path);
     }
     return rc;

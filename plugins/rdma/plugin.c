@@ -76,36 +76,39 @@ static void load_config(te_host *h, rdma_config *c)
     c->handshake_ms = cfg_int(h, "MC_HANDSHAKE_CONNECT_TIMEOUT", 0, 0, 3600) * 1000;
     c->ack_wait_ms = 1000;
     c->rail_pause_s = cfg_int(h, "MC_RDMA_RAIL_PAUSE_SECONDS", 30, 0, 86400);
+    c->gid_max_retries = cfg_int(h, "MC_AUTO_GID_MAX_RETRIES", 2, 0, 1000);
 }
 
 /* ---- describe -------------------------------------------------------------------------- */
 
-static int build_describe(rdma_inst *in)
+/* Built on every call: a GID re-probe may have switched a context's GID. */
+static char *build_describe(rdma_inst *in)
 {
     json_error_t jerr;
+    char *out = NULL;
     json_t *o = json_object(), *devs = json_array();
     json_t *matrix = in->matrix ? json_loads(in->matrix, 0, &jerr) : NULL;
     for (int i = 0; devs && i < in->nctx; i++) {
         char gid[RDMA_GID_STR];
-        rdma_gid_format(in->ctxs[i].gid, gid);
+        rdma_gid_sel sel = rdma_ctx_gid(&in->ctxs[i]);
+        rdma_gid_format(sel.gid, gid);
         json_array_append_new(devs, json_pack("{s:s, s:i, s:s}", "name", in->ctxs[i].name, "lid",
                                               (int)in->ctxs[i].lid, "gid", gid));
     }
     if (o && devs && matrix) {
         json_object_set(o, "devices", devs);
         json_object_set(o, "priority_matrix", matrix);
-        in->describe = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     }
     json_decref(devs);
     json_decref(matrix);
     json_decref(o);
-    return in->describe ? 0 : TE_ERR_MEMORY;
+    return out;
 }
 
 static int rdma_describe(void *inst, char **json)
 {
-    rdma_inst *in = inst;
-    *json = strdup(in->describe);
+    *json = build_describe(inst);
     return *json ? 0 : TE_ERR_MEMORY;
 }
 
@@ -122,7 +125,6 @@ static void inst_free(rdma_inst *in)
     pthread_mutex_destroy(&in->wd_lock);
     pthread_cond_destroy(&in->wd_cond);
     free(in->matrix);
-    free(in->describe);
     free(in);
 }
 
@@ -164,8 +166,10 @@ static int rdma_create(te_host *host, const te_transport_params *params, void **
     pthread_mutex_init(&in->wd_lock, NULL);
     pthread_cond_init(&in->wd_cond, NULL);
     int rc = rdma_contexts_open(in, params->device_filter);
-    if (!rc)
-        rc = build_describe(in);
+    char *probe = rc ? NULL : build_describe(in); /* checks it can be built */
+    if (!rc && !probe)
+        rc = TE_ERR_MEMORY;
+    free(probe);
     if (!rc)
         rc = start_threads(in);
     if (!rc) /* last: once installed, peers may call us */
@@ -176,9 +180,10 @@ static int rdma_create(te_host *host, const te_transport_params *params, void **
     }
     for (int i = 0; i < in->nctx; i++) {
         char gid[RDMA_GID_STR];
-        rdma_gid_format(in->ctxs[i].gid, gid);
+        rdma_gid_sel sel = rdma_ctx_gid(&in->ctxs[i]);
+        rdma_gid_format(sel.gid, gid);
         RLOG(in, TE_LOG_INFO, "%s: port %d, GID index %d (%s), lid %u, MTU %d", in->ctxs[i].name,
-             in->ctxs[i].port, in->ctxs[i].gid_index, gid, in->ctxs[i].lid,
+             in->ctxs[i].port, sel.index, gid, in->ctxs[i].lid,
              128 << in->ctxs[i].mtu);
     }
     *out = in;

@@ -47,6 +47,7 @@ typedef struct rdma_config {
     int handshake_ms;     /* MC_HANDSHAKE_CONNECT_TIMEOUT (s) as ms, 0 = the core's */
     int ack_wait_ms;      /* how long a passive endpoint waits for ready_ack, 1000 */
     int rail_pause_s;     /* MC_RDMA_RAIL_PAUSE_SECONDS, 30, 0 = never pause a rail */
+    int gid_max_retries;  /* MC_AUTO_GID_MAX_RETRIES, 2: GID re-probes per context, 0 = none */
 } rdma_config;
 
 struct rdma_inst;
@@ -75,8 +76,14 @@ typedef struct rdma_ctx {
     struct ibv_pd *pd;
     uint8_t port;
     bool link_is_ib;
+    int gid_tbl_len;
+    /* The GID in use: set at create, switched by a re-probe (rdma_ctx_gid_reprobe)
+     * under gid_lock; read it with rdma_ctx_gid so index and GID match. */
+    pthread_mutex_t gid_lock;
     int gid_index;
     uint8_t gid[16];
+    int gid_probes;       /* GID switches made by re-probes (under gid_lock) */
+    int64_t gid_probe_ns; /* when the table was last re-read, 0 = never */
     uint16_t lid;
     enum ibv_mtu mtu;
     int max_wr, max_sge, max_inline, max_rd_atomic;
@@ -88,6 +95,12 @@ typedef struct rdma_ctx {
     struct rdma_ep *eps[RDMA_EP_BUCKETS];
     int ep_count;
 } rdma_ctx;
+
+/* A snapshot of a context's GID: what one handshake sends and connects with. */
+typedef struct rdma_gid_sel {
+    int index;
+    uint8_t gid[16];
+} rdma_gid_sel;
 
 /* A QP.  It outlives its endpoint's use of it while WRs are outstanding. */
 typedef struct rdma_qp {
@@ -168,7 +181,6 @@ typedef struct rdma_inst {
     rdma_ctx *ctxs;
     bool usable[RDMA_MAX_CTX];
     char *matrix;     /* our priority matrix, JSON text */
-    char *describe;   /* our describe() object, JSON text */
     atomic_uint_fast64_t seq;
     atomic_long held; /* slices taken and not yet reported */
     atomic_bool stopping;
@@ -212,6 +224,12 @@ void slice_list_append(slice_list *dst, slice_list *src);
 int rdma_contexts_open(rdma_inst *in, const char *device_filter);
 void rdma_contexts_close(rdma_inst *in);
 int rdma_ctx_find(rdma_inst *in, const char *name);
+/* The context's current GID index and GID, read together. */
+rdma_gid_sel rdma_ctx_gid(rdma_ctx *c);
+/* After a failed handshake from c: when the GID was chosen automatically and
+ * rdma_gid_reprobe_due allows it, re-reads the table and switches to a better
+ * entry (logged).  Connected QPs keep theirs; new handshakes use the new one. */
+void rdma_ctx_gid_reprobe(rdma_ctx *c);
 
 /* memory.c */
 int rdma_register(void *inst, void *addr, size_t length, const char *location, void **mr);

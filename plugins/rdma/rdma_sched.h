@@ -1,6 +1,6 @@
 /* rdma_sched.h - pure decisions of the RDMA transport, testable without a
- * NIC: which local/peer NIC a slice uses on each attempt, and how good a
- * GID table entry is for RoCE. */
+ * NIC: which local/peer NIC a slice uses on each attempt, how good a GID
+ * table entry is for RoCE, and when a context re-probes its GID. */
 #ifndef TE_RDMA_SCHED_H
 #define TE_RDMA_SCHED_H
 
@@ -63,5 +63,36 @@ int rdma_sched_path_rails(const int *local, int nlocal, int nlocal_pref, const b
  * port every non-zero GID is usable and the first one wins.
  */
 int rdma_gid_score(const uint8_t gid[16], int gid_type, bool has_netdev, bool link_is_ib);
+
+/* One GID table entry as read from the port (present = it could be read). */
+typedef struct rdma_gid_entry {
+    uint8_t gid[16];
+    int type; /* RDMA_GID_TYPE_* */
+    bool netdev;
+    bool present;
+} rdma_gid_entry;
+
+/* The best entry of a table by rdma_gid_score (the first of equals), or -1
+ * when none is usable.  Used at create and by every re-probe. */
+int rdma_gid_best(const rdma_gid_entry *table, int n, bool link_is_ib);
+
+/*
+ * Whether a context may re-read its GID table now, after a failed
+ * handshake: never with MC_GID_INDEX (forced), only while fewer than
+ * max_probes switches were made (probes_done; MC_AUTO_GID_MAX_RETRIES,
+ * 0 = never) and not within one second of the previous read (last_ns,
+ * 0 = never read).
+ */
+#define RDMA_GID_PROBE_INTERVAL_NS 1000000000LL
+bool rdma_gid_reprobe_due(bool forced, int probes_done, int max_probes, int64_t last_ns,
+                          int64_t now_ns);
+
+/*
+ * The index a context uses after re-reading its table: the best entry when
+ * it scores higher than the one in use (an address appeared, or the current
+ * entry became zero / link-local / unreadable), else old_index.  Nothing
+ * usable at all: old_index (a guess is better than no GID).
+ */
+int rdma_gid_reprobe_pick(int old_index, const rdma_gid_entry *table, int n, bool link_is_ib);
 
 #endif

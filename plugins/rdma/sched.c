@@ -148,3 +148,40 @@ int rdma_gid_score(const uint8_t gid[16], int gid_type, bool has_netdev, bool li
         score += 10;
     return score;
 }
+
+static int entry_score(const rdma_gid_entry *e, bool link_is_ib)
+{
+    return e->present ? rdma_gid_score(e->gid, e->type, e->netdev, link_is_ib) : -1;
+}
+
+int rdma_gid_best(const rdma_gid_entry *table, int n, bool link_is_ib)
+{
+    int best = -1, best_score = -1;
+    for (int i = 0; table && i < n; i++) {
+        int score = entry_score(&table[i], link_is_ib);
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+bool rdma_gid_reprobe_due(bool forced, int probes_done, int max_probes, int64_t last_ns,
+                          int64_t now_ns)
+{
+    if (forced || probes_done >= max_probes)
+        return false;
+    return last_ns == 0 || now_ns - last_ns >= RDMA_GID_PROBE_INTERVAL_NS;
+}
+
+int rdma_gid_reprobe_pick(int old_index, const rdma_gid_entry *table, int n, bool link_is_ib)
+{
+    int best = rdma_gid_best(table, n, link_is_ib);
+    if (best < 0 || best == old_index)
+        return old_index;
+    int old_score = old_index >= 0 && old_index < n ? entry_score(&table[old_index], link_is_ib)
+                                                    : -1;
+    /* An equal score is no reason to move (and to make peers reconnect). */
+    return entry_score(&table[best], link_is_ib) > old_score ? best : old_index;
+}

@@ -1,7 +1,7 @@
 /* test_rdma_plugin.c - libte_rdma.so on a host without a usable RDMA NIC:
  * its descriptor (name, caps, MC_SLICE_SIZE), create() failing with
  * TE_ERR_DEVICE_NOT_FOUND and a clear message, MC_RDMA_RAIL_PAUSE_SECONDS
- * validation, and an engine asked for
+ * and MC_AUTO_GID_MAX_RETRIES validation, and an engine asked for
  * "rdma" falling back to tcp. */
 #include <check.h>
 #include <dlfcn.h>
@@ -116,35 +116,51 @@ START_TEST(create_without_usable_device_fails_clearly)
 END_TEST
 
 /* create() reads the settings before it looks for devices. */
-static void create_with_rail_pause(const te_transport_ops *ops, const char *value)
+static void create_with_setting(const te_transport_ops *ops, const char *name, const char *value)
 {
     te_transport_params p = {.size = sizeof p, .segment_name = "127.0.0.1:1",
                              .device_filter = "no_such_nic0"};
     void *inst = NULL;
-    setenv("MC_RDMA_RAIL_PAUSE_SECONDS", value, 1);
+    setenv(name, value, 1);
     warnings[0] = '\0';
     ck_assert_int_eq(ops->create(NULL, &p, &inst), TE_ERR_DEVICE_NOT_FOUND);
-    unsetenv("MC_RDMA_RAIL_PAUSE_SECONDS");
+    unsetenv(name);
+}
+
+/* Bad values warn "NAME=value ... using <def>", good ones do not warn. */
+static void check_setting(const char *name, const char *def, const char *const *bad, size_t nbad,
+                          const char *const *good, size_t ngood)
+{
+    void *h;
+    const te_plugin_desc *d = load(&h);
+    char eq[128], using[64];
+    snprintf(eq, sizeof eq, "%s=", name);
+    snprintf(using, sizeof using, "using %s", def);
+    for (size_t i = 0; i < nbad; i++) {
+        create_with_setting(d->ops, name, bad[i]);
+        ck_assert_msg(strstr(warnings, eq) && strstr(warnings, using), "no warning for %s=%s: %s",
+                      name, bad[i], warnings);
+    }
+    for (size_t i = 0; i < ngood; i++) {
+        create_with_setting(d->ops, name, good[i]);
+        ck_assert_msg(!strstr(warnings, name), "warning for %s=%s: %s", name, good[i], warnings);
+    }
+    dlclose(h);
 }
 
 START_TEST(rail_pause_setting_is_validated)
 {
-    void *h;
-    const te_plugin_desc *d = load(&h);
     const char *bad[] = {"abc", "-1", "86401", "30s", "1e3"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        create_with_rail_pause(d->ops, bad[i]);
-        ck_assert_msg(strstr(warnings, "MC_RDMA_RAIL_PAUSE_SECONDS=") &&
-                          strstr(warnings, "using 30"),
-                      "no warning for %s: %s", bad[i], warnings);
-    }
     const char *good[] = {"0", "1", "30", "86400"};
-    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
-        create_with_rail_pause(d->ops, good[i]);
-        ck_assert_msg(!strstr(warnings, "MC_RDMA_RAIL_PAUSE_SECONDS"), "warning for %s: %s",
-                      good[i], warnings);
-    }
-    dlclose(h);
+    check_setting("MC_RDMA_RAIL_PAUSE_SECONDS", "30", bad, 5, good, 4);
+}
+END_TEST
+
+START_TEST(gid_retries_setting_is_validated)
+{
+    const char *bad[] = {"abc", "-1", "1001", "2x", "1e2"};
+    const char *good[] = {"0", "1", "2", "1000"};
+    check_setting("MC_AUTO_GID_MAX_RETRIES", "2", bad, 5, good, 4);
 }
 END_TEST
 
@@ -165,6 +181,7 @@ int main(void)
     tcase_add_test(tc, descriptor_names_rdma_and_reads_slice_size);
     tcase_add_test(tc, create_without_usable_device_fails_clearly);
     tcase_add_test(tc, rail_pause_setting_is_validated);
+    tcase_add_test(tc, gid_retries_setting_is_validated);
     tcase_add_test(tc, engine_asked_for_rdma_falls_back_to_tcp);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -308,6 +308,94 @@ START_TEST(gid_ranking_prefers_routable_rocev2_ipv4)
 }
 END_TEST
 
+/* A RoCE table: 0 link-local (as every port has), 1 private IPv4, 2 empty. */
+static void roce_table(rdma_gid_entry t[4])
+{
+    memset(t, 0, 4 * sizeof *t);
+    uint8_t ll[16] = {0xfe, 0x80, [15] = 7};
+    memcpy(t[0].gid, ll, 16);
+    v4(t[1].gid, 10, 1, 2, 3);
+    for (int i = 0; i < 4; i++) {
+        t[i].type = RDMA_GID_TYPE_ROCE_V2;
+        t[i].netdev = true;
+        t[i].present = i != 2;
+    }
+    v4(t[3].gid, 10, 1, 2, 4); /* equal to 1, later in the table */
+}
+
+START_TEST(gid_best_is_the_first_top_scored_entry)
+{
+    rdma_gid_entry t[4];
+    roce_table(t);
+    ck_assert_int_eq(rdma_gid_best(t, 4, false), 1);
+    t[1].present = false;
+    ck_assert_int_eq(rdma_gid_best(t, 4, false), 3);
+    t[3].present = false;
+    ck_assert_int_eq(rdma_gid_best(t, 4, false), -1); /* only link-local left */
+    ck_assert_int_eq(rdma_gid_best(t, 4, true), 0);   /* which InfiniBand accepts */
+    ck_assert_int_eq(rdma_gid_best(NULL, 0, false), -1);
+}
+END_TEST
+
+START_TEST(gid_reprobe_keeps_the_best_when_it_is_unchanged)
+{
+    rdma_gid_entry t[4];
+    roce_table(t);
+    ck_assert_int_eq(rdma_gid_reprobe_pick(1, t, 4, false), 1);
+    /* entry 3 scores the same as 1: no reason to move either way */
+    ck_assert_int_eq(rdma_gid_reprobe_pick(3, t, 4, false), 3);
+}
+END_TEST
+
+START_TEST(gid_reprobe_switches_to_a_better_entry)
+{
+    rdma_gid_entry t[4];
+    roce_table(t);
+    v4(t[2].gid, 198, 18, 0, 1); /* a public address was assigned at index 2 */
+    t[2].present = true;
+    ck_assert_int_eq(rdma_gid_reprobe_pick(1, t, 4, false), 2);
+}
+END_TEST
+
+START_TEST(gid_reprobe_leaves_an_entry_that_became_unusable)
+{
+    rdma_gid_entry t[4];
+    roce_table(t);
+    memset(t[1].gid, 0, 16); /* the address at 1 went away: zeroed entry */
+    ck_assert_int_eq(rdma_gid_reprobe_pick(1, t, 4, false), 3);
+    roce_table(t);
+    uint8_t ll[16] = {0xfe, 0x80, [15] = 9};
+    memcpy(t[1].gid, ll, 16); /* now link-local */
+    ck_assert_int_eq(rdma_gid_reprobe_pick(1, t, 4, false), 3);
+    roce_table(t);
+    t[1].present = false; /* unreadable */
+    ck_assert_int_eq(rdma_gid_reprobe_pick(1, t, 4, false), 3);
+    /* nothing usable anywhere: keep what we have */
+    t[3].present = false;
+    ck_assert_int_eq(rdma_gid_reprobe_pick(1, t, 4, false), 1);
+    /* an index beyond a table that shrank */
+    roce_table(t);
+    ck_assert_int_eq(rdma_gid_reprobe_pick(7, t, 4, false), 1);
+}
+END_TEST
+
+START_TEST(gid_reprobe_gate_override_budget_and_rate)
+{
+    const int64_t s = 1000000000LL, t0 = 50 * s;
+    ck_assert(rdma_gid_reprobe_due(false, 0, 2, 0, t0));           /* first one */
+    ck_assert(!rdma_gid_reprobe_due(false, 0, 2, t0, t0 + s / 2)); /* no switch yet: still limited */
+    ck_assert(rdma_gid_reprobe_due(false, 0, 2, t0, t0 + s));
+    ck_assert(!rdma_gid_reprobe_due(true, 0, 2, 0, t0));           /* MC_GID_INDEX set */
+    ck_assert(!rdma_gid_reprobe_due(true, 0, 1000, 0, t0 + 100 * s));
+    ck_assert(!rdma_gid_reprobe_due(false, 0, 0, 0, t0));          /* 0 disables */
+    ck_assert(rdma_gid_reprobe_due(false, 1, 2, t0, t0 + s));      /* second, a second later */
+    ck_assert(!rdma_gid_reprobe_due(false, 2, 2, t0, t0 + 100 * s)); /* budget spent */
+    ck_assert(!rdma_gid_reprobe_due(false, 1, 2, t0, t0 + s - 1)); /* rate limit */
+    ck_assert(!rdma_gid_reprobe_due(false, 1, 2, t0, t0));
+    ck_assert(rdma_gid_reprobe_due(false, 1, 2, t0, t0 + 2 * s));
+}
+END_TEST
+
 START_TEST(gid_text_round_trips_and_rejects_junk)
 {
     uint8_t g[16], back[16];
@@ -553,6 +641,11 @@ int main(void)
     tcase_add_test(tc, retries_cover_every_nic_pair);
     tcase_add_test(tc, single_nic_retries_stay_on_it);
     tcase_add_test(tc, gid_ranking_prefers_routable_rocev2_ipv4);
+    tcase_add_test(tc, gid_best_is_the_first_top_scored_entry);
+    tcase_add_test(tc, gid_reprobe_keeps_the_best_when_it_is_unchanged);
+    tcase_add_test(tc, gid_reprobe_switches_to_a_better_entry);
+    tcase_add_test(tc, gid_reprobe_leaves_an_entry_that_became_unusable);
+    tcase_add_test(tc, gid_reprobe_gate_override_budget_and_rate);
     suite_add_tcase(s, tc);
     tc = tcase_create("rails");
     tcase_add_test(tc, rail_pauses_at_exactly_five_errors);
