@@ -224,6 +224,7 @@ static void enqueue_group(rdma_inst *in, ep_group *g)
     snprintf(ep->rpc_host, sizeof ep->rpc_host, "%s", g->peer->rpc_host);
     ep->rpc_port = g->peer->rpc_port;
     slice_list_append(&ep->pending, &g->list);
+    rdma_ep_touch(ep);
     if (ep->state == EP_READY)
         rdma_ep_post_locked(ep, &failed, RDMA_POST_KICK);
     else
@@ -232,8 +233,9 @@ static void enqueue_group(rdma_inst *in, ep_group *g)
     rdma_retry_or_fail(in, &failed, TE_ERR_ENDPOINT);
 }
 
-/* The endpoint of a rail through the peer's cache (endpoints live until
- * destroy); with create, made when there is none. */
+/* The endpoint of a rail through the peer's cache (endpoint structs live
+ * until destroy, even when the QP cap retires their QPs); with create, made
+ * when there is none. */
 static rdma_ep *rail_ep(rdma_inst *in, rdma_peer *p, int local, int dev, bool create, int *err)
 {
     _Atomic(rdma_ep *) *slot = &p->eps[local * p->desc->ndev + dev];

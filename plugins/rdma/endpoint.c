@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rdma.h"
 
@@ -36,21 +37,37 @@ rdma_ep *rdma_ep_find(rdma_ctx *ctx, const char *peer_path)
     return ep;
 }
 
+/* Room for one more endpoint in ctx->ring (ep_lock held). */
+static bool ring_grow_locked(rdma_ctx *ctx)
+{
+    if (ctx->ep_count < ctx->ring_cap)
+        return true;
+    int cap = ctx->ring_cap ? ctx->ring_cap * 2 : 16;
+    rdma_ep **ring = realloc(ctx->ring, (size_t)cap * sizeof *ring);
+    if (!ring)
+        return false;
+    ctx->ring = ring;
+    ctx->ring_cap = cap;
+    return true;
+}
+
+/* The endpoint of a path, made on first use.  Structs are not capped (they
+ * hold no NIC resources and live until destroy); MC_MAX_EP_PER_CTX bounds
+ * the endpoints holding QPs (qp_slot_take_locked). */
 rdma_ep *rdma_ep_get(rdma_ctx *ctx, const char *peer_path, int *err)
 {
     unsigned b = path_hash(peer_path);
     pthread_mutex_lock(&ctx->ep_lock);
     rdma_ep *ep = find_locked(ctx, b, peer_path);
-    if (!ep && ctx->ep_count >= ctx->inst->cfg.max_ep) {
-        *err = TE_ERR_ENDPOINT;
-    } else if (!ep && strlen(peer_path) < RDMA_PATH_MAX && (ep = calloc(1, sizeof *ep))) {
+    if (!ep && strlen(peer_path) < RDMA_PATH_MAX && ring_grow_locked(ctx) &&
+        (ep = calloc(1, sizeof *ep))) {
         ep->ctx = ctx;
         snprintf(ep->peer_path, sizeof ep->peer_path, "%s", peer_path);
         ep->loopback = !strcmp(peer_path, ctx->nic_path);
         pthread_mutex_init(&ep->lock, NULL);
         ep->hnext = ctx->eps[b];
         ctx->eps[b] = ep;
-        ctx->ep_count++;
+        ctx->ring[ctx->ep_count++] = ep;
     } else if (!ep) {
         *err = TE_ERR_MEMORY;
     }
@@ -95,13 +112,128 @@ static rdma_qp *qp_create(rdma_ep *ep)
     return q;
 }
 
+/* ---- the QP cap (MC_MAX_EP_PER_CTX) --------------------------------------------------- */
+
+/* Whether ep's QPs can go without anyone noticing (ep->lock held): nothing
+ * waits, nothing is on the wire (so no WR can complete on them), no
+ * handshake is queued, running or waiting for the peer's ack.  Our own
+ * ready_ack round may still be in flight: that ack names the old QPs, which
+ * the peer accepts or rejects as stale, and hs_done re-kicks new work. */
+static bool ep_idle_locked(const rdma_ep *ep)
+{
+    if (!ep->qps || ep->pending.count || ep->posted.count)
+        return false;
+    if (ep->state == EP_READY)
+        return !ep->hs_queued || ep->hs_acking;
+    return ep->state == EP_IDLE && !ep->hs_queued;
+}
+
+static void qps_retire_locked(rdma_ep *ep);
+
+/* Retires the QPs of one idle endpoint of ctx other than `self` (ctx->ep_lock
+ * held, self->lock held).  Other endpoints are only try-locked, so the lock
+ * order (an endpoint, then its context's table) cannot deadlock; one that is
+ * locked right now counts as busy, and when nothing else is idle the table
+ * is read again after 100 us (4 reads at most).  True when a slot was freed. */
+static bool evict_one_locked(rdma_ctx *ctx, rdma_ep *self)
+{
+    int n = ctx->ep_count;
+    rdma_evict_ep *st = malloc((size_t)n * (sizeof *st + 1));
+    if (!st)
+        return false;
+    bool *was = (bool *)(st + n); /* visited as read, to write back only what the hand cleared */
+    for (int round = 0; round < 4; round++) {
+        bool contended = false; /* an endpoint with QPs was locked (a completion refill, ...) */
+        for (int i = 0; i < n; i++) {
+            rdma_ep *ep = ctx->ring[i];
+            st[i] = (rdma_evict_ep){.has_qps = ep != self && atomic_load(&ep->has_qps),
+                                    .visited = atomic_load(&ep->visited)};
+            was[i] = st[i].visited;
+            if (st[i].has_qps && !pthread_mutex_trylock(&ep->lock)) {
+                st[i].idle = ep_idle_locked(ep);
+                pthread_mutex_unlock(&ep->lock);
+            } else if (st[i].has_qps) {
+                contended = true;
+            }
+        }
+        int hand = ctx->ep_hand, v = rdma_evict_pick(st, n, &hand);
+        if (v < 0 && !contended)
+            break;
+        if (v < 0) { /* such locks are held briefly: look again shortly */
+            struct timespec pause = {0, 100000};
+            nanosleep(&pause, NULL);
+            continue;
+        }
+        ctx->ep_hand = hand;
+        for (int i = 0; i < n; i++)
+            if (was[i] && !st[i].visited)
+                atomic_store(&ctx->ring[i]->visited, false);
+        rdma_ep *victim = ctx->ring[v];
+        if (pthread_mutex_trylock(&victim->lock))
+            continue; /* became busy meanwhile: look again */
+        bool idle = atomic_load(&victim->has_qps) && ep_idle_locked(victim);
+        if (idle) {
+            RLOG(ctx->inst, TE_LOG_INFO,
+                 "endpoint %s -> %s: QPs retired (idle; MC_MAX_EP_PER_CTX=%d reached) to connect "
+                 "%s; it re-handshakes on its next use",
+                 ctx->nic_path, victim->peer_path, ctx->inst->cfg.max_ep, self->peer_path);
+            qps_retire_locked(victim); /* nothing outstanding: destroyed now */
+            victim->state = EP_IDLE;
+        }
+        pthread_mutex_unlock(&victim->lock);
+        if (idle) {
+            free(st);
+            return true;
+        }
+    }
+    free(st);
+    return false;
+}
+
+/* Counts ep among the endpoints holding QPs (ep->lock held, ep holds none),
+ * retiring an idle endpoint's QPs when the context is at the cap.
+ * 0, or TE_ERR_ENDPOINT when every endpoint with QPs is busy. */
+static int qp_slot_take_locked(rdma_ep *ep)
+{
+    rdma_ctx *ctx = ep->ctx;
+    int cap = ctx->inst->cfg.max_ep, held;
+    pthread_mutex_lock(&ctx->ep_lock); /* serializes takers: the cap is never passed */
+    bool ok = (held = atomic_load(&ctx->qp_eps)) < cap || evict_one_locked(ctx, ep);
+    if (ok) {
+        atomic_fetch_add(&ctx->qp_eps, 1);
+        atomic_store(&ep->has_qps, true);
+        atomic_store(&ep->visited, true); /* a new connection gets its second chance */
+    }
+    pthread_mutex_unlock(&ctx->ep_lock);
+    ep->cap_refused = !ok;
+    if (!ok)
+        return rdma_fail(TE_ERR_ENDPOINT,
+                         "%s -> %s: %d endpoints of this NIC hold QPs (MC_MAX_EP_PER_CTX=%d) and "
+                         "none is idle; not connecting",
+                         ctx->nic_path, ep->peer_path, held, cap);
+    return 0;
+}
+
+static void qp_slot_give_locked(rdma_ep *ep)
+{
+    if (atomic_load(&ep->has_qps)) {
+        atomic_store(&ep->has_qps, false);
+        atomic_fetch_sub(&ep->ctx->qp_eps, 1);
+    }
+}
+
 /* Creates ep->nqp fresh QPs (ep->lock held).  0 or TE_ERR_ENDPOINT. */
 static int qps_create_locked(rdma_ep *ep)
 {
     int n = ep->ctx->inst->cfg.num_qp;
+    int rc = qp_slot_take_locked(ep);
+    if (rc)
+        return rc;
     ep->qps = calloc((size_t)n, sizeof *ep->qps);
-    if (!ep->qps)
+    if (!ep->qps) {
+        qp_slot_give_locked(ep);
         return TE_ERR_MEMORY;
+    }
     ep->nqp = n;
     ep->gen++;
     ep->connected = false;
@@ -136,6 +268,7 @@ static void qps_retire_locked(rdma_ep *ep)
     ep->nqp = 0;
     ep->connected = false;
     ep->gen++;
+    qp_slot_give_locked(ep);
 }
 
 static int qp_to_init(rdma_ctx *c, struct ibv_qp *qp)
@@ -324,8 +457,10 @@ static int finish_active_locked(rdma_ep *ep, uint32_t gen, const rdma_hs_msg *r,
         rc = qps_connect_locked(ep, r->qp_num, r->local_gid, r->local_lid, sel->index);
     else if (!same_qpns(ep, r->qp_num, r->nqp))
         rc = rdma_fail(TE_ERR_ENDPOINT, "crossed handshakes with %s disagree", ep->peer_path);
-    if (!rc)
+    if (!rc) {
         ep_set_ready_locked(ep, failed);
+        ep->hs_acking = true; /* only the ready_ack round is left */
+    }
     return rc;
 }
 
@@ -420,12 +555,15 @@ static void hs_done(rdma_ep *ep, int rc)
     slice_list failed = {0};
     pthread_mutex_lock(&ep->lock);
     ep->hs_queued = false;
+    ep->hs_acking = false;
     if (rc && ep->state == EP_READY)
         rc = 0; /* the peer's own handshake connected us meanwhile */
+    bool path_error = rc && !ep->cap_refused; /* the cap is no fault of the rail or GID */
     if (rc) {
         RLOG(in, TE_LOG_WARN, "handshake %s -> %s failed: %s", ep->ctx->nic_path, ep->peer_path,
              rdma_errmsg());
-        rdma_rail_failed(ep, "handshake failed");
+        if (path_error)
+            rdma_rail_failed(ep, "handshake failed");
         ep->state = EP_IDLE;
         qps_retire_locked(ep);
         slice_list_append(&failed, &ep->pending);
@@ -433,7 +571,7 @@ static void hs_done(rdma_ep *ep, int rc)
         rdma_ep_kick_locked(ep); /* reset while we were busy: go again */
     }
     pthread_mutex_unlock(&ep->lock);
-    if (rc) /* our GID may have gone stale; before the retries handshake again */
+    if (path_error) /* our GID may have gone stale; before the retries handshake again */
         rdma_ctx_gid_reprobe(ep->ctx);
     rdma_retry_or_fail(in, &failed, rc ? rc : TE_ERR_ENDPOINT);
 }
@@ -567,7 +705,7 @@ static int on_connection(void *arg, const char *req, size_t req_len, char **repl
     int rc = 0;
     rdma_ep *ep = rdma_ep_get(&in->ctxs[ci], q.local_nic_path, &rc);
     if (!ep)
-        return reject("too many endpoints", reply, reply_len);
+        return reject("out of memory for a new endpoint", reply, reply_len);
     slice_list failed = {0};
     pthread_mutex_lock(&ep->lock);
     rc = passive_locked(ep, &q, &out, &failed);
@@ -611,6 +749,9 @@ void rdma_eps_destroy(rdma_inst *in)
             }
             ctx->eps[b] = NULL;
         }
-        ctx->ep_count = 0;
+        free(ctx->ring);
+        ctx->ring = NULL;
+        ctx->ring_cap = ctx->ep_count = ctx->ep_hand = 0;
+        atomic_store(&ctx->qp_eps, 0);
     }
 }

@@ -40,7 +40,7 @@ typedef struct rdma_config {
     int max_sge;          /* MC_MAX_SGE, 4 */
     int max_inline;       /* MC_MAX_INLINE, 64 */
     int retry_cnt;        /* MC_RETRY_CNT, 9 */
-    int max_ep;           /* MC_MAX_EP_PER_CTX, 65536 */
+    int max_ep;           /* MC_MAX_EP_PER_CTX, 65536: endpoints holding QPs per context */
     int traffic_class;    /* MC_IB_TC, 0 */
     int service_level;    /* MC_IB_SL, 0 */
     int pkey_index;       /* MC_PKEY_INDEX, 0 */
@@ -91,9 +91,16 @@ typedef struct rdma_ctx {
     int ncq;
     rdma_cq *cqs;
     atomic_uint next_cq;
-    pthread_mutex_t ep_lock; /* the endpoint table */
+    pthread_mutex_t ep_lock; /* the endpoint table, the ring and the hand */
     struct rdma_ep *eps[RDMA_EP_BUCKETS];
     int ep_count;
+    /* Every endpoint in creation order (structs live until destroy), the
+     * eviction hand into it, and how many endpoints hold QPs (at most
+     * cfg.max_ep: taken under ep_lock, given back by qps_retire_locked). */
+    struct rdma_ep **ring;
+    int ring_cap;
+    int ep_hand;
+    atomic_int qp_eps;
 } rdma_ctx;
 
 /* A snapshot of a context's GID: what one handshake sends and connects with. */
@@ -143,12 +150,19 @@ typedef struct rdma_ep {
     unsigned next_qp;
     int64_t wait_ack_since;
     bool hs_queued;
+    bool hs_acking; /* the active handshake connected; its ready_ack round runs */
     char rpc_host[256];
     uint16_t rpc_port;
     slice_list pending; /* waiting for a connection or for room */
     slice_list posted;  /* on the wire */
     rdma_qp *retired;   /* replaced QPs that still have WRs outstanding */
     struct rdma_ep *hs_next;
+    /* The QP cap: has_qps (written under lock) = counted in ctx->qp_eps;
+     * visited is set by each batch of slices, cleared by the eviction hand;
+     * cap_refused = the last QP creation found the cap full, nothing idle. */
+    atomic_bool has_qps;
+    atomic_bool visited;
+    bool cap_refused;
 } rdma_ep;
 
 /* A registration: one MR per context. */
@@ -239,6 +253,13 @@ void rdma_mrs_release(rdma_inst *in);
 
 /* endpoint.c */
 rdma_ep *rdma_ep_get(rdma_ctx *ctx, const char *peer_path, int *err);
+/* Marks ep used (the eviction's second chance): one relaxed load, and a
+ * store only when the bit was clear; once per batch of slices. */
+static inline void rdma_ep_touch(rdma_ep *ep)
+{
+    if (!atomic_load_explicit(&ep->visited, memory_order_relaxed))
+        atomic_store_explicit(&ep->visited, true, memory_order_relaxed);
+}
 /* The endpoint of a rail, or NULL when there is none yet (none is created). */
 rdma_ep *rdma_ep_find(rdma_ctx *ctx, const char *peer_path);
 /* Counts a path error on ep's rail (QP error, failed post or handshake);

@@ -1,6 +1,7 @@
 /* rdma_sched.h - pure decisions of the RDMA transport, testable without a
  * NIC: which local/peer NIC a slice uses on each attempt, how good a GID
- * table entry is for RoCE, and when a context re-probes its GID. */
+ * table entry is for RoCE, when a context re-probes its GID, and which
+ * endpoint's QPs are retired when a context is at MC_MAX_EP_PER_CTX. */
 #ifndef TE_RDMA_SCHED_H
 #define TE_RDMA_SCHED_H
 
@@ -94,5 +95,23 @@ bool rdma_gid_reprobe_due(bool forced, int probes_done, int max_probes, int64_t 
  * usable at all: old_index (a guess is better than no GID).
  */
 int rdma_gid_reprobe_pick(int old_index, const rdma_gid_entry *table, int n, bool link_is_ib);
+
+/* One endpoint as the QP cap's eviction sees it. */
+typedef struct rdma_evict_ep {
+    bool has_qps; /* holds QPs (connected or connecting): counts against the cap */
+    bool idle;    /* nothing pending, nothing on the wire, no handshake */
+    bool visited; /* used since the hand last passed it */
+} rdma_evict_ep;
+
+/*
+ * Which endpoint gives its QPs up when a context is at MC_MAX_EP_PER_CTX
+ * (CLOCK / SIEVE second chance).  From *hand, walks eps[0..n) round, at most
+ * twice: entries without QPs and busy ones are passed untouched; an idle one
+ * with visited set loses the bit (eps[i].visited = false; the caller writes
+ * it back) and is passed; the first idle one without it is the victim.
+ * Returns its index and sets *hand just past it; -1 (nothing cleared, *hand
+ * kept) when no entry with QPs is idle.
+ */
+int rdma_evict_pick(rdma_evict_ep *eps, int n, int *hand);
 
 #endif

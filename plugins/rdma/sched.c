@@ -1,5 +1,5 @@
-/* sched.c - where slices go (local and peer NIC per attempt) and which GID
- * a RoCE port uses.  Pure functions: the unit tests cover multi-NIC
+/* sched.c - where slices go (local and peer NIC per attempt), which GID
+ * a RoCE port uses and which idle endpoint gives its QPs up at the cap.  Pure functions: the unit tests cover multi-NIC
  * striping here because the soft-RoCE VM has a single device. */
 #include "rdma_sched.h"
 
@@ -184,4 +184,26 @@ int rdma_gid_reprobe_pick(int old_index, const rdma_gid_entry *table, int n, boo
                                                     : -1;
     /* An equal score is no reason to move (and to make peers reconnect). */
     return entry_score(&table[best], link_is_ib) > old_score ? best : old_index;
+}
+
+int rdma_evict_pick(rdma_evict_ep *eps, int n, int *hand)
+{
+    bool any = false;
+    for (int i = 0; i < n && !any; i++)
+        any = eps[i].has_qps && eps[i].idle;
+    if (!any)
+        return -1;
+    int h = *hand >= 0 && *hand < n ? *hand : 0;
+    for (int step = 0; step < 2 * n; step++, h = (h + 1) % n) {
+        rdma_evict_ep *e = &eps[h];
+        if (!e->has_qps || !e->idle)
+            continue;
+        if (e->visited) {
+            e->visited = false; /* second chance */
+            continue;
+        }
+        *hand = (h + 1) % n;
+        return h;
+    }
+    return -1; /* not reached: an idle entry is unvisited on the second round */
 }

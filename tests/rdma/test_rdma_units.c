@@ -1,8 +1,9 @@
 /* test_rdma_units.c - the RDMA transport's pure parts on a host without
  * RDMA: slice/NIC scheduling over several NICs (the soft-RoCE VM has only
  * one, so striping and failover between NICs are pinned here), rail pausing
- * and the paths that avoid paused rails, GID ranking, and validation of
- * everything a peer sends (handshake, descriptor). */
+ * and the paths that avoid paused rails, GID ranking, the QP cap's choice of
+ * an idle endpoint to retire, and validation of everything a peer sends
+ * (handshake, descriptor). */
 #include <check.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -630,6 +631,76 @@ START_TEST(matrix_lookup_filter_and_rank)
 }
 END_TEST
 
+/* ---- the QP cap's eviction (CLOCK / SIEVE second chance) ------------------------------------- */
+
+#define EV(q, i, v) ((rdma_evict_ep){.has_qps = (q), .idle = (i), .visited = (v)})
+
+START_TEST(evict_picks_the_first_idle_unvisited_endpoint)
+{
+    rdma_evict_ep e[4] = {EV(true, false, false), EV(false, true, false), EV(true, true, false),
+                          EV(true, true, false)};
+    int hand = 0;
+    ck_assert_int_eq(rdma_evict_pick(e, 4, &hand), 2); /* busy and QP-less ones are passed */
+    ck_assert_int_eq(hand, 3);
+    ck_assert_int_eq(rdma_evict_pick(e, 4, &hand), 3); /* the hand moves on */
+    ck_assert_int_eq(hand, 0);
+}
+END_TEST
+
+START_TEST(evict_gives_visited_endpoints_a_second_chance)
+{
+    rdma_evict_ep e[3] = {EV(true, true, true), EV(true, true, true), EV(true, true, false)};
+    int hand = 0;
+    ck_assert_int_eq(rdma_evict_pick(e, 3, &hand), 2);
+    ck_assert(!e[0].visited && !e[1].visited); /* cleared as the hand passed */
+    ck_assert_int_eq(hand, 0);
+    e[1].visited = true; /* used again since */
+    ck_assert_int_eq(rdma_evict_pick(e, 3, &hand), 0);
+    ck_assert_int_eq(hand, 1);
+    ck_assert(e[1].visited); /* not passed yet */
+}
+END_TEST
+
+START_TEST(evict_wraps_around_and_clears_every_bit_once)
+{
+    rdma_evict_ep e[3] = {EV(true, true, true), EV(true, false, true), EV(true, true, true)};
+    int hand = 2;
+    /* 2 and 0 lose their bits on the first round, 2 is taken on the second */
+    ck_assert_int_eq(rdma_evict_pick(e, 3, &hand), 2);
+    ck_assert_int_eq(hand, 0);
+    ck_assert(!e[0].visited);
+    ck_assert(e[1].visited); /* busy: untouched */
+    hand = 7;                /* out of range (the ring shrank in a test): from 0 */
+    ck_assert_int_eq(rdma_evict_pick(e, 3, &hand), 0);
+    ck_assert_int_eq(hand, 1);
+}
+END_TEST
+
+START_TEST(evict_never_picks_a_busy_endpoint)
+{
+    for (int victim = 0; victim < 5; victim++)
+        for (int start = 0; start < 5; start++) {
+            rdma_evict_ep e[5];
+            for (int i = 0; i < 5; i++)
+                e[i] = EV(true, i == victim, i % 2 == 0);
+            int hand = start;
+            ck_assert_int_eq(rdma_evict_pick(e, 5, &hand), victim);
+            ck_assert_int_eq(hand, (victim + 1) % 5);
+        }
+}
+END_TEST
+
+START_TEST(evict_returns_none_when_all_are_busy)
+{
+    rdma_evict_ep e[3] = {EV(true, false, true), EV(false, true, false), EV(true, false, false)};
+    int hand = 1;
+    ck_assert_int_eq(rdma_evict_pick(e, 3, &hand), -1);
+    ck_assert_int_eq(hand, 1); /* kept */
+    ck_assert(e[0].visited);   /* nothing cleared */
+    ck_assert_int_eq(rdma_evict_pick(e, 0, &hand), -1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rdma_units");
@@ -665,6 +736,13 @@ int main(void)
     tcase_add_test(tc, peer_descriptor_is_parsed);
     tcase_add_test(tc, peer_descriptor_rejects_bad_members);
     tcase_add_test(tc, matrix_lookup_filter_and_rank);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("evict");
+    tcase_add_test(tc, evict_picks_the_first_idle_unvisited_endpoint);
+    tcase_add_test(tc, evict_gives_visited_endpoints_a_second_chance);
+    tcase_add_test(tc, evict_wraps_around_and_clears_every_bit_once);
+    tcase_add_test(tc, evict_never_picks_a_busy_endpoint);
+    tcase_add_test(tc, evict_returns_none_when_all_are_busy);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

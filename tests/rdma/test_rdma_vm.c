@@ -1,7 +1,8 @@
 /* test_rdma_vm.c - two engines in two processes over real RDMA (soft-RoCE,
  * run inside the rdma-vm by run_in_vm.sh): verified writes and reads from
  * 1 B to 64 MiB, a scattered batch of 256, notifications, rejected ranges,
- * the peer writing back, a loopback transfer, a peer killed mid-transfer and
+ * the peer writing back, a loopback transfer, two peers in turn with room for
+ * one endpoint's QPs (MC_MAX_EP_PER_CTX=1), a peer killed mid-transfer and
  * a peer that restarts.  `test_rdma_vm bench` prints a throughput figure. */
 #include <check.h>
 #include <pthread.h>
@@ -382,6 +383,54 @@ START_TEST(restarted_peer_is_reached_again)
 }
 END_TEST
 
+/* MC_MAX_EP_PER_CTX=1 in this engine only (the peers keep the default). */
+static void setup_cap(void)
+{
+    ck_assert_int_eq(start_peer(false), 0);
+    setenv("MC_MAX_EP_PER_CTX", "1", 1);
+    start_engine("30");
+    unsetenv("MC_MAX_EP_PER_CTX");
+    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+}
+
+/* Writes len bytes of `seed` to p at off, reads them back into another area,
+ * and has p check them too. */
+static void round_trip(te_test_peer *p, te_segment_id id, uint64_t off, uint64_t len,
+                       uint64_t seed)
+{
+    char cmd[128], reply[256];
+    te_test_fill(local, len, seed, 0);
+    te_request w = {TE_OP_WRITE, local, id, p->addr + off, len};
+    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
+    uint8_t *back = local + (40ull << 20);
+    memset(back, 0, len);
+    te_request r = {TE_OP_READ, back, id, p->addr + off, len};
+    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
+    ck_assert_int_eq(te_test_check(back, len, seed, 0), -1);
+    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
+    ck_assert_int_eq(te_test_peer_cmd(p, cmd, reply, sizeof reply), 0);
+    ck_assert_msg(!strcmp(reply, "OK"), "peer answered '%s' to '%s'", reply, cmd);
+}
+
+/* One NIC, room for one endpoint with QPs: each switch of target retires
+ * the idle endpoint's QPs and re-handshakes, instead of refusing the peer. */
+START_TEST(endpoint_cap_of_one_alternates_between_two_peers)
+{
+    te_test_peer second;
+    const char *args[] = {"--protocol", "rdma", "--size", "4194304", NULL};
+    ck_assert_int_eq(te_test_peer_start(&second, args), 0);
+    te_segment_id id2;
+    ck_assert_int_eq(te_segment_open(eng, second.segment, &id2), 0);
+    double t0 = now_s();
+    for (int i = 0; i < 4; i++) {
+        round_trip(&peer, seg, (uint64_t)i * 4096, 300000, 700 + (uint64_t)i);
+        round_trip(&second, id2, (uint64_t)i * 8192, 300000, 800 + (uint64_t)i);
+    }
+    printf("MC_MAX_EP_PER_CTX=1: 8 switches between two peers in %.2f s\n", now_s() - t0);
+    te_test_peer_stop(&second);
+}
+END_TEST
+
 /* ---- bench ---------------------------------------------------------------------------------- */
 
 static int bench(int mib)
@@ -438,6 +487,11 @@ int main(int argc, char **argv)
     tcase_add_test(tc, idle_engine_does_not_spin);
     tcase_add_test(tc, concurrent_submitters);
     tcase_add_test(tc, rejected_handshake_fails_the_transfer);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("endpoint_cap");
+    tcase_add_checked_fixture(tc, setup_cap, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, endpoint_cap_of_one_alternates_between_two_peers);
     suite_add_tcase(s, tc);
     tc = tcase_create("failures");
     tcase_add_checked_fixture(tc, setup_short, teardown);
