@@ -1,11 +1,13 @@
 /* notify.c - notifications and the built-in RPC handlers (Metadata, Notify,
  * Probe).  Received notifications queue until te_notifies_drain(). */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
 #include "log.h"
+#include "net.h"
 
 #define MAX_NOTIFY_FIELD (64u << 10)
 #define MAX_QUEUED_NOTIFIES 100000
@@ -189,24 +191,56 @@ int te_rpc_install_builtin(te_engine *e)
     return 0;
 }
 
+/* The RPC address a probe goes to, found as the original does it: our own
+ * name locally, a P2P name by parsing host:port, otherwise the peer's
+ * rpc_meta entry (missing: TE_ERR_METADATA).  No descriptor is fetched. */
+static int probe_address(te_engine *e, const char *name, char *host, size_t cap, uint16_t *port)
+{
+    if (!strcmp(name, e->segment_name)) {
+        snprintf(host, cap, "%s", e->advertised_host);
+        *port = e->rpc_port;
+        return 0;
+    }
+    if (e->p2p)
+        return te_parse_host_port(name, host, cap, port, e->cfg.handshake_port)
+                   ? te_fail(TE_ERR_INVALID_ARGUMENT, "probe: P2P name '%s' is not host:port",
+                             name)
+                   : 0;
+    char key[1024], *json = NULL;
+    int rc = te_meta_rpc_key(e->cfg.cluster_id, name, key, sizeof key);
+    if (rc)
+        return te_fail(rc, "probe: segment name too long: %s", name);
+    rc = e->metadata_plugin->metadata.get(e->metadata, key, &json);
+    if (rc || !json) {
+        free(json);
+        return te_fail(TE_ERR_METADATA, "probe: no RPC address of segment %s", name);
+    }
+    rc = te_rpc_meta_decode(json, host, cap, port);
+    free(json);
+    return rc ? te_fail(TE_ERR_METADATA, "probe: bad rpc_meta of segment %s", name) : 0;
+}
+
 int te_probe(te_engine *e, const char *peer_name)
 {
     if (!e || !peer_name)
         return TE_ERR_INVALID_ARGUMENT;
     if (!e->initialized)
         return TE_ERR_STATE;
-    te_segment_id id;
-    int rc = te_segment_open(e, peer_name, &id);
+    while (*peer_name == '/')
+        peer_name++;
+    if (!*peer_name || strlen(peer_name) > 900)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "probe: bad name");
+    char host[256], *reply = NULL;
+    uint16_t port;
+    int rc = probe_address(e, peer_name, host, sizeof host, &port);
     if (rc)
         return rc;
-    te_segment *s;
-    rc = te_segment_get(e, id, false, &s);
-    if (rc)
-        return rc;
-    char *reply = NULL;
-    rc = te_rpc_call(s->rpc_host, s->rpc_port, TE_RPC_PROBE, "{}", 2, &reply, NULL,
-                     e->cfg.connect_timeout_ms, e->cfg.max_frame, e->cfg.auth_token);
-    te_segment_put(s);
+    rc = te_rpc_call(host, port, TE_RPC_PROBE, "{}", 2, &reply, NULL, e->cfg.connect_timeout_ms,
+                     e->cfg.max_frame, e->cfg.auth_token);
     free(reply);
+    /* As the original's socket handshake: a peer that cannot be connected to,
+     * or that drops the exchange, is ERR_SOCKET whatever the errno was. */
+    if (rc == TE_ERR_TIMEOUT || rc == TE_ERR_PEER_CLOSED)
+        rc = TE_ERR_SOCKET;
     return rc;
 }

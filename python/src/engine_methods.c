@@ -142,9 +142,12 @@ static int check_range(PyObject *self, uint64_t addr, uint64_t len)
 {
     if (len == 0 || pyte_ranges_contains(CORE(self)->ranges, addr, len))
         return 0;
-    PyErr_Format(PyExc_ValueError,
-                 "[0x%llx, +%llu) is not inside memory registered or allocated through this "
-                 "TransferEngine", (unsigned long long)addr, (unsigned long long)len);
+    /* PyErr_Format knows no %llx before Python 3.12: format here. */
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "[0x%llx, +%llu) is not inside memory registered or allocated through this "
+             "TransferEngine", (unsigned long long)addr, (unsigned long long)len);
+    PyErr_SetString(PyExc_ValueError, msg);
     return -1;
 }
 
@@ -164,7 +167,7 @@ static PyObject *m_write_bytes_to_buffer(PyObject *self, PyObject *args, PyObjec
     KW("dest_address", "src_ptr", "length");
     uint64_t dest, length;
     Py_buffer src;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&y*O&:write_bytes_to_buffer", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&s*O&:write_bytes_to_buffer", kwlist,
                                      pyte_conv_u64, &dest, &src, pyte_conv_u64, &length))
         return NULL;
     PyObject *result = NULL;
@@ -403,7 +406,8 @@ PyMethodDef pyte_engine_methods[] = {
         "of another size class."),
     KWM("write_bytes_to_buffer", m_write_bytes_to_buffer,
         "write_bytes_to_buffer($self, /, dest_address, src_ptr, length)\n--\n\n"
-        "Copies the first `length` bytes of src_ptr (any bytes-like object) to\n"
+        "Copies the first `length` bytes of src_ptr (a str, written as UTF-8, or any\n"
+        "bytes-like object) to\n"
         "dest_address.  Returns 0.  Raises ValueError if length exceeds src_ptr or the\n"
         "destination is not inside memory registered or allocated through this engine."),
     KWM("read_bytes_from_buffer", m_read_bytes_from_buffer,
@@ -449,7 +453,9 @@ PyMethodDef pyte_engine_methods[] = {
         "target cannot be resolved or before initialize()."),
     KWM("send_probe", m_send_probe,
         "send_probe($self, /, peer_server_name)\n--\n\n"
-        "Checks that a peer's RPC port answers.  Returns 0, or a negative code."),
+        "Checks that a peer's RPC port answers.  Returns 0, -102 (ERR_SOCKET) when it\n"
+        "cannot be connected to, -200 when a metadata server does not know the peer,\n"
+        "or another negative code."),
     KWM("warmup_efa_segment", m_warmup_efa_segment,
         "warmup_efa_segment($self, /, segment_name)\n--\n\nNo EFA here: returns 0."),
     {0}};

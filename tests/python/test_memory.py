@@ -155,3 +155,43 @@ def test_index_objects_are_accepted(eng):
         eng.allocate_managed_buffer(1.5)
     with pytest.raises(ValueError):
         eng.allocate_managed_buffer(-1)
+
+
+def test_bytes_io_error_message_names_the_range(eng):
+    buf = np.zeros(4096, dtype=np.uint8)
+    a = buf.ctypes.data
+    with pytest.raises(ValueError) as w:
+        eng.write_bytes_to_buffer(a, b"abcdef", 6)
+    assert str(w.value).startswith(f"[{a:#x}, +6) is not inside memory registered")
+    assert "%" not in str(w.value)
+    with pytest.raises(ValueError) as r:
+        eng.read_bytes_from_buffer(0xdeadbeef000, 123456789)
+    assert str(r.value).startswith("[0xdeadbeef000, +123456789) is not inside")
+    with pytest.raises(ValueError) as r:
+        eng.read_bytes_from_buffer(2**64 - 16, 16)
+    assert str(r.value).startswith("[0xfffffffffffffff0, +16) ")
+
+
+def test_write_bytes_accepts_str_as_utf8(eng):
+    buf = np.zeros(4096, dtype=np.uint8)
+    a = buf.ctypes.data
+    assert eng.register_memory(a, 4096) == 0
+    text = "h\u00e9llo \u4e16\u754c\0!"  # non-ASCII and an embedded NUL
+    data = text.encode("utf-8")
+    assert eng.write_bytes_to_buffer(a, text, len(data)) == 0
+    assert bytes(buf[:len(data)]) == data
+    assert eng.read_bytes_from_buffer(a, len(data)) == data
+    # length counts UTF-8 bytes, not characters; a prefix is fine
+    assert eng.write_bytes_to_buffer(dest_address=a + 100, src_ptr="\u00e9\u00e9", length=3) == 0
+    assert bytes(buf[100:103]) == "\u00e9\u00e9".encode()[:3]
+    with pytest.raises(ValueError):
+        eng.write_bytes_to_buffer(a, "\u00e9", 3)   # two bytes only
+    # the bytes-like objects of before still work
+    for src in (b"bytes", bytearray(b"array"), memoryview(b"mview"), np.frombuffer(b"numpy", np.uint8)):
+        assert eng.write_bytes_to_buffer(a + 200, src, 5) == 0
+        assert bytes(buf[200:205]) == bytes(src)
+    with pytest.raises(TypeError):
+        eng.write_bytes_to_buffer(a, 12345, 1)
+    with pytest.raises(UnicodeEncodeError):
+        eng.write_bytes_to_buffer(a, "\ud800", 1)    # a lone surrogate has no UTF-8
+    assert eng.unregister_memory(a) == 0
