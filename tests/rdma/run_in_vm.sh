@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
-# run_in_vm.sh - ctest driver of the `rdma` label: boots the soft-RoCE VM once
-# (../shared/rdma-vm/run-in-rdma-vm.sh) and runs every RDMA check inside it
-# (guest_checks.sh).  Exits 77 (skipped) with the reason when it cannot run.
-set -u
+# run_in_vm.sh - ctest driver of the `rdma` label: boots the soft-RoCE VM of
+# vm/run-in-vm.sh (or TE_RDMA_VM_SCRIPT) once and runs every RDMA check inside
+# it (guest_checks.sh).  `run_in_vm.sh --nics N` instead boots N rxe devices
+# and checks them (guest_nics.sh; always the project's own VM script).
+# Exits 77 (skipped) with the reason when no VM can run here.
+set -euo pipefail
 build=${TE_BUILD_DIR:?TE_BUILD_DIR is not set}
-script=${TE_RDMA_VM_SCRIPT:-${TE_RDMA_VM_SCRIPT_DEFAULT:-}}
+own=$(cd "$(dirname "$0")" && pwd)/vm/run-in-vm.sh
+nics=1
+[[ ${1:-} != --nics ]] || nics=${2:?--nics N}
+script=$own
+((nics > 1)) || script=${TE_RDMA_VM_SCRIPT:-${TE_RDMA_VM_SCRIPT_DEFAULT:-$own}}
 skip() { echo "SKIP: $*"; exit 77; }
 
-[[ -n $script && -f $script ]] ||
-  skip "the rdma-vm script was not found (${script:-unset}); set TE_RDMA_VM_SCRIPT"
-[[ $(id -u) == 0 ]] || skip "needs root (the VM script installs its packages and builds its image)"
-if [[ ! -e /dev/kvm ]] && ! command -v qemu-system-x86_64 >/dev/null; then
-  command -v apt-get >/dev/null || skip "no /dev/kvm, no qemu, and no apt-get to install qemu"
+[[ -f $script ]] || skip "the VM script $script does not exist (TE_RDMA_VM_SCRIPT)"
+# Root installs qemu and builds the image (cached, then any user can boot it).
+if [[ $(id -u) != 0 ]] && ! { [[ $script == "$own" ]] && bash "$own" --ready; }; then
+  skip "needs root once (installs qemu-system-x86 and mmdebstrap, builds the VM image)"
 fi
-[[ -x $build/tests/test_rdma_vm && -f $build/tests/rdma/guest_checks.sh ]] ||
-  { echo "test_rdma_vm is not built in $build"; exit 1; }
+command -v qemu-system-x86_64 >/dev/null || command -v apt-get >/dev/null ||
+  skip "no qemu-system-x86_64 and no apt-get to install it"
+guest=$build/tests/rdma/guest_checks.sh
+((nics == 1)) || guest=$build/tests/rdma/guest_nics.sh
+[[ -x $build/tests/test_rdma_vm && -f $guest ]] ||
+  { echo "test_rdma_vm or $guest is not built in $build"; exit 1; }
 
 # Runtime libraries of the host-built binaries that the guest image lacks
-# (libte: jansson, hwloc; etcd plugin: curl; Check: subunit).
-export RDMA_VM_EXTRA_PKGS=${RDMA_VM_EXTRA_PKGS:-"libjansson4 libhwloc15 libcurl4 libsubunit0"}
-export RDMA_VM_MEM=${RDMA_VM_MEM:-1536}
+# (libte: jansson, hwloc; etcd plugin: curl; Check: subunit).  RDMA_VM_* are
+# the names of the script that TE_RDMA_VM_SCRIPT used to point at.
+extra=${TE_VM_EXTRA_PKGS:-${RDMA_VM_EXTRA_PKGS:-"libjansson4 libhwloc15 libcurl4 libsubunit0"}}
+mem=${TE_VM_MEM:-${RDMA_VM_MEM:-1536}}
+export TE_VM_EXTRA_PKGS=$extra RDMA_VM_EXTRA_PKGS=$extra TE_VM_MEM=$mem RDMA_VM_MEM=$mem
+t0=$SECONDS
 bash "$script" --build-only || { echo "building the RDMA VM image failed"; exit 1; }
+echo "rdma-vm: image ready after $((SECONDS - t0)) s"
 t0=$SECONDS
 envs=()
 for v in MC_LOG_LEVEL TE_RDMA_BENCH_ONLY TE_RDMA_BENCH_ROUNDS; do
-  [[ -n ${!v:-} ]] && envs+=(-e "$v=${!v}")
+  [[ -z ${!v:-} ]] || envs+=(-e "$v=${!v}")
 done
-bash "$script" -s "$build" -t 900 ${envs[@]+"${envs[@]}"} -- bash "$build/tests/rdma/guest_checks.sh"
-rc=$?
+((nics == 1)) || envs+=(-n "$nics")
+rc=0
+bash "$script" -s "$build" -t 900 ${envs[@]+"${envs[@]}"} -- bash "$guest" || rc=$?
 echo "rdma-vm: exit $rc after $((SECONDS - t0)) s"
 exit $rc
