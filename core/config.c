@@ -115,7 +115,10 @@ void te_config_load(te_config *cfg)
     cfg->connect_timeout_ms = (int)env_u64("MC_HANDSHAKE_CONNECT_TIMEOUT", 5, 1, 600) * 1000;
     cfg->rpc_io_timeout_ms = 5000;
     cfg->rpc_max_connections = 256;
-    cfg->max_connections_per_peer = (int)env_u64("MC_TE_MAX_CONNECTIONS_PER_PEER", 64, 1, 4096);
+    /* Mooncake's classic initiator opens a connection per slice, up to a
+     * whole batch (often 1024) at once: the default stays above that. */
+    cfg->max_connections_per_peer =
+        (int)env_u64("MC_TE_MAX_CONNECTIONS_PER_PEER", 4096, 1, 1u << 20);
     cfg->max_batch_size = env_u64("MC_TE_MAX_BATCH_SIZE", 1u << 20, 1, 1u << 24);
     env_str("MC_AUTH_TOKEN", cfg->auth_token, sizeof cfg->auth_token);
 }

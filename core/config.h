@@ -19,7 +19,7 @@ typedef struct te_config {
     int connect_timeout_ms;        /* MC_HANDSHAKE_CONNECT_TIMEOUT (s), default 5 */
     int rpc_io_timeout_ms;         /* per-connection RPC read/write limit, 5 s */
     int rpc_max_connections;       /* concurrent RPC connections served, 64 */
-    int max_connections_per_peer;  /* MC_TE_MAX_CONNECTIONS_PER_PEER, per port, 64 */
+    int max_connections_per_peer;  /* MC_TE_MAX_CONNECTIONS_PER_PEER, per port, 4096 */
     uint64_t max_batch_size;       /* MC_TE_MAX_BATCH_SIZE, 1048576 */
     char auth_token[256];          /* MC_AUTH_TOKEN, "" = no authentication */
 } te_config;

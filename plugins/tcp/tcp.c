@@ -15,7 +15,7 @@
 
 const te_host_api *tcp_host_api;
 
-static long config_long(te_host *h, const char *name, long def, long min, long max)
+long tcp_config_long(te_host *h, const char *name, long def, long min, long max)
 {
     const char *v = tcp_host_api->config(h, name);
     if (!v)
@@ -82,13 +82,13 @@ static int tcp_create(te_host *host, const te_transport_params *params, void **i
     if (!t)
         return TE_ERR_MEMORY;
     t->host = host;
-    t->lanes_per_peer = (int)config_long(host, "MC_TCP_LANES_PER_PEER", 2, 1, TCP_MAX_LANES);
-    t->connect_timeout_ms = config_long(host, "MC_HANDSHAKE_CONNECT_TIMEOUT", 5, 1, 600) * 1000;
-    t->sock_buf = (int)config_long(host, "MC_TCP_SOCKET_BUFFER", 0, 0, 1 << 30);
-    t->force_v1 = config_long(host, "MC_TCP_PROTO", 2, 1, 2) == 1;
+    t->lanes_per_peer = (int)tcp_config_long(host, "MC_TCP_LANES_PER_PEER", 2, 1, TCP_MAX_LANES);
+    t->connect_timeout_ms = tcp_config_long(host, "MC_HANDSHAKE_CONNECT_TIMEOUT", 5, 1, 600) * 1000;
+    t->sock_buf = (int)tcp_config_long(host, "MC_TCP_SOCKET_BUFFER", 0, 0, 1 << 30);
+    t->force_v1 = tcp_config_long(host, "MC_TCP_PROTO", 2, 1, 2) == 1;
     /* Splicing saves the sender's copy (CPU), not memory bandwidth; on
      * loopback with large buffers it measured no faster, so it is opt-in. */
-    t->use_splice = config_long(host, "MC_TCP_SPLICE", 0, 0, 1) == 1;
+    t->use_splice = tcp_config_long(host, "MC_TCP_SPLICE", 0, 0, 1) == 1;
     pthread_mutex_init(&t->lanes_lock, NULL);
     pthread_cond_init(&t->lanes_cond, NULL);
     int rc = tcp_server_start(t, &t->server);

@@ -54,21 +54,35 @@ static inline void tcp_encode_header(uint8_t h[TCP_HDR_LEN], uint64_t size, uint
         h[i] = 0;
 }
 
-/* ---- target side (tcp_server.c) -------------------------------------------- */
+/* ---- target side (tcp_server.c, tcp_srv_*.c) ------------------------------ */
 
+typedef struct tcp_srv_conn tcp_srv_conn;
+typedef struct tcp_srv_loop tcp_srv_loop;
+typedef struct tcp_srv_auth tcp_srv_auth;
+
+/* The data port: one acceptor thread, a few epoll loops that serve every
+ * connection (no thread per connection), and a registry of the open
+ * connections under `lock` that enforces the caps by closing the oldest idle
+ * connection instead of refusing a new one. */
 typedef struct tcp_server {
     int listen_fd;
     uint16_t port;
-    int wake[2];           /* written once at shutdown; every thread polls it */
+    int wake[2];           /* written once at shutdown; blocking waits poll it */
     pthread_t accept_thread;
     bool running;
-    pthread_mutex_t lock;
-    pthread_cond_t idle;
-    int active;            /* connection threads alive */
-    struct conn *conns;    /* open connections */
-    int max_connections;
-    int max_per_peer;
-    int64_t io_timeout_ns; /* a started payload must keep moving */
+    pthread_mutex_t lock;  /* the registry: conns, active, evicting */
+    pthread_cond_t idle;   /* broadcast when active drops to 0 */
+    int active;            /* open connections, those being evicted included */
+    int evicting;          /* of those, shut down to make room, not yet closed */
+    tcp_srv_conn *conns;   /* registry of open connections */
+    int max_connections;   /* MC_TCP_MAX_CONNECTIONS */
+    int max_per_peer;      /* MC_TE_MAX_CONNECTIONS_PER_PEER */
+    int64_t io_timeout_ns;     /* a started frame must keep moving (MC_TCP_STATUS_TIMEOUT_SEC) */
+    int64_t header_timeout_ns; /* first header after accept (MC_TCP_HEADER_TIMEOUT_MS) */
+    int64_t idle_timeout_ns;   /* between requests (MC_TCP_IDLE_TIMEOUT_MS) */
+    int nloops;            /* MC_TCP_SERVER_THREADS */
+    tcp_srv_loop *loops;
+    tcp_srv_auth *auth;    /* handshakes of MC_AUTH_TOKEN, NULL without a token */
 } tcp_server;
 
 int tcp_server_start(tcp_transport *t, tcp_server *s);
@@ -89,7 +103,7 @@ struct tcp_transport {
     bool force_v1;
     int64_t connect_timeout_ms;
     int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */
-    bool use_splice; /* MC_TCP_SPLICE=1: large payloads through vmsplice */
+    bool use_splice; /* MC_TCP_SPLICE=1: the lanes' large WRITE payloads through vmsplice */
     pthread_mutex_t lanes_lock;
     pthread_cond_t lanes_cond;
     int live_lanes; /* lane threads still running; destroy waits for 0 */
@@ -99,6 +113,8 @@ struct tcp_transport {
 void tcp_lane_started(tcp_transport *t);
 void tcp_lane_exited(tcp_transport *t);
 
+/* An integer setting in [min, max]; def when unset, or (with a warning) invalid. */
+long tcp_config_long(te_host *h, const char *name, long def, long min, long max);
 void tcp_tune_socket(const tcp_transport *t, int fd);
 void tcp_block_sigpipe(void);
 void tcp_take_sigpipe(void);
