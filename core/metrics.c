@@ -57,7 +57,6 @@ void te_metrics_init(te_metrics *m)
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
-    m->http_fd = -1;
 }
 
 static int latency_bucket(uint64_t us)
@@ -195,71 +194,119 @@ static void sb_label(sbuf *b, const char *v)
     }
 }
 
-static void io_lines(sbuf *b, const char *what, const char *label, const char *value,
-                     te_io_counters *c)
+/* Opens a sample: name{engine="<segment name>" (the caller closes the braces). */
+static void sb_series(sbuf *b, const char *name, const te_engine *e)
+{
+    sb_printf(b, "%s{engine=\"", name);
+    sb_label(b, e->segment_name);
+    sb_printf(b, "\"");
+}
+
+typedef struct family {
+    const char *name, *type, *help;
+    void (*lines)(sbuf *b, const struct family *f, te_engine *e);
+    int which; /* what of several similar series this family is */
+} family;
+
+/* which: bit 0 requests (else bytes). */
+static void io_samples(sbuf *b, const family *f, te_engine *e, const char *label,
+                       const char *value, te_io_counters *c)
 {
     static const char *const ops[2] = {"read", "write"};
-    uint64_t bytes[2] = {GET(c->read_bytes), GET(c->write_bytes)};
-    uint64_t reqs[2] = {GET(c->reads), GET(c->writes)};
+    uint64_t v[2] = {GET(c->read_bytes), GET(c->write_bytes)};
+    if (f->which & 1)
+        v[0] = GET(c->reads), v[1] = GET(c->writes);
     for (int i = 0; i < 2; i++) {
-        sb_printf(b, "te_%s_bytes_total{%s=\"", what, label);
+        sb_series(b, f->name, e);
+        sb_printf(b, ",%s=\"", label);
         sb_label(b, value);
-        sb_printf(b, "\",op=\"%s\"} %llu\n", ops[i], (unsigned long long)bytes[i]);
-        sb_printf(b, "te_%s_requests_total{%s=\"", what, label);
-        sb_label(b, value);
-        sb_printf(b, "\",op=\"%s\"} %llu\n", ops[i], (unsigned long long)reqs[i]);
+        sb_printf(b, "\",op=\"%s\"} %llu\n", ops[i], (unsigned long long)v[i]);
     }
 }
 
-int te_metrics_prometheus(te_engine *e, char **text)
+static void transport_lines(sbuf *b, const family *f, te_engine *e)
 {
-    te_metrics *m = &e->metrics;
-    sbuf b = {0};
-    sb_printf(&b, "# HELP te_transport_bytes_total Bytes moved by completed requests.\n"
-                  "# TYPE te_transport_bytes_total counter\n"
-                  "# HELP te_transport_requests_total Completed requests.\n"
-                  "# TYPE te_transport_requests_total counter\n");
     for (int i = 0; i < e->transport_count; i++)
-        io_lines(&b, "transport", "transport", e->transports[i].plugin->name, &m->transport[i]);
-    sb_printf(&b, "# HELP te_segment_bytes_total Bytes moved per peer segment.\n"
-                  "# TYPE te_segment_bytes_total counter\n"
-                  "# HELP te_segment_requests_total Completed requests per peer segment.\n"
-                  "# TYPE te_segment_requests_total counter\n");
+        io_samples(b, f, e, "transport", e->transports[i].plugin->name,
+                   &e->metrics.transport[i]);
+}
+
+static void segment_lines(sbuf *b, const family *f, te_engine *e)
+{
     pthread_mutex_lock(&e->seg_lock);
     for (size_t i = 0; i < e->segment_count; i++)
         if (e->segments[i].name && e->segments[i].io)
-            io_lines(&b, "segment", "segment", e->segments[i].name, e->segments[i].io);
+            io_samples(b, f, e, "segment", e->segments[i].name, e->segments[i].io);
     pthread_mutex_unlock(&e->seg_lock);
-    sb_printf(&b, "# HELP te_failures_total Failed requests by cause.\n"
-                  "# TYPE te_failures_total counter\n");
-    for (int i = 0; i < TE_FAILURE_KINDS; i++)
-        sb_printf(&b, "te_failures_total{status=\"%s\"} %llu\n", failure_kinds[i].label,
-                  (unsigned long long)GET(m->failures[i]));
-    sb_printf(&b, "# HELP te_retries_total Slices a transport retried.\n"
-                  "# TYPE te_retries_total counter\nte_retries_total %llu\n"
-                  "# HELP te_rail_pauses_total Paths a transport set aside after errors.\n"
-                  "# TYPE te_rail_pauses_total counter\nte_rail_pauses_total %llu\n"
-                  "# HELP te_inflight_requests Requests submitted and not finished.\n"
-                  "# TYPE te_inflight_requests gauge\nte_inflight_requests %lld\n"
-                  "# HELP te_registered_bytes Bytes of registered local memory.\n"
-                  "# TYPE te_registered_bytes gauge\nte_registered_bytes %lld\n"
-                  "# HELP te_request_latency_seconds Latency of completed requests.\n"
-                  "# TYPE te_request_latency_seconds histogram\n",
-              (unsigned long long)GET(m->retries), (unsigned long long)GET(m->rail_pauses),
-              (long long)GET(m->inflight),
-              (long long)GET(m->registered_bytes));
+}
+
+static void failure_lines(sbuf *b, const family *f, te_engine *e)
+{
+    for (int i = 0; i < TE_FAILURE_KINDS; i++) {
+        sb_series(b, f->name, e);
+        sb_printf(b, ",status=\"%s\"} %llu\n", failure_kinds[i].label,
+                  (unsigned long long)GET(e->metrics.failures[i]));
+    }
+}
+
+/* which: 0 retries, 1 rail pauses, 2 in flight, 3 registered bytes. */
+static void scalar_lines(sbuf *b, const family *f, te_engine *e)
+{
+    te_metrics *m = &e->metrics;
+    long long v = f->which == 0   ? (long long)GET(m->retries)
+                  : f->which == 1 ? (long long)GET(m->rail_pauses)
+                  : f->which == 2 ? (long long)GET(m->inflight)
+                                  : (long long)GET(m->registered_bytes);
+    sb_series(b, f->name, e);
+    sb_printf(b, "} %lld\n", v);
+}
+
+static void latency_lines(sbuf *b, const family *f, te_engine *e)
+{
+    te_metrics *m = &e->metrics;
     uint64_t cum = 0;
     for (int i = 0; i < TE_LAT_BUCKETS; i++) {
         cum += GET(m->latency[i]);
+        sb_series(b, "te_request_latency_seconds_bucket", e);
         if (i == TE_LAT_BUCKETS - 1)
-            sb_printf(&b, "te_request_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-                      (unsigned long long)cum);
+            sb_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
         else
-            sb_printf(&b, "te_request_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                      (double)(1ull << i) / 1e6, (unsigned long long)cum);
+            sb_printf(b, ",le=\"%g\"} %llu\n", (double)(1ull << i) / 1e6, (unsigned long long)cum);
     }
-    sb_printf(&b, "te_request_latency_seconds_sum %.6f\nte_request_latency_seconds_count %llu\n",
-              (double)GET(m->latency_sum_us) / 1e6, (unsigned long long)cum);
+    sb_series(b, "te_request_latency_seconds_sum", e);
+    sb_printf(b, "} %.6f\n", (double)GET(m->latency_sum_us) / 1e6);
+    sb_series(b, "te_request_latency_seconds_count", e);
+    sb_printf(b, "} %llu\n", (unsigned long long)cum);
+    (void)f;
+}
+
+static const family families[] = {
+    {"te_transport_bytes_total", "counter", "Bytes moved by completed requests.",
+     transport_lines, 0},
+    {"te_transport_requests_total", "counter", "Completed requests.", transport_lines, 1},
+    {"te_segment_bytes_total", "counter", "Bytes moved per peer segment.", segment_lines, 0},
+    {"te_segment_requests_total", "counter", "Completed requests per peer segment.",
+     segment_lines, 1},
+    {"te_failures_total", "counter", "Failed requests by cause.", failure_lines, 0},
+    {"te_retries_total", "counter", "Slices a transport retried.", scalar_lines, 0},
+    {"te_rail_pauses_total", "counter", "Paths a transport set aside after errors.",
+     scalar_lines, 1},
+    {"te_inflight_requests", "gauge", "Requests submitted and not finished.", scalar_lines, 2},
+    {"te_registered_bytes", "gauge", "Bytes of registered local memory.", scalar_lines, 3},
+    {"te_request_latency_seconds", "histogram", "Latency of completed requests.",
+     latency_lines, 0},
+};
+
+/* Each family once, its samples of every engine together, as the format asks. */
+int te_metrics_prometheus(te_engine *const *engines, size_t count, char **text)
+{
+    sbuf b = {0};
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help,
+                  families[f].name, families[f].type);
+        for (size_t i = 0; i < count; i++)
+            families[f].lines(&b, &families[f], engines[i]);
+    }
     if (b.oom) {
         free(b.p);
         return TE_ERR_MEMORY;
