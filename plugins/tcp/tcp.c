@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tcp.h"
+#include "tcp_rail.h"
 
 const te_host_api *tcp_host_api;
 
@@ -89,10 +90,16 @@ static int tcp_create(te_host *host, const te_transport_params *params, void **i
     /* Splicing saves the sender's copy (CPU), not memory bandwidth; on
      * loopback with large buffers it measured no faster, so it is opt-in. */
     t->use_splice = tcp_config_long(host, "MC_TCP_SPLICE", 0, 0, 1) == 1;
+    /* Rails: a link that moves nothing for the stall time is taken as down
+     * (TCP alone would retransmit for minutes). */
+    t->rail_pause_ns = tcp_config_long(host, "MC_TCP_RAIL_PAUSE_MS", 1000, 0, 3600000) * 1000000LL;
+    t->rail_stall_ns = tcp_config_long(host, "MC_TCP_RAIL_STALL_MS", 2000, 50, 3600000) * 1000000LL;
+    t->nics = tcp_nics_open(host, params->device_filter);
     pthread_mutex_init(&t->lanes_lock, NULL);
     pthread_cond_init(&t->lanes_cond, NULL);
     int rc = tcp_server_start(t, &t->server);
     if (rc) {
+        tcp_nics_free(t->nics);
         free(t);
         return rc;
     }
@@ -112,15 +119,18 @@ static void tcp_destroy(void *inst)
     tcp_cuda_destroy(t); /* after the lanes: they hand staged chunks back */
     pthread_mutex_destroy(&t->lanes_lock);
     pthread_cond_destroy(&t->lanes_cond);
+    tcp_nics_free(t->nics);
     free(t);
 }
 
 static int tcp_describe(void *inst, char **json)
 {
     tcp_transport *t = inst;
-    char buf[96];
-    snprintf(buf, sizeof buf, "{\"tcp_data_port\":%u,\"tcp_proto_version\":2}", t->server.port);
-    *json = strdup(buf);
+    json_t *o = json_pack("{s:i,s:i}", "tcp_data_port", (int)t->server.port,
+                          "tcp_proto_version", 2);
+    int rc = o ? tcp_nics_describe(t->nics, o) : TE_ERR_MEMORY;
+    *json = rc ? NULL : json_dumps(o, JSON_COMPACT);
+    json_decref(o);
     return *json ? 0 : TE_ERR_MEMORY;
 }
 
@@ -137,7 +147,10 @@ static int tcp_peer_open(void *inst, const te_peer_info *info, void **handle)
         return TE_ERR_NOT_SUPPORTED_TRANSPORT; /* not a TCP peer */
     }
     bool v2 = !t->force_v1 && json_is_integer(ver) && json_integer_value(ver) >= 2;
-    tcp_peer *p = tcp_peer_new(t, info->rpc_host, (uint16_t)json_integer_value(port), v2);
+    tcp_rail_spec rails[TCP_MAX_RAILS];
+    int nrails = tcp_nics_rails(t->nics, d, info->rpc_host, rails, TCP_MAX_RAILS);
+    tcp_peer *p = tcp_peer_new_rails(t, info->rpc_host, (uint16_t)json_integer_value(port), v2,
+                                     rails, nrails);
     json_decref(d);
     if (!p)
         return TE_ERR_MEMORY;

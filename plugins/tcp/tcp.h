@@ -108,6 +108,9 @@ struct tcp_transport {
     pthread_cond_t lanes_cond;
     int live_lanes; /* lane threads still running; destroy waits for 0 */
     struct tcp_cuda *_Atomic cuda; /* GPU memory staging (tcp_cuda.c), made on first need */
+    struct tcp_nics *nics;  /* rails: the device filters' interfaces (tcp_rail.h), or NULL */
+    int64_t rail_pause_ns;  /* MC_TCP_RAIL_PAUSE_MS: first cool-down of a failed rail */
+    int64_t rail_stall_ns;  /* MC_TCP_RAIL_STALL_MS: a lane without progress has failed */
 };
 
 void tcp_lane_started(tcp_transport *t);

@@ -6,7 +6,13 @@
  * A lone small request to an idle lane is driven by the submitting thread
  * itself for a few hundred microseconds (send, then wait for the answer), so
  * a synchronous round trip costs no thread hand-off; if the answer is slow
- * the lane thread takes over. */
+ * the lane thread takes over.
+ *
+ * With several NICs (tcp_rail.h) each rail (local address, remote address)
+ * has its own lanes; slices go to the rail whose queue drains first at its
+ * measured rate, and the slices of a lane whose connection fails or stalls
+ * move to the other rails while their deadline allows. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -23,6 +29,7 @@
 #include <unistd.h>
 
 #include "tcp.h"
+#include "tcp_rail.h"
 
 #define LANE_RBUF 65536
 #define MAX_IOV 512
@@ -55,6 +62,8 @@ typedef struct lane {
     uint8_t *rbuf;
     size_t rpos, rlen;
     int64_t last_io_ns;   /* when a response last arrived */
+    int rail;             /* index in peer->rails */
+    int64_t progress_ns;  /* when bytes last moved while the lane had work */
 } lane;
 
 struct tcp_peer {
@@ -65,6 +74,9 @@ struct tcp_peer {
     int nlanes;
     atomic_uint next_lane;
     atomic_int refs; /* the core's handle + one per running lane thread */
+    int nrails;      /* 0: one route to host; > 1: slices spread and moved */
+    int lanes_per_rail;
+    tcp_rail rails[TCP_MAX_RAILS];
     lane lanes[TCP_MAX_LANES];
 };
 
@@ -109,7 +121,20 @@ static void peer_unref(tcp_peer *p)
         pthread_mutex_destroy(&p->lanes[i].lock);
         close(p->lanes[i].efd);
     }
+    for (int i = 0; i < p->nrails; i++)
+        tcp_rail_destroy(&p->rails[i]);
     free(p);
+}
+
+static bool multi_rail(const tcp_peer *p)
+{
+    return p->nrails > 1;
+}
+
+static void rail_done(tcp_peer *p, int rail, te_slice *s, bool ok)
+{
+    if (multi_rail(p))
+        tcp_rail_done(&p->rails[rail], s->length, ok, tcp_host_api->now_ns());
 }
 
 /* Chunks of staged GPU memory go back to tcp_cuda.c, the rest to the core. */
@@ -124,7 +149,14 @@ static void finish(tcp_transport *t, te_slice *s, int status)
 static void complete(lane *l, te_slice *s, int status)
 {
     l->last_io_ns = tcp_host_api->now_ns();
+    rail_done(l->peer, l->rail, s, status == 0);
     finish(l->peer->t, s, status);
+}
+
+static void progress(lane *l)
+{
+    if (multi_rail(l->peer))
+        l->progress_ns = tcp_host_api->now_ns();
 }
 
 static void fail_list(lane *l, slist *list, int status)
@@ -176,28 +208,59 @@ static void reset_lane(lane *l, int status)
     fail_list(l, &l->sending, status);
 }
 
+/* A rail's lane leaves from its local address, so that routing sends it over
+ * that NIC.  0 when bound or when the address is of another family than
+ * the peer's (routing chooses then). */
+static int bind_local(int fd, const char *local, int family)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len = 0;
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        len = inet_pton(AF_INET, local, &a->sin_addr) == 1 ? sizeof *a : 0;
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        len = inet_pton(AF_INET6, local, &a->sin6_addr) == 1 ? sizeof *a : 0;
+    }
+    return len ? bind(fd, (struct sockaddr *)&ss, len) : 0;
+}
+
+static const char *lane_host(const lane *l)
+{
+    return l->peer->nrails ? l->peer->rails[l->rail].spec.remote : l->peer->host;
+}
+
 static int lane_connect(lane *l, int64_t deadline)
 {
     tcp_peer *p = l->peer;
     int64_t now = tcp_host_api->now_ns();
     int64_t limit = now + p->t->connect_timeout_ms * 1000000;
+    /* A LAN connects in far less: leave time to move to another rail. */
+    if (multi_rail(p) && now + p->t->rail_stall_ns / 4 < limit)
+        limit = now + p->t->rail_stall_ns / 4;
     if (deadline && deadline < limit)
         limit = deadline;
+    const char *host = lane_host(l), *local = p->nrails ? p->rails[l->rail].spec.local : "";
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     char service[8];
     snprintf(service, sizeof service, "%u", p->port);
-    if (getaddrinfo(p->host, service, &hints, &res) != 0) {
-        tcp_host_api->set_error("tcp: cannot resolve %s", p->host);
+    if (getaddrinfo(host, service, &hints, &res) != 0) {
+        tcp_host_api->set_error("tcp: cannot resolve %s", host);
         return TE_ERR_DNS;
     }
-    int rc = TE_ERR_SOCKET;
+    int rc = TE_ERR_SOCKET, why = 0;
     for (struct addrinfo *ai = res; ai && rc; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
             continue;
         tcp_tune_socket(p->t, fd);
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+        if ((*local && bind_local(fd, local, ai->ai_family) < 0) ||
+            (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)) {
+            why = errno;
             close(fd);
             continue;
         }
@@ -217,8 +280,10 @@ static int lane_connect(lane *l, int64_t deadline)
                 break;
             }
             l->fd = fd;
+            progress(l);
         } else {
             rc = left > 0 && err ? TE_ERR_SOCKET : TE_ERR_TIMEOUT;
+            why = err;
             close(fd);
             if (rc == TE_ERR_TIMEOUT)
                 break;
@@ -226,8 +291,8 @@ static int lane_connect(lane *l, int64_t deadline)
     }
     freeaddrinfo(res);
     if (rc)
-        TCP_LOG(p->t, TE_LOG_WARN, "cannot connect to %s:%u (%s)", p->host, p->port,
-                rc == TE_ERR_TIMEOUT ? "timed out" : strerror(errno));
+        TCP_LOG(p->t, TE_LOG_WARN, "cannot connect to %s:%u%s%s (%s)", host, p->port,
+                *local ? " from " : "", local, rc == TE_ERR_TIMEOUT ? "timed out" : strerror(why));
     return rc;
 }
 
@@ -240,6 +305,8 @@ static uint64_t wire_bytes(const te_slice *s)
  * wait for their response (v1 writes get none and complete now). */
 static void advance(lane *l, uint64_t sent)
 {
+    if (sent)
+        progress(l);
     uint64_t left = sent + l->send_off;
     while (l->sending.head && left >= wire_bytes(l->sending.head)) {
         te_slice *s = slist_pop(&l->sending);
@@ -272,6 +339,7 @@ static int flush_pipe(lane *l)
                            SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
         if (n > 0) {
             l->pipe_bytes -= (size_t)n;
+            progress(l);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -374,6 +442,7 @@ static int do_recv(lane *l)
                 ssize_t n = recv(l->fd, (char *)s->local + l->data_off, want, MSG_DONTWAIT);
                 if (n > 0) {
                     l->data_off += (uint64_t)n;
+                    progress(l);
                     continue;
                 }
                 if (n == 0)
@@ -414,6 +483,7 @@ static int do_recv(lane *l)
                 return TE_ERR_MALFORMED_JSON;
             }
             l->rlen += (size_t)n;
+            progress(l);
             continue;
         }
         if (n == 0)
@@ -464,21 +534,73 @@ static void wake(lane *l)
     (void)w;
 }
 
+static void redistribute(tcp_peer *p, int from, slist *moved, int status);
+
+/* The lane's connection failed (status) or stalled: with other rails, its
+ * rail is set aside and its slices move to them; otherwise they fail. */
+static void lane_failed(lane *l, int status)
+{
+    tcp_peer *p = l->peer;
+    if (!multi_rail(p) || status == TE_ERR_MALFORMED_JSON) {
+        reset_lane(l, status);
+        return;
+    }
+    tcp_rail *r = &p->rails[l->rail];
+    if (tcp_rail_failed(r, tcp_host_api->now_ns(), p->t->rail_pause_ns)) {
+        TCP_LOG(p->t, TE_LOG_WARN, "rail %s -> %s failed (status %d): set aside", r->spec.local,
+                r->spec.remote, status);
+        tcp_host_api->metric_add(p->t->host, TE_METRIC_RAIL_PAUSES, 1);
+    }
+    slist moved = {0};
+    slist_append(&moved, &l->flying);
+    slist_append(&moved, &l->sending);
+    reset_lane(l, status);
+    redistribute(p, l->rail, &moved, status);
+}
+
+/* A lane of a multi-rail peer whose bytes stopped moving for MC_TCP_RAIL_STALL_MS:
+ * its link is likely down, and TCP would retransmit for minutes. */
+static bool stalled(const lane *l, int64_t now)
+{
+    return multi_rail(l->peer) && l->fd >= 0 && (l->flying.head || l->sending.head) &&
+           now - l->progress_ns > l->peer->t->rail_stall_ns;
+}
+
+static int poll_ms(const lane *l, int64_t deadline)
+{
+    int64_t now = tcp_host_api->now_ns(), until = deadline;
+    if (multi_rail(l->peer) && l->fd >= 0) {
+        int64_t stall = l->progress_ns + l->peer->t->rail_stall_ns;
+        if (!until || stall < until)
+            until = stall;
+    }
+    if (!until)
+        return -1;
+    return until <= now ? 0 : (int)((until - now) / 1000000) + 1;
+}
+
 /* One round of a busy lane: deadlines, connect, send, wait, receive. */
 static void lane_work(lane *l)
 {
     tcp_peer *p = l->peer;
-    int64_t deadline = earliest_deadline(l);
-    if (deadline && tcp_host_api->now_ns() >= deadline) {
-        TCP_LOG(p->t, TE_LOG_WARN, "transfers to %s:%u passed their deadline", p->host, p->port);
+    int64_t deadline = earliest_deadline(l), now = tcp_host_api->now_ns();
+    if (deadline && now >= deadline) {
+        TCP_LOG(p->t, TE_LOG_WARN, "transfers to %s:%u passed their deadline", lane_host(l),
+                p->port);
         reset_lane(l, TE_ERR_TIMEOUT);
+        return;
+    }
+    if (stalled(l, now)) {
+        TCP_LOG(p->t, TE_LOG_WARN, "no progress to %s:%u for %lld ms", lane_host(l), p->port,
+                (long long)(p->t->rail_stall_ns / 1000000));
+        lane_failed(l, TE_ERR_TIMEOUT);
         return;
     }
     drop_stale_fd(l);
     if (l->sending.head && l->fd < 0) {
         int rc = lane_connect(l, deadline);
         if (rc) {
-            reset_lane(l, rc);
+            lane_failed(l, rc);
             return;
         }
     }
@@ -486,17 +608,13 @@ static void lane_work(lane *l)
     if (l->sending.head || l->pipe_bytes)
         rc = do_send(l); /* the socket is usually writable: try before polling */
     if (rc) {
-        reset_lane(l, rc);
+        lane_failed(l, rc);
         return;
     }
     struct pollfd pf[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = l->fd, .events = POLLIN}};
     if (l->sending.head || l->pipe_bytes)
         pf[1].events |= POLLOUT;
-    int ms = -1;
-    if (deadline) {
-        int64_t left = deadline - tcp_host_api->now_ns();
-        ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
-    }
+    int ms = poll_ms(l, deadline);
     int nfds = l->fd >= 0 ? 2 : 1;
     if (poll(pf, (nfds_t)nfds, ms) < 0)
         return;
@@ -510,7 +628,7 @@ static void lane_work(lane *l)
     if (!rc && nfds == 2 && (pf[1].revents & POLLOUT) && (l->sending.head || l->pipe_bytes))
         rc = do_send(l);
     if (rc)
-        reset_lane(l, rc);
+        lane_failed(l, rc);
 }
 
 static void *lane_main(void *arg)
@@ -520,12 +638,14 @@ static void *lane_main(void *arg)
     tcp_peer *p = l->peer;
     for (;;) {
         pthread_mutex_lock(&l->lock);
-        bool lent = l->lent, stop = l->stop && !lent;
+        bool lent = l->lent, stop = l->stop && !lent, was_busy = l->busy;
         if (!lent)
             slist_append(&l->sending, &l->queued);
         l->busy = !lent && (l->sending.head || l->flying.head || l->pipe_bytes);
         bool busy = l->busy;
         pthread_mutex_unlock(&l->lock);
+        if (busy && !was_busy)
+            progress(l); /* the stall clock starts with the work */
         if (stop) {
             reset_lane(l, TE_ERR_STATE);
             break;
@@ -578,7 +698,27 @@ static int lane_start(lane *l)
     return 0;
 }
 
+/* Lanes per rail: MC_TCP_LANES_PER_PEER each, fewer when the rails would
+ * need more than TCP_MAX_LANES. */
+static void plan_rails(tcp_peer *p, const tcp_rail_spec *rails, int nrails)
+{
+    p->nrails = nrails < TCP_MAX_RAILS ? nrails : TCP_MAX_RAILS;
+    int per = p->t->lanes_per_peer;
+    if (p->nrails > 0 && per * p->nrails > TCP_MAX_LANES)
+        per = TCP_MAX_LANES / p->nrails > 0 ? TCP_MAX_LANES / p->nrails : 1;
+    p->lanes_per_rail = per;
+    p->nlanes = p->nrails > 0 ? per * p->nrails : per;
+    for (int i = 0; i < p->nrails; i++)
+        tcp_rail_init(&p->rails[i], &rails[i]);
+}
+
 tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v2)
+{
+    return tcp_peer_new_rails(t, host, port, v2, NULL, 0);
+}
+
+tcp_peer *tcp_peer_new_rails(tcp_transport *t, const char *host, uint16_t port, bool v2,
+                             const tcp_rail_spec *rails, int nrails)
 {
     tcp_peer *p = calloc(1, sizeof *p);
     if (!p)
@@ -587,11 +727,12 @@ tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v
     snprintf(p->host, sizeof p->host, "%s", host);
     p->port = port;
     p->v2 = v2;
-    p->nlanes = t->lanes_per_peer;
+    plan_rails(p, rails, nrails);
     atomic_init(&p->refs, 1);
     for (int i = 0; i < p->nlanes; i++) {
         lane *l = &p->lanes[i];
         l->peer = p;
+        l->rail = p->nrails > 0 ? i / p->lanes_per_rail : 0;
         l->fd = -1;
         l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         pthread_mutex_init(&l->lock, NULL);
@@ -601,6 +742,8 @@ tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v
                 if (p->lanes[j].efd >= 0)
                     close(p->lanes[j].efd);
             }
+            for (int j = 0; j < p->nrails; j++)
+                tcp_rail_destroy(&p->rails[j]);
             free(p);
             return NULL;
         }
@@ -676,7 +819,7 @@ static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
                 rc = do_send(l);
         }
         if (rc)
-            reset_lane(l, rc);
+            lane_failed(l, rc);
     }
     pthread_mutex_lock(&l->lock);
     l->lent = false;
@@ -687,37 +830,114 @@ static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
     return true;
 }
 
+/* Hands a run of encoded slices to a lane (starting its thread on first
+ * use); if the thread cannot start they fail. */
+static void queue_run(tcp_peer *p, lane *l, slist *run)
+{
+    pthread_mutex_lock(&l->lock);
+    int rc = l->started ? 0 : lane_start(l);
+    bool was_empty = !l->queued.head;
+    if (!rc)
+        slist_append(&l->queued, run);
+    pthread_mutex_unlock(&l->lock);
+    if (rc) {
+        te_slice *s;
+        while ((s = slist_pop(run))) {
+            rail_done(p, l->rail, s, false);
+            finish(p->t, s, rc);
+        }
+        return;
+    }
+    if (was_empty)
+        wake(l);
+}
+
+/* Consecutive slices go to one lane in runs, so small requests batch and
+ * large requests (many slices) stripe over every lane of lanes[0..n). */
+static void spread(tcp_peer *p, lane *lanes, int n, slist *list, size_t count, unsigned first)
+{
+    size_t per_lane = (count + (size_t)n - 1) / (size_t)n;
+    for (unsigned k = 0; list->head; k++) {
+        slist run = {0};
+        for (size_t i = 0; i < per_lane && list->head; i++)
+            slist_push(&run, slist_pop(list));
+        queue_run(p, &lanes[(first + k) % (unsigned)n], &run);
+    }
+}
+
+static lane *rail_lanes(tcp_peer *p, int rail)
+{
+    return &p->lanes[rail * p->lanes_per_rail];
+}
+
+/* Slices of a failed lane of rail `from` go to the other rails, unless their
+ * deadline passed or no other rail is usable: then they fail with status. */
+static void redistribute(tcp_peer *p, int from, slist *moved, int status)
+{
+    slist per[TCP_MAX_RAILS] = {{0}};
+    size_t n[TCP_MAX_RAILS] = {0};
+    int64_t now = tcp_host_api->now_ns();
+    te_slice *s;
+    while ((s = slist_pop(moved))) {
+        rail_done(p, from, s, false);
+        int r = s->deadline_ns && now >= s->deadline_ns
+                    ? -1
+                    : tcp_rail_pick(p->rails, p->nrails, s->length, now, from);
+        if (r < 0) {
+            finish(p->t, s, status);
+            continue;
+        }
+        tcp_rail_sent(&p->rails[r], s->length, now);
+        tcp_host_api->metric_add(p->t->host, TE_METRIC_RETRIES, 1);
+        slist_push(&per[r], s);
+        n[r]++;
+    }
+    for (int r = 0; r < p->nrails; r++)
+        if (n[r])
+            spread(p, rail_lanes(p, r), p->lanes_per_rail, &per[r], n[r],
+                   atomic_fetch_add(&p->next_lane, 1));
+}
+
+/* Several rails: each slice to the rail whose queue drains first. */
+static void submit_rails(tcp_peer *p, te_slice *const *slices, size_t count)
+{
+    slist per[TCP_MAX_RAILS] = {{0}};
+    size_t n[TCP_MAX_RAILS] = {0};
+    int64_t now = tcp_host_api->now_ns();
+    for (size_t i = 0; i < count; i++) {
+        te_slice *s = slices[i];
+        int r = tcp_rail_pick(p->rails, p->nrails, s->length, now, -1);
+        tcp_rail_sent(&p->rails[r], s->length, now);
+        if (count == 1) {
+            unsigned k = atomic_fetch_add(&p->next_lane, 1) % (unsigned)p->lanes_per_rail;
+            if (drive_inline(p, &rail_lanes(p, r)[k], s))
+                return;
+        }
+        encode(p, s);
+        slist_push(&per[r], s);
+        n[r]++;
+    }
+    for (int r = 0; r < p->nrails; r++)
+        if (n[r])
+            spread(p, rail_lanes(p, r), p->lanes_per_rail, &per[r], n[r],
+                   atomic_fetch_add(&p->next_lane, 1));
+}
+
 int tcp_peer_submit_host(tcp_peer *p, te_slice *const *slices, size_t count)
 {
+    if (multi_rail(p)) {
+        submit_rails(p, slices, count);
+        return 0;
+    }
     unsigned first = atomic_fetch_add(&p->next_lane, 1);
     if (count == 1 && drive_inline(p, &p->lanes[first % (unsigned)p->nlanes], slices[0]))
         return 0;
-    /* Consecutive slices go to one lane in runs, so small requests batch and
-     * large requests (many slices) stripe over every lane. */
-    size_t per_lane = (count + (size_t)p->nlanes - 1) / (size_t)p->nlanes;
-    for (size_t start = 0, k = 0; start < count; start += per_lane, k++) {
-        lane *l = &p->lanes[(first + k) % (unsigned)p->nlanes];
-        size_t end = start + per_lane < count ? start + per_lane : count;
-        slist run = {0};
-        for (size_t i = start; i < end; i++) {
-            encode(p, slices[i]);
-            slist_push(&run, slices[i]);
-        }
-        pthread_mutex_lock(&l->lock);
-        int rc = l->started ? 0 : lane_start(l);
-        bool was_empty = !l->queued.head;
-        if (!rc)
-            slist_append(&l->queued, &run);
-        pthread_mutex_unlock(&l->lock);
-        if (rc) {
-            te_slice *s;
-            while ((s = slist_pop(&run)))
-                finish(p->t, s, rc);
-            continue;
-        }
-        if (was_empty)
-            wake(l);
+    slist all = {0};
+    for (size_t i = 0; i < count; i++) {
+        encode(p, slices[i]);
+        slist_push(&all, slices[i]);
     }
+    spread(p, p->lanes, p->nlanes, &all, count, first);
     return 0;
 }
 
