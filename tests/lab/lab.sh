@@ -24,6 +24,7 @@
 LAB_PREFIX="te-lab-$$"
 LAB_NS=()
 LAB_PIDS=()
+LAB_TMP=() # files and folders removed at cleanup
 LAB_LAST_PID=
 
 lab_log() { echo "lab: $*" >&2; }
@@ -156,6 +157,7 @@ lab_cleanup() {
     for ns in "${LAB_NS[@]}"; do
         ip netns del "$ns" 2>/dev/null
     done
+    [ ${#LAB_TMP[@]} -gt 0 ] && rm -rf "${LAB_TMP[@]}"
     LAB_NS=()
     LAB_PIDS=()
     exit $rc
