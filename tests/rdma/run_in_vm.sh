@@ -14,12 +14,14 @@ script=$own
 skip() { echo "SKIP: $*"; exit 77; }
 
 [[ -f $script ]] || skip "the VM script $script does not exist (TE_RDMA_VM_SCRIPT)"
-# Root installs qemu and builds the image (cached, then any user can boot it).
-if [[ $(id -u) != 0 ]] && ! { [[ $script == "$own" ]] && bash "$own" --ready; }; then
-  skip "needs root once (installs qemu-system-x86 and mmdebstrap, builds the VM image)"
+# Root and apt install qemu and build the image once; then it is cached and
+# any user can boot it.
+if ! { [[ $script == "$own" ]] && bash "$own" --ready; }; then
+  [[ $(id -u) == 0 ]] ||
+    skip "needs root once (installs qemu-system-x86 and mmdebstrap, builds the VM image)"
+  command -v apt-get >/dev/null || { [[ $script != "$own" ]] && command -v qemu-system-x86_64 >/dev/null; } ||
+    skip "no apt-get to install qemu and build the Debian 12 guest image"
 fi
-command -v qemu-system-x86_64 >/dev/null || command -v apt-get >/dev/null ||
-  skip "no qemu-system-x86_64 and no apt-get to install it"
 guest=$build/tests/rdma/guest_checks.sh
 ((nics == 1)) || guest=$build/tests/rdma/guest_nics.sh
 [[ -x $build/tests/test_rdma_vm && -f $guest ]] ||

@@ -60,7 +60,7 @@ done
 guest_pkgs="mount kmod iproute2 procps libibverbs1 librdmacm1 ibverbs-providers
 ibverbs-utils rdmacm-utils perftest ${TE_VM_EXTRA_PKGS:-}"
 guest_pkgs=$(tr -s ', \n' '\n' <<<"$guest_pkgs" | sed '/^$/d' | sort -u | paste -sd, -)
-cache=${TE_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/te-rdma-vm}
+cache=${TE_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:?set HOME or TE_VM_CACHE}/.cache}/te-rdma-vm}
 key=$({ cat "$here/build-image.sh"; echo "$guest_pkgs"; } | sha256sum | cut -c1-16)
 image=$cache/$key
 host_pkgs="qemu-system-x86 mmdebstrap cpio kmod xz-utils"
