@@ -31,7 +31,7 @@ static const flag_def flags[] = {
     STR(metadata_server, "P2PHANDSHAKE (default), etcd://host:port, http://..."),
     STR(local_server_name, "this engine's host[:port] (default 127.0.0.1)"),
     STR(segment_id, "initiator: the target's segment name (it prints it)"),
-    STR(device_name, "NIC filter for rdma (default: all)"),
+    STR(device_name, "NICs to use: rdma devices, or tcp interfaces (rails) (default: all / one route)"),
     NUM(block_size, K_SIZE, "bytes per request (default 65536; K/M/G suffixes)"),
     NUM(batch_size, K_SIZE, "requests per batch (default 128)"),
     NUM(buffer_size, K_SIZE, "registered buffer per process (default 256M)"),
