@@ -1,16 +1,20 @@
 /* rpc.c - the engine's RPC port.  One accept thread hands each connection to
  * a short-lived thread (bounded in number); each connection carries one
  * request frame and one reply, with every read and write bounded in time and
- * every frame bounded in size. */
+ * every frame bounded in size.  At a cap the oldest idle connection (still
+ * waiting for its request, or for the client to close) is cut to make room;
+ * a new connection is refused only when every one is busy in a handler. */
 #include "rpc.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -89,7 +93,19 @@ typedef struct conn_job {
     int slot;
 } conn_job;
 
-static void serve_connection(te_rpc_server *s, int fd)
+/* Marks a connection busy (its handler runs) or idle again.  false: it was
+ * chosen for eviction meanwhile. */
+static bool set_busy(te_rpc_server *s, int slot, bool busy)
+{
+    pthread_mutex_lock(&s->lock);
+    bool ok = s->conn_since[slot] >= 0;
+    if (ok)
+        s->conn_since[slot] = busy ? 0 : te_now_ns();
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+static void serve_connection(te_rpc_server *s, int fd, int slot)
 {
     int64_t deadline = te_now_ns() + (int64_t)s->io_timeout_ms * 1000000;
     if (te_auth_accept(s->auth_token, fd, deadline) != 0)
@@ -104,6 +120,10 @@ static void serve_connection(te_rpc_server *s, int fd)
                    te_strerror(rc));
         return;
     }
+    if (!set_busy(s, slot, true)) {
+        free(req);
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     te_rpc_handler fn = s->handlers[type];
     void *arg = s->handler_args[type];
@@ -116,7 +136,7 @@ static void serve_connection(te_rpc_server *s, int fd)
     rc = fn(arg, req, req_len, &reply, &reply_len);
     free(req);
     if (rc == 0 && reply) {
-        if (write_frame(fd, type, reply, reply_len, deadline) == 0) {
+        if (write_frame(fd, type, reply, reply_len, deadline) == 0 && set_busy(s, slot, false)) {
             /* Like the original: half-close, then wait for the client to close. */
             shutdown(fd, SHUT_WR);
             char sink[64];
@@ -131,15 +151,67 @@ static void *conn_thread(void *p)
 {
     conn_job *job = p;
     te_rpc_server *s = job->server;
-    serve_connection(s, job->fd);
+    serve_connection(s, job->fd, job->slot);
     pthread_mutex_lock(&s->lock);
     s->conn_fds[job->slot] = -1;
     close(job->fd);
+    pthread_cond_broadcast(&s->freed);
     if (--s->active == 0)
         pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->lock);
     free(job);
     return NULL;
+}
+
+/* Under s->lock: the oldest idle connection (from `peer`, or any when NULL),
+ * or -1; *pending counts those of them already being evicted. */
+static int oldest_idle(const te_rpc_server *s, const char *peer, int *pending)
+{
+    int best = -1;
+    *pending = 0;
+    for (int i = 0; i < s->max_connections; i++) {
+        if (s->conn_fds[i] < 0 || (peer && strcmp(s->conn_peer[i], peer)))
+            continue;
+        *pending += s->conn_since[i] < 0;
+        if (s->conn_since[i] > 0 && (best < 0 || s->conn_since[i] < s->conn_since[best]))
+            best = i;
+    }
+    return best;
+}
+
+/* Under s->lock: a free slot for a connection from `peer`.  At a cap the
+ * oldest idle connection is cut and its thread given up to 500 ms to let go
+ * of its slot.  -1: every connection is busy in a handler. */
+static int claim_slot(te_rpc_server *s, const char *peer)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 500000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    for (;;) {
+        int slot = -1, same_peer = 0, pending;
+        for (int i = 0; i < s->max_connections; i++) {
+            if (s->conn_fds[i] < 0 && slot < 0)
+                slot = i;
+            else if (s->conn_fds[i] >= 0 && !strcmp(s->conn_peer[i], peer))
+                same_peer++;
+        }
+        bool peer_full = same_peer >= s->max_per_peer;
+        if (slot >= 0 && !peer_full)
+            return slot;
+        int victim = oldest_idle(s, peer_full ? peer : NULL, &pending);
+        if (victim >= 0 && pending == 0) {
+            te_log(TE_LOG_INFO, "rpc", "closing the oldest idle RPC connection (from %s) to make "
+                   "room", s->conn_peer[victim]);
+            s->conn_since[victim] = -1;
+            shutdown(s->conn_fds[victim], SHUT_RDWR);
+        } else if (victim < 0 && pending == 0) {
+            return -1;
+        }
+        if (pthread_cond_timedwait(&s->freed, &s->lock, &until) == ETIMEDOUT)
+            return -1;
+    }
 }
 
 static void *accept_thread(void *p)
@@ -166,20 +238,7 @@ static void *accept_thread(void *p)
         char peer[64];
         te_net_peer_name(&ss, peer, sizeof peer);
         pthread_mutex_lock(&s->lock);
-        int slot = -1, same_peer = 0;
-        for (int i = 0; i < s->max_connections; i++) {
-            if (s->conn_fds[i] < 0 && slot < 0)
-                slot = i;
-            else if (s->conn_fds[i] >= 0 && !strcmp(s->conn_peer[i], peer))
-                same_peer++;
-        }
-        if (same_peer >= s->max_per_peer) {
-            pthread_mutex_unlock(&s->lock);
-            te_log(TE_LOG_WARN, "rpc", "refusing an RPC connection from %s: %d already open "
-                   "(MC_TE_MAX_CONNECTIONS_PER_PEER)", peer, same_peer);
-            close(fd);
-            continue;
-        }
+        int slot = claim_slot(s, peer);
         conn_job *job = slot >= 0 ? malloc(sizeof *job) : NULL;
         pthread_t t;
         pthread_attr_t attr;
@@ -189,6 +248,7 @@ static void *accept_thread(void *p)
         if (job) {
             *job = (conn_job){.server = s, .fd = fd, .slot = slot};
             s->conn_fds[slot] = fd;
+            s->conn_since[slot] = te_now_ns();
             snprintf(s->conn_peer[slot], sizeof s->conn_peer[slot], "%s", peer);
             s->active++;
             if (pthread_create(&t, &attr, conn_thread, job) != 0) {
@@ -201,12 +261,19 @@ static void *accept_thread(void *p)
         pthread_attr_destroy(&attr);
         pthread_mutex_unlock(&s->lock);
         if (!job) {
-            te_log(TE_LOG_WARN, "rpc", "RPC port busy (%d connections): refusing one",
-                   s->max_connections);
+            te_log(TE_LOG_WARN, "rpc", "RPC port busy (%d connections, at most %d from %s, "
+                   "none idle): refusing one", s->max_connections, s->max_per_peer, peer);
             close(fd);
         }
     }
     return NULL;
+}
+
+static void free_slots(te_rpc_server *s)
+{
+    free(s->conn_fds);
+    free(s->conn_peer);
+    free(s->conn_since);
 }
 
 int te_rpc_server_start(te_rpc_server *s, int listen_fd, uint16_t port, uint64_t max_frame,
@@ -223,25 +290,24 @@ int te_rpc_server_start(te_rpc_server *s, int listen_fd, uint16_t port, uint64_t
     s->auth_token = auth_token;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_cond_init(&s->freed, NULL);
     s->conn_fds = malloc(sizeof(int) * (size_t)max_connections);
     s->conn_peer = calloc((size_t)max_connections, sizeof *s->conn_peer);
-    if (!s->conn_fds || !s->conn_peer) {
-        free(s->conn_fds);
-        free(s->conn_peer);
+    s->conn_since = calloc((size_t)max_connections, sizeof *s->conn_since);
+    if (!s->conn_fds || !s->conn_peer || !s->conn_since) {
+        free_slots(s);
         return TE_ERR_MEMORY;
     }
     for (int i = 0; i < max_connections; i++)
         s->conn_fds[i] = -1;
     if (pipe2(s->wake_pipe, O_CLOEXEC) < 0) {
-        free(s->conn_fds);
-        free(s->conn_peer);
+        free_slots(s);
         return te_fail(TE_ERR_SOCKET, "pipe: %s", strerror(errno));
     }
     if (pthread_create(&s->thread, NULL, accept_thread, s) != 0) {
         close(s->wake_pipe[0]);
         close(s->wake_pipe[1]);
-        free(s->conn_fds);
-        free(s->conn_peer);
+        free_slots(s);
         return te_fail(TE_ERR_MEMORY, "cannot start the RPC thread");
     }
     s->running = 1;
@@ -266,10 +332,10 @@ void te_rpc_server_stop(te_rpc_server *s)
     pthread_mutex_unlock(&s->lock);
     close(s->wake_pipe[0]);
     close(s->wake_pipe[1]);
-    free(s->conn_fds);
-    free(s->conn_peer);
+    free_slots(s);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->freed);
     s->running = 0;
 }
 

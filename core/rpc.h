@@ -24,8 +24,12 @@ typedef struct te_rpc_server {
     pthread_mutex_t lock; /* handlers, active count, connection fds */
     pthread_cond_t idle;
     int active;
+    pthread_cond_t freed; /* broadcast whenever a connection slot frees */
     int *conn_fds; /* open connections, to cut them at shutdown */
     char (*conn_peer)[64]; /* their peer addresses, for the per-peer cap */
+    /* > 0: idle since (waiting for its request or for the client to close:
+     * evictable at a cap); 0: its handler runs; -1: being evicted. */
+    int64_t *conn_since;
     te_rpc_handler handlers[TE_RPC_TYPES];
     void *handler_args[TE_RPC_TYPES];
 } te_rpc_server;

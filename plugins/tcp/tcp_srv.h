@@ -36,6 +36,7 @@ struct tcp_srv_conn {
     tcp_srv_conn *qnext;    /* hand-over stack, auth queue, or ready list */
     bool in_ready;          /* on the loop's ready list (ran out of budget) */
     bool rd_ready, wr_ready, eof;
+    bool rdhup;             /* the peer's FIN is queued: read on to the end, short reads or not */
     bool served;            /* a whole header arrived once: idle timeout, not header timeout */
     bool sending;           /* a flush is under way: no new input until it ends */
     /* Input: where in the current frame we are. */

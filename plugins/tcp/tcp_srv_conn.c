@@ -63,7 +63,7 @@ void tcp_srv_conn_release(tcp_srv_conn *c)
 
 /* Sends queued answers.  0: all sent (the pins are let go); 1: the socket is
  * full (progress kept); -1: the connection failed. */
-static int flush(tcp_srv_conn *c)
+static int send_answers(tcp_srv_conn *c)
 {
     while (c->ohead < c->nout) {
         int cnt = c->nout - c->ohead < IOV_MAX ? c->nout - c->ohead : IOV_MAX;
@@ -190,21 +190,27 @@ static int leave_idle(tcp_srv_conn *c)
 
 /* ---- input ----------------------------------------------------------------- */
 
+/* Payload bytes that came through the receive buffer go into place. */
+static void take_payload(tcp_srv_conn *c, srv_in *in)
+{
+    size_t avail = in->n - in->off, take = c->left < avail ? (size_t)c->left : avail;
+    if (c->dst) {
+        memcpy(c->dst, in->p + in->off, take);
+        c->dst += take;
+    }
+    in->off += take;
+    c->left -= take;
+    if (c->left == 0)
+        end_payload(c);
+}
+
 /* Hands bytes to the state machine until they are used up or the answers
  * queue is full (then in->off < in->n).  0, or -1 to close. */
 static int feed(tcp_srv_conn *c, srv_in *in)
 {
     while (in->off < in->n) {
-        size_t avail = in->n - in->off;
         if (c->state == SRV_PAYLOAD) {
-            size_t take = c->left < avail ? (size_t)c->left : avail;
-            if (c->dst)
-                memcpy(c->dst, in->p + in->off, take);
-            c->dst = c->dst ? c->dst + take : NULL;
-            in->off += take;
-            c->left -= take;
-            if (c->left == 0)
-                end_payload(c);
+            take_payload(c, in);
             continue;
         }
         if (c->hlen == 0) {
@@ -213,6 +219,7 @@ static int feed(tcp_srv_conn *c, srv_in *in)
             if (leave_idle(c))
                 return -1;
         }
+        size_t avail = in->n - in->off;
         size_t take = TCP_HDR_LEN - c->hlen < avail ? TCP_HDR_LEN - c->hlen : avail;
         memcpy(c->hdr + c->hlen, in->p + in->off, take);
         c->hlen += take;
@@ -256,7 +263,7 @@ static int receive_direct(tcp_srv_conn *c, size_t *budget)
     c->dst += n;
     c->left -= (uint64_t)n;
     *budget -= (size_t)n;
-    if ((size_t)n < want)
+    if ((size_t)n < want && !c->rdhup)
         c->rd_ready = false; /* drained: the next bytes raise a new edge */
     if (c->left == 0)
         end_payload(c);
@@ -276,8 +283,8 @@ static int input_step(tcp_srv_conn *c, uint8_t *buf, size_t cap, size_t *budget)
         n = receive_direct(c, budget);
     else if ((n = recv(c->fd, buf, cap, MSG_DONTWAIT)) > 0) {
         *budget = (size_t)n < *budget ? *budget - (size_t)n : 0;
-        if ((size_t)n < cap)
-            c->rd_ready = false;
+        if ((size_t)n < cap && !c->rdhup)
+            c->rd_ready = false; /* drained: the next bytes raise a new edge */
         srv_in in = {buf, (size_t)n, 0};
         return feed(c, &in) || stash_rest(c, &in) ? -1 : 0;
     }
@@ -327,7 +334,7 @@ int tcp_srv_conn_run(tcp_srv_conn *c, uint8_t *buf, size_t cap)
                 return 0;
             if (!c->sending)
                 c->deadline = tcp_host_api->now_ns() + c->s->io_timeout_ns;
-            int rc = flush(c);
+            int rc = send_answers(c);
             if (rc < 0)
                 return -1;
             c->sending = rc > 0;
@@ -416,7 +423,7 @@ static int send_chunk(void *arg, void *buf, size_t len)
 static int flush_blocking(tcp_srv_conn *c, int64_t deadline)
 {
     int rc;
-    while ((rc = flush(c)) > 0)
+    while ((rc = send_answers(c)) > 0)
         if (wait_sock(c, POLLOUT, deadline))
             return -1;
     return rc;

@@ -128,6 +128,8 @@ static void handle_event(tcp_srv_loop *L, const struct epoll_event *ev)
     }
     if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->rd_ready = true;
+    if (ev->events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->rdhup = true; /* no further edge will tell of the end: read until recv says so */
     if (ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->wr_ready = true;
     run_conn(L, c);
