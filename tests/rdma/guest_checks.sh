@@ -18,12 +18,12 @@ fi
 
 # Figures, TE_RDMA_BENCH_ROUNDS times (default 1), alternating: 64 MiB through
 # the engine (64 KiB slices, 2 QPs), then ib_write_bw with the same message size.
-bw="ib_write_bw -d $RDMA_DEV -x $RDMA_GID_INDEX -s 65536 -n 1000 -F --report_gbits"
+bw=(ib_write_bw -d "$RDMA_DEV" -x "$RDMA_GID_INDEX" -s 65536 -n 1000 -F --report_gbits)
 for _ in $(seq "${TE_RDMA_BENCH_ROUNDS:-1}"); do
   timeout 120 ./tests/test_rdma_vm bench 64 || echo "== bench failed"
-  timeout 100 $bw > /tmp/bw_server.log 2>&1 & spid=$!
+  timeout 100 "${bw[@]}" > /tmp/bw_server.log 2>&1 & spid=$!
   sleep 1
-  timeout 90 $bw "$RDMA_IP" > /tmp/bw_client.log 2>&1
+  timeout 90 "${bw[@]}" "$RDMA_IP" > /tmp/bw_client.log 2>&1
   wait $spid
   echo "IB_WRITE_BW $(awk '$1 == 65536 {print $4; exit}' /tmp/bw_client.log) Gb/s average"
 done

@@ -174,7 +174,7 @@ while kill -0 "$vm_pid" 2>/dev/null; do qrc=0; wait "$vm_pid" || qrc=$?; done
 vm_pid=
 
 guest_log() {
-  [[ -s $ctl/kernel.log ]] || return 0
+  [[ -s $ctl/kernel.log ]] || { log "the guest kernel wrote nothing (too little memory?)"; return 0; }
   log "guest kernel log, last lines:"
   tail -n 40 "$ctl/kernel.log" >&2
 }
