@@ -114,7 +114,11 @@ lab_spawn() {
     local ns log=$2
     ns=$(lab_ns "$1")
     shift 2
-    ip netns exec "$ns" "$@" >"$log" 2>&1 &
+    # In a subshell, so that the shell's "Killed" notice lands in the log.
+    (
+        ip netns exec "$ns" "$@"
+        exit $?
+    ) >"$log" 2>&1 &
     LAB_LAST_PID=$!
     LAB_PIDS+=("$LAB_LAST_PID")
 }
