@@ -77,10 +77,11 @@ if [[ $mode == ready ]]; then
   exit
 fi
 
-# Host packages, then the image (once per recipe, one builder at a time).
-mapfile -t missing < <(missing_host_pkgs)
-if ((${#missing[@]})) || [[ $mode == rebuild || ! -f $image/initrd.cpio ]]; then
+# Host packages, then the image (once per recipe, one builder at a time).  A
+# cached image and qemu are all that booting needs: no root, no network.
+if [[ $mode == rebuild || ! -f $image/initrd.cpio ]] || ! command -v qemu-system-x86_64 >/dev/null; then
   [[ $EUID == 0 ]] || { log "installing packages and building the image need root"; exit 125; }
+  mapfile -t missing < <(missing_host_pkgs)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt-get update -qq
