@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages needed to build and test the engine.
 # Skips apt entirely when everything is already present.
 set -euo pipefail
-PKGS=(build-essential cmake pkg-config libjansson-dev libhwloc-dev libcurl4-openssl-dev
+PKGS=(build-essential cmake pkg-config libjansson-dev libhwloc-dev libhwloc-plugins libcurl4-openssl-dev
       libibverbs-dev ibverbs-providers check python3-dev python3-pytest python3-numpy
       python3-setuptools python3-pip etcd-server iperf3)
 missing=()
