@@ -144,6 +144,7 @@ static void churn(int batch, uint64_t seed, int threads_before)
     int *fds = malloc(sizeof(int) * (size_t)batch);
     uint8_t *src = malloc((size_t)batch * BLK), *back = malloc(BLK);
     te_test_fill(src, (size_t)batch * BLK, seed, 0);
+    double t0 = fault_now();
     for (int i = 0; i < batch; i++) {
         fds[i] = open_conn();
         send_request(fds[i], 1, (uint64_t)i * BLK, src + (size_t)i * BLK, BLK);
@@ -153,6 +154,7 @@ static void churn(int batch, uint64_t seed, int threads_before)
         ck_assert_msg(read_status(fds[i]) == STATUS_OK, "write %d not acknowledged", i);
         close(fds[i]);
     }
+    double t_write = fault_now() - t0;
     printf("target threads after %d connections: %d (before any: %d)\n", batch, threads,
            threads_before);
     fflush(stdout);
@@ -160,6 +162,7 @@ static void churn(int batch, uint64_t seed, int threads_before)
     snprintf(cmd, sizeof cmd, "check 0 %llu %llu", (unsigned long long)batch * BLK,
              (unsigned long long)seed);
     te_test_peer_expect(&peer, cmd, "OK");
+    t0 = fault_now();
     for (int i = 0; i < batch; i++) {
         fds[i] = open_conn();
         send_request(fds[i], 0, (uint64_t)i * BLK, NULL, BLK);
@@ -170,6 +173,10 @@ static void churn(int batch, uint64_t seed, int threads_before)
         ck_assert_msg(!memcmp(back, src + (size_t)i * BLK, BLK), "read %d returned other bytes", i);
         close(fds[i]);
     }
+    /* Figures for the log, not asserted: connect, request, ack, close. */
+    printf("  %d connection-per-request writes of %u bytes: %.1f ms; reads: %.1f ms\n", batch,
+           BLK, t_write * 1e3, (fault_now() - t0) * 1e3);
+    fflush(stdout);
     /* The connections are served by a fixed set of loops: a thread per
      * connection would show here as hundreds. */
     ck_assert_int_le(threads, threads_before + 2);
