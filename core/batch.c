@@ -1,69 +1,21 @@
-/* batch.c - batch ids, tasks and slices.  Requests are cut into slices and
- * handed to transports; completions update atomic counters; waiters sleep on
- * a condition variable.  A batch lives while its id is held or any of its
+/* batch.c - batch ids, tasks and their completion.  Requests are cut into
+ * slices and handed to transports by submit.c; completions update atomic
+ * counters here; waiters sleep on a condition variable.  A batch lives while its id is held or any of its
  * tasks is unfinished, so freeing an id early never frees memory a
  * transport still uses, and a stale or doubly freed id is just "not found". */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "engine.h"
+#include "batch.h"
 #include "log.h"
 #include "net.h"
-
-typedef struct te_batch te_batch;
-
-typedef struct te_task {
-    te_batch *batch;
-    atomic_uint slices_left;
-    atomic_int error;          /* first failure, 0 if none */
-    atomic_int state;          /* TE_TRANSFER_WAITING / COMPLETED / FAILED */
-    atomic_uint_fast64_t transferred;
-    te_segment *seg;           /* reference held until the task finishes */
-    te_segment_id seg_id;
-    te_region *local_pin;      /* pinned local region or NULL */
-    te_io_counters *seg_io;    /* the peer's counters */
-    int64_t submit_ns;
-    uint64_t length;
-    int opcode, transport;
-} te_task;
-
-typedef struct core_slice {
-    te_slice pub; /* first: transports see only this */
-    te_task *task;
-    int transport; /* index in engine->transports */
-} core_slice;
-
-typedef struct slice_chunk {
-    struct slice_chunk *next;
-    core_slice slices[];
-} slice_chunk;
-
-struct te_batch {
-    te_engine *engine;
-    te_batch_id id;
-    size_t capacity;
-    size_t ntasks; /* under lock */
-    te_task *tasks;
-    atomic_int tasks_left;   /* unfinished tasks */
-    atomic_int settle_left;  /* unfinished tasks + an unsent notification */
-    atomic_int refs;         /* the id + one per unfinished task + lookups */
-    atomic_bool any_failed;
-    atomic_int notify_status; /* 0 none/ok, <0 failed */
-    _Atomic int64_t deadline_ns;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    char *notify_name, *notify_msg;
-    te_segment *notify_seg;
-    struct te_batch *sender_next;
-    slice_chunk *chunks;
-};
 
 #define ID_INDEX_BITS 24
 
 /* ---- lifetime ------------------------------------------------------------ */
 
-static void batch_unref(te_batch *b)
+void te_batch_unref(te_batch *b)
 {
     if (atomic_fetch_sub(&b->refs, 1) != 1)
         return;
@@ -134,8 +86,8 @@ static void task_finish(te_task *t)
             te_segment_mark_stale(e, t->seg_id, t->seg); /* refetch before next use */
     }
     atomic_store(&t->state, err ? TE_TRANSFER_FAILED : TE_TRANSFER_COMPLETED);
-    te_metrics_request_done(&e->metrics, t->seg_io, t->transport, t->opcode, t->length, err,
-                            te_now_ns() - t->submit_ns);
+    te_metrics_request_done(&e->metrics, t->seg_io, atomic_load(&t->transport), t->opcode,
+                            t->length, err, te_now_ns() - t->submit_ns);
     if (t->local_pin)
         te_memreg_unpin(&e->memreg, t->local_pin);
     t->local_pin = NULL;
@@ -145,12 +97,17 @@ static void task_finish(te_task *t)
     if (atomic_fetch_sub(&b->tasks_left, 1) == 1)
         all_tasks_done(b);
     settle_one(b);
-    batch_unref(b);
+    te_batch_unref(b);
 }
 
 void te_slice_done(te_host *h, te_slice *slice, int status)
 {
-    te_task *t = ((core_slice *)slice)->task;
+    core_slice *cs = (core_slice *)slice;
+    te_task *t = cs->task;
+    if (status && !cs->final && te_slice_failover(cs, status))
+        return; /* counted when it lands on another transport */
+    if (!status && t->seg && t->seg->health)
+        te_path_succeeded(&t->seg->health[cs->transport]);
     if (status) {
         int zero = 0;
         atomic_compare_exchange_strong(&t->error, &zero, status < 0 ? status : TE_ERR_REMOTE);
@@ -163,7 +120,7 @@ void te_slice_done(te_host *h, te_slice *slice, int status)
 
 /* ---- ids ----------------------------------------------------------------- */
 
-static te_batch *batch_get(te_engine *e, te_batch_id id)
+te_batch *te_batch_get(te_engine *e, te_batch_id id)
 {
     if (id == 0)
         return NULL;
@@ -197,6 +154,7 @@ int te_batch_allocate(te_engine *e, size_t capacity, te_batch_id *id)
     b->engine = e;
     b->capacity = capacity;
     b->tasks = tasks;
+    b->hint = TE_HINT_AUTO;
     atomic_init(&b->refs, 1);
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->cond, NULL);
@@ -218,7 +176,7 @@ int te_batch_allocate(te_engine *e, size_t capacity, te_batch_id *id)
             e->batches = nb;
         if (!ng) {
             pthread_mutex_unlock(&e->batch_lock);
-            batch_unref(b);
+            te_batch_unref(b);
             return te_fail(TE_ERR_MEMORY, "too many batch ids in use");
         }
         e->batch_gen = ng;
@@ -253,232 +211,18 @@ int te_batch_free(te_engine *e, te_batch_id id)
     pthread_mutex_unlock(&e->batch_lock);
     if (!b)
         return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
-    batch_unref(b); /* the id's reference; in-flight tasks hold their own */
+    te_batch_unref(b); /* the id's reference; in-flight tasks hold their own */
     return 0;
 }
 
-/* ---- submission ---------------------------------------------------------- */
+/* ---- submission failures --------------------------------------------------- */
 
-static void fail_task_now(te_task *t, int status)
+void te_task_fail_now(te_task *t, int status)
 {
+    te_batch_note_why(t->batch, te_last_error());
     atomic_store(&t->error, status);
     atomic_store(&t->slices_left, 1);
-    te_slice_done(NULL, &(core_slice){.task = t}.pub, status);
-}
-
-static int submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n,
-                  const char *notify_name, const char *notify_msg)
-{
-    if (!e || (!reqs && n))
-        return te_fail(TE_ERR_INVALID_ARGUMENT, "submit: NULL argument");
-    if (!e->initialized)
-        return te_fail(TE_ERR_STATE, "submit: engine not initialized");
-    for (size_t i = 0; i < n; i++) {
-        const te_request *r = &reqs[i];
-        if ((r->opcode != TE_OP_READ && r->opcode != TE_OP_WRITE) || !r->local ||
-            r->length == 0 || r->target < 0 ||
-            (uintptr_t)r->local + r->length < (uintptr_t)r->local ||
-            r->remote + r->length < r->remote)
-            return te_fail(TE_ERR_INVALID_ARGUMENT,
-                           "submit: request %zu is invalid (opcode %d, local %p, length %llu)",
-                           i, r->opcode, r->local, (unsigned long long)r->length);
-    }
-    te_batch *b = batch_get(e, id);
-    if (!b)
-        return te_fail(TE_ERR_NOT_FOUND, "submit: batch id %llu is not allocated",
-                       (unsigned long long)id);
-    int rc = 0;
-    /* Small submissions (the common synchronous case) use the stack for
-     * their scratch arrays: one allocation per call instead of five. */
-    enum { SMALL = 8 };
-    te_segment *segs_small[SMALL] = {0};
-    te_slice *ptrs_small[4 * SMALL];
-    te_task *failed_small[SMALL];
-    int status_small[SMALL];
-    te_segment **segs = n <= SMALL ? segs_small : calloc(n, sizeof *segs);
-    te_slice **ptrs = NULL;
-    slice_chunk *chunk = NULL;
-    if (!segs) {
-        rc = TE_ERR_MEMORY;
-        goto out;
-    }
-    pthread_mutex_lock(&b->lock);
-    if (b->ntasks + n > b->capacity) {
-        rc = te_fail(TE_ERR_TOO_MANY_REQUESTS, "submit: %zu + %zu requests exceed capacity %zu",
-                     b->ntasks, n, b->capacity);
-        goto unlock;
-    }
-    if (b->notify_name) {
-        rc = te_fail(TE_ERR_INVALID_ARGUMENT, "submit: batch already ends with a notification");
-        goto unlock;
-    }
-    /* Resolve every target first so that a failure takes nothing. */
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0 && reqs[i].target == reqs[i - 1].target) {
-            segs[i] = segs[i - 1];
-            atomic_fetch_add(&segs[i]->refs, 1);
-            continue;
-        }
-        rc = te_segment_get(e, reqs[i].target, false, &segs[i]);
-        if (rc)
-            goto unlock;
-    }
-    size_t total_slices = 0;
-    uint64_t total_bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-        const te_transport *tr = &e->transports[segs[i]->transport];
-        uint64_t ss = tr->ops->slice_size;
-        total_slices += ss ? (reqs[i].length + ss - 1) / ss : 1;
-        total_bytes += reqs[i].length;
-    }
-    chunk = calloc(1, sizeof *chunk + total_slices * sizeof(core_slice));
-    ptrs = total_slices <= 4 * SMALL ? ptrs_small : malloc(total_slices * sizeof *ptrs);
-    if (!chunk || !ptrs) {
-        rc = te_fail(TE_ERR_MEMORY, "submit: cannot allocate %zu slices", total_slices);
-        goto unlock;
-    }
-    int64_t deadline = te_now_ns() + e->cfg.transfer_timeout_ms * 1000000 + (int64_t)total_bytes;
-    if (deadline > atomic_load(&b->deadline_ns))
-        atomic_store(&b->deadline_ns, deadline);
-    if (notify_name) {
-        b->notify_name = strdup(notify_name);
-        b->notify_msg = strdup(notify_msg ? notify_msg : "");
-        b->notify_seg = segs[0];
-        atomic_fetch_add(&segs[0]->refs, 1);
-        atomic_fetch_add(&b->settle_left, 1);
-    }
-    size_t base = b->ntasks;
-    b->ntasks += n;
-    atomic_fetch_add_explicit(&e->metrics.inflight, (int64_t)n, memory_order_relaxed);
-    atomic_fetch_add(&b->tasks_left, (int)n);
-    atomic_fetch_add(&b->settle_left, (int)n);
-    atomic_fetch_add(&b->refs, (int)n);
-    chunk->next = b->chunks;
-    b->chunks = chunk;
-    pthread_mutex_unlock(&b->lock);
-
-    /* Build the slices; tasks that cannot even start fail now. */
-    size_t k = 0;
-    te_task **failed = n <= SMALL ? failed_small : calloc(n, sizeof *failed);
-    int *failed_status = n <= SMALL ? status_small : calloc(n, sizeof *failed_status);
-    size_t nfailed = 0;
-    for (size_t i = 0; i < n; i++) {
-        const te_request *r = &reqs[i];
-        te_task *t = &b->tasks[base + i];
-        te_segment *seg = segs[i];
-        segs[i] = NULL;
-        t->batch = b;
-        t->seg = seg;
-        t->seg_id = r->target;
-        t->seg_io = seg->io;
-        t->submit_ns = te_now_ns();
-        t->length = r->length;
-        t->opcode = r->opcode;
-        t->transport = seg->transport;
-        atomic_store(&t->state, TE_TRANSFER_WAITING);
-        const te_transport *tr = &e->transports[seg->transport];
-        int buf = te_segdesc_find(seg->desc, r->remote, r->length);
-        if (buf < 0) {
-            /* The cached descriptor may predate a registration: refetch once. */
-            te_segment *fresh;
-            if (te_segment_get(e, r->target, true, &fresh) == 0) {
-                te_segment_put(seg);
-                t->seg = seg = fresh;
-                t->transport = seg->transport;
-                tr = &e->transports[seg->transport];
-                buf = te_segdesc_find(seg->desc, r->remote, r->length);
-            }
-        }
-        int st = 0;
-        if (buf < 0)
-            st = te_fail(TE_ERR_ADDRESS_NOT_REGISTERED,
-                         "remote range 0x%llx+%llu is not inside a buffer of segment %s",
-                         (unsigned long long)r->remote, (unsigned long long)r->length,
-                         seg->desc->name);
-        te_region *pin = NULL;
-        if (!st && te_memreg_pin(&e->memreg, (uint64_t)(uintptr_t)r->local, r->length, &pin) &&
-            (tr->ops->caps & TE_TRANSPORT_CAP_NEEDS_LOCAL_MR))
-            st = te_fail(TE_ERR_ADDRESS_NOT_REGISTERED,
-                         "local range %p+%llu is not registered (needed by %s)", r->local,
-                         (unsigned long long)r->length, tr->plugin->name);
-        t->local_pin = pin;
-        if (st || !failed || !failed_status) {
-            if (failed && failed_status) {
-                failed[nfailed] = t;
-                failed_status[nfailed++] = st;
-            } else {
-                fail_task_now(t, TE_ERR_MEMORY);
-            }
-            continue;
-        }
-        uint64_t ss = tr->ops->slice_size ? tr->ops->slice_size : r->length;
-        unsigned count = 0;
-        for (uint64_t off = 0; off < r->length; off += ss, count++) {
-            core_slice *cs = &chunk->slices[k + count];
-            cs->task = t;
-            cs->transport = seg->transport;
-            cs->pub.opcode = (uint32_t)r->opcode;
-            cs->pub.local = (char *)r->local + off;
-            cs->pub.remote = r->remote + off;
-            cs->pub.length = r->length - off < ss ? r->length - off : ss;
-            cs->pub.peer = seg->peer;
-            cs->pub.local_mr = pin ? pin->mr[seg->transport] : NULL;
-            cs->pub.remote_buffer = buf;
-            cs->pub.deadline_ns = deadline;
-            ptrs[k + count] = &cs->pub;
-        }
-        atomic_store(&t->slices_left, count);
-        k += count;
-    }
-    /* Hand runs of slices with the same transport over in one call each. */
-    for (size_t start = 0; start < k;) {
-        int ti = ((core_slice *)ptrs[start])->transport;
-        size_t end = start + 1;
-        while (end < k && ((core_slice *)ptrs[end])->transport == ti)
-            end++;
-        te_transport *tr = &e->transports[ti];
-        int src = tr->ops->submit(tr->inst, ptrs + start, end - start);
-        if (src) {
-            te_log(TE_LOG_WARN, "core", "transport %s refused %zu slices: %s",
-                   tr->plugin->name, end - start, te_strerror(src));
-            for (size_t j = start; j < end; j++)
-                te_slice_done(&e->host, ptrs[j], src);
-        }
-        start = end;
-    }
-    for (size_t i = 0; i < nfailed; i++)
-        fail_task_now(failed[i], failed_status[i]);
-    if (failed != failed_small)
-        free(failed);
-    if (failed_status != status_small)
-        free(failed_status);
-    goto out;
-unlock:
-    pthread_mutex_unlock(&b->lock);
-    free(chunk);
-    for (size_t i = 0; i < n; i++)
-        if (segs[i])
-            te_segment_put(segs[i]);
-out:
-    if (ptrs != ptrs_small)
-        free(ptrs);
-    if (segs != segs_small)
-        free(segs);
-    batch_unref(b);
-    return rc;
-}
-
-int te_submit(te_engine *e, te_batch_id id, const te_request *reqs, size_t n)
-{
-    return submit(e, id, reqs, n, NULL, NULL);
-}
-
-int te_submit_with_notify(te_engine *e, te_batch_id id, const te_request *reqs, size_t n,
-                          const char *name, const char *msg)
-{
-    if (!name || n == 0)
-        return te_fail(TE_ERR_INVALID_ARGUMENT, "submit with notify: needs a name and requests");
-    return submit(e, id, reqs, n, name, msg);
+    te_slice_done(NULL, &(core_slice){.task = t, .final = true}.pub, status);
 }
 
 /* ---- status and waiting -------------------------------------------------- */
@@ -507,7 +251,7 @@ int te_task_status(te_engine *e, te_batch_id id, size_t task, int *status, uint6
 {
     if (!e || !status)
         return TE_ERR_INVALID_ARGUMENT;
-    te_batch *b = batch_get(e, id);
+    te_batch *b = te_batch_get(e, id);
     if (!b)
         return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
     pthread_mutex_lock(&b->lock);
@@ -530,7 +274,7 @@ int te_task_status(te_engine *e, te_batch_id id, size_t task, int *status, uint6
         if (transferred)
             *transferred = atomic_load(&t->transferred);
     }
-    batch_unref(b);
+    te_batch_unref(b);
     return rc;
 }
 
@@ -538,11 +282,11 @@ int te_batch_status(te_engine *e, te_batch_id id, int *status, uint64_t *transfe
 {
     if (!e || !status)
         return TE_ERR_INVALID_ARGUMENT;
-    te_batch *b = batch_get(e, id);
+    te_batch *b = te_batch_get(e, id);
     if (!b)
         return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
     *status = batch_state(b, transferred);
-    batch_unref(b);
+    te_batch_unref(b);
     return 0;
 }
 
@@ -578,7 +322,7 @@ int te_batch_wait(te_engine *e, te_batch_id id, int64_t timeout_ms, int *status)
 {
     if (!e)
         return TE_ERR_INVALID_ARGUMENT;
-    te_batch *b = batch_get(e, id);
+    te_batch *b = te_batch_get(e, id);
     if (!b)
         return te_fail(TE_ERR_NOT_FOUND, "batch id %llu is not allocated", (unsigned long long)id);
     int64_t until = timeout_ms >= 0 ? te_now_ns() + timeout_ms * 1000000
@@ -591,7 +335,7 @@ int te_batch_wait(te_engine *e, te_batch_id id, int64_t timeout_ms, int *status)
         st = TE_TRANSFER_TIMEOUT;
     if (status)
         *status = st;
-    batch_unref(b);
+    te_batch_unref(b);
     return rc;
 }
 
@@ -607,8 +351,25 @@ static int batch_error(te_batch *b)
     return ns ? ns : TE_ERR_REMOTE;
 }
 
-int te_transfer_sync(te_engine *e, const te_request *reqs, size_t n, const char *notify_name,
-                     const char *notify_msg)
+/* The failure of a finished batch, with the detail known at submit time. */
+static int sync_failure(te_engine *e, te_batch_id id)
+{
+    te_batch *b = te_batch_get(e, id);
+    if (!b)
+        return te_fail(TE_ERR_REMOTE, "transfer failed");
+    int rc = batch_error(b);
+    pthread_mutex_lock(&b->lock);
+    if (b->why[0])
+        te_fail(rc, "transfer failed: %s (%s)", te_strerror(rc), b->why);
+    else
+        te_fail(rc, "transfer failed: %s", te_strerror(rc));
+    pthread_mutex_unlock(&b->lock);
+    te_batch_unref(b);
+    return rc;
+}
+
+int te_transfer_sync_hint(te_engine *e, const te_request *reqs, size_t n, const char *notify_name,
+                          const char *notify_msg, const char *transport)
 {
     te_batch_id id;
     if (n == 0)
@@ -616,25 +377,29 @@ int te_transfer_sync(te_engine *e, const te_request *reqs, size_t n, const char 
     int rc = te_batch_allocate(e, n, &id);
     if (rc)
         return rc;
-    rc = notify_name ? te_submit_with_notify(e, id, reqs, n, notify_name, notify_msg)
-                     : te_submit(e, id, reqs, n);
+    if (transport && *transport)
+        rc = te_batch_set_transport_hint(e, id, transport);
+    if (rc == 0)
+        rc = notify_name ? te_submit_with_notify(e, id, reqs, n, notify_name, notify_msg)
+                         : te_submit(e, id, reqs, n);
     if (rc == 0) {
         int st;
         rc = te_batch_wait(e, id, -1, &st);
-        if (st == TE_TRANSFER_COMPLETED) {
+        if (st == TE_TRANSFER_COMPLETED)
             rc = 0;
-        } else if (st == TE_TRANSFER_FAILED) {
-            te_batch *b = batch_get(e, id);
-            rc = b ? batch_error(b) : TE_ERR_REMOTE;
-            if (b)
-                batch_unref(b);
-            te_fail(rc, "transfer failed: %s", te_strerror(rc));
-        } else {
+        else if (st == TE_TRANSFER_FAILED)
+            rc = sync_failure(e, id);
+        else
             rc = te_fail(TE_ERR_TIMEOUT, "transfer did not finish within its deadline");
-        }
     }
     te_batch_free(e, id);
     return rc;
+}
+
+int te_transfer_sync(te_engine *e, const te_request *reqs, size_t n, const char *notify_name,
+                     const char *notify_msg)
+{
+    return te_transfer_sync_hint(e, reqs, n, notify_name, notify_msg, NULL);
 }
 
 /* ---- notification sender and teardown ------------------------------------- */
@@ -657,7 +422,7 @@ static void *sender_main(void *arg)
         if (rc)
             atomic_store(&b->notify_status, rc);
         settle_one(b);
-        batch_unref(b);
+        te_batch_unref(b);
         pthread_mutex_lock(&e->sender_lock);
     }
     pthread_mutex_unlock(&e->sender_lock);
@@ -704,7 +469,7 @@ void te_batches_quiesce(te_engine *e)
         if (wait_settled(b, dl ? dl + 1000000000 : te_now_ns()))
             te_log(TE_LOG_ERROR, "core", "batch %llu still in flight at shutdown",
                    (unsigned long long)b->id);
-        batch_unref(b);
+        te_batch_unref(b);
     }
 }
 
@@ -712,7 +477,7 @@ void te_batches_destroy(te_engine *e)
 {
     for (size_t i = 0; i < e->batch_cap; i++)
         if (e->batches[i])
-            batch_unref(e->batches[i]);
+            te_batch_unref(e->batches[i]);
     free(e->batches);
     free(e->batch_gen);
     e->batches = NULL;

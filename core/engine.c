@@ -104,75 +104,6 @@ static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
     return rc;
 }
 
-static int add_transport(te_engine *e, const char *name, const char *device_filter)
-{
-    const te_plugin *p;
-    int rc = te_plugin_load(name, TE_PLUGIN_TRANSPORT, &p);
-    if (rc)
-        return rc;
-    te_transport_params params = {.size = sizeof params, .segment_name = e->segment_name,
-                                  .device_filter = device_filter ? device_filter : ""};
-    te_transport *t = &e->transports[e->transport_count];
-    t->plugin = p;
-    t->ops = &p->transport;
-    t->inst = NULL;
-    rc = t->ops->create(&e->host, &params, &t->inst);
-    if (rc)
-        return te_fail(rc, "transport %s: create failed: %s", name, te_last_error());
-    e->transport_count++;
-    return 0;
-}
-
-/* Same-host accelerators tried before the data transport when their plugin
- * is installed; each declines peers it cannot reach (peer_open). */
-static const char *const same_host_transports[] = {"shm"};
-
-static void add_same_host_transports(te_engine *e, const char *proto, const char *device_filter)
-{
-    const char *v = te_env("MC_TE_SAME_HOST_TRANSPORT");
-    bool on = true;
-    if (v && te_parse_bool(v, &on) == 0 && !on)
-        return;
-    for (size_t i = 0; i < sizeof same_host_transports / sizeof *same_host_transports; i++) {
-        const char *name = same_host_transports[i];
-        const te_plugin *p;
-        if (!strcmp(name, proto) || e->transport_count + 1 >= TE_MAX_TRANSPORTS)
-            continue;
-        char saved[512];
-        snprintf(saved, sizeof saved, "%s", te_last_error());
-        /* A missing optional plugin is not worth a warning. */
-        int rc = te_plugin_load_quiet(name, TE_PLUGIN_TRANSPORT, &p);
-        if (rc == 0)
-            rc = add_transport(e, name, device_filter);
-        if (rc)
-            te_log(TE_LOG_DEBUG, "core", "same-host transport %s not used: %s", name,
-                   te_last_error());
-        te_set_error("%s", saved);
-    }
-}
-
-static int start_transports(te_engine *e, const char *protocol, const char *device_filter)
-{
-    const char *proto = protocol && *protocol ? protocol : "tcp";
-    if (e->cfg.force_tcp && strcmp(proto, "tcp") != 0) {
-        te_log(TE_LOG_INFO, "core", "MC_FORCE_TCP is set: using tcp instead of %s", proto);
-        proto = "tcp";
-    }
-    if (!strcmp(proto, "tcp"))
-        add_same_host_transports(e, proto, device_filter);
-    /* The data transport comes last: it names the descriptor's protocol. */
-    int rc = add_transport(e, proto, device_filter);
-    if (rc && !strcmp(proto, "rdma")) {
-        /* Clients such as SGLang and vLLM pass "rdma" by default. */
-        te_log(TE_LOG_WARN, "core", "no usable RDMA transport (%s); falling back to tcp",
-               te_last_error());
-        proto = "tcp";
-        add_same_host_transports(e, proto, device_filter);
-        rc = add_transport(e, proto, device_filter);
-    }
-    return rc;
-}
-
 static void stop_everything(te_engine *e);
 
 int te_engine_initialize(te_engine *e, const char *local_hostname, const char *metadata_server,
@@ -229,7 +160,9 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
         goto fail;
     }
     snprintf(e->device_filter, sizeof e->device_filter, "%s", device_name ? device_name : "");
-    rc = start_transports(e, protocol, device_name);
+    rc = te_failover_start(e); /* before any transport can report a slice */
+    if (!rc)
+        rc = te_transports_start(e, protocol, device_name);
     if (rc)
         goto fail;
     rc = te_sender_start(e);
@@ -271,7 +204,7 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
     e->initialized = true;
     pthread_mutex_unlock(&e->init_lock);
     te_log(TE_LOG_INFO, "core", "engine %s ready: transport %s, metadata %s, RPC port %u",
-           e->segment_name, e->transports[e->transport_count - 1].plugin->name, plugin,
+           e->segment_name, e->transports[e->preferred].plugin->name, plugin,
            e->rpc_port);
     te_clear_error();
     return 0;
@@ -295,7 +228,7 @@ const char *te_engine_segment_name(const te_engine *e)
 
 const char *te_engine_protocol(const te_engine *e)
 {
-    return e && e->initialized ? e->transports[e->transport_count - 1].plugin->name : NULL;
+    return e && e->initialized ? e->transports[e->preferred].plugin->name : NULL;
 }
 
 /* ---- memory ---------------------------------------------------------------- */
@@ -437,6 +370,7 @@ static void stop_everything(te_engine *e)
     te_metrics_stop(e);
     te_rpc_server_stop(&e->rpc);
     te_batches_quiesce(e);
+    te_failover_stop(e);
     te_sender_stop(e);
     te_segments_destroy(e);
     te_memreg_foreach(&e->memreg, unregister_all, e);
@@ -467,6 +401,7 @@ void te_engine_destroy(te_engine *e)
     e->initialized = false;
     pthread_mutex_unlock(&e->init_lock);
     te_batches_destroy(e);
+    te_failover_destroy(e);
     te_notifies_clear(e);
     te_memreg_destroy(&e->memreg);
     pthread_mutex_destroy(&e->init_lock);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "failover.h"
 #include "loader.h"
 #include "memreg.h"
 #include "metrics.h"
@@ -32,9 +33,10 @@ typedef struct te_segment {
     te_segdesc *desc;
     char rpc_host[256];
     uint16_t rpc_port;
-    int transport;       /* index in engine->transports */
-    void *peer;          /* that transport's peer handle */
+    int transport;       /* preferred transport for host memory (te_segment_transport) */
+    void *peers[TE_MAX_TRANSPORTS]; /* each transport's peer handle, NULL if it declined */
     te_io_counters *io;  /* the slot's counters (live as long as the engine) */
+    te_path_health *health; /* the slot's paths, one per transport */
     struct te_engine *engine;
 } te_segment;
 
@@ -43,6 +45,7 @@ typedef struct te_segment_slot {
     te_segment *current; /* NULL until resolved, or after close/refresh */
     bool stale;          /* refetch before the next use */
     te_io_counters *io;  /* per-peer metrics, never moved by realloc */
+    te_path_health *health; /* [TE_MAX_TRANSPORTS], allocated on first resolution */
 } te_segment_slot;
 
 typedef struct te_notify_node {
@@ -70,6 +73,8 @@ typedef struct te_engine {
 
     te_transport transports[TE_MAX_TRANSPORTS];
     int transport_count;
+    int preferred; /* the descriptor's protocol: the first of the protocol list that loaded */
+    te_failover failover;
 
     te_memreg memreg;
     te_metrics metrics;
@@ -101,6 +106,9 @@ static inline te_engine *te_engine_of(te_host *h)
 {
     return h->engine;
 }
+
+/* transports.c: loads the engine's transports (docs/transports.md). */
+int te_transports_start(te_engine *e, const char *protocol, const char *device_filter);
 
 /* segment.c */
 int te_segment_get(te_engine *e, te_segment_id id, bool refresh, te_segment **out);

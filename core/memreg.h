@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TE_MAX_TRANSPORTS 4
+#define TE_MAX_TRANSPORTS 6 /* e.g. rdma, shm, nvlink, tcp, and room for plugins */
 
 typedef struct te_region {
     uint64_t addr;

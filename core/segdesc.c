@@ -44,6 +44,27 @@ static int get_u64(json_t *o, const char *key, uint64_t *out)
     return 0;
 }
 
+int te_location_is_device(const char *loc)
+{
+    static const char *const prefixes[] = {"cuda", "npu", "musa", "hip"};
+    for (size_t i = 0; loc && i < sizeof prefixes / sizeof *prefixes; i++)
+        if (!strncmp(loc, prefixes[i], strlen(prefixes[i])) && loc[strlen(prefixes[i])] == ':')
+            return 1;
+    return 0;
+}
+
+/* A buffer's memory kind: our "location" member, else Mooncake's RDMA and
+ * NVLink descriptors, which put the location in "name" (tcp puts the
+ * segment name there, which is no location). */
+static int buffer_is_device(json_t *b)
+{
+    json_t *loc = json_object_get(b, "location");
+    if (json_is_string(loc))
+        return te_location_is_device(json_string_value(loc));
+    json_t *name = json_object_get(b, "name");
+    return json_is_string(name) && te_location_is_device(json_string_value(name));
+}
+
 int te_segdesc_decode(const char *json, size_t len, te_segdesc **out)
 {
     json_error_t jerr;
@@ -94,6 +115,7 @@ int te_segdesc_decode(const char *json, size_t len, te_segdesc **out)
                     d->name, i);
             goto fail;
         }
+        sb.device = buffer_is_device(b);
         d->buffers[i] = sb;
         d->buffers_in_order[i] = sb;
     }

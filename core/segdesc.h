@@ -8,6 +8,7 @@
 typedef struct te_seg_buffer {
     uint64_t addr;
     uint64_t length;
+    int device; /* device memory: "location" (ours) or "name" (Mooncake RDMA) says cuda:N, ... */
 } te_seg_buffer;
 
 /* The parts of a peer's descriptor the core needs; transports parse the
@@ -26,6 +27,9 @@ typedef struct te_segdesc {
  * addr + length not wrapping.  Returns TE_ERR_MALFORMED_JSON with a detail. */
 int te_segdesc_decode(const char *json, size_t len, te_segdesc **out);
 void te_segdesc_free(te_segdesc *d);
+
+/* Whether a location ("cuda:0", "cpu:1", "*", a segment name) is device memory. */
+int te_location_is_device(const char *location);
 
 /* Index (in registration order) of the buffer holding [addr, addr+len), or -1. */
 int te_segdesc_find(const te_segdesc *d, uint64_t addr, uint64_t len);

@@ -10,16 +10,16 @@
 #include "engine.h"
 #include "log.h"
 #include "net.h"
+#include "route.h"
 
 void te_segment_put(te_segment *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     te_engine *e = s->engine;
-    if (s->peer) {
-        te_transport *tr = &e->transports[s->transport];
-        tr->ops->peer_close(tr->inst, s->peer);
-    }
+    for (int i = 0; i < e->transport_count; i++)
+        if (s->peers[i])
+            e->transports[i].ops->peer_close(e->transports[i].inst, s->peers[i]);
     te_segdesc_free(s->desc);
     free(s);
 }
@@ -58,8 +58,11 @@ static void add_buffer(te_region *r, build_ctx *c)
 {
     if (c->rc)
         return;
-    json_t *b = json_pack("{s:s, s:I, s:I}", "name", c->e->segment_name, "addr",
-                          (json_int_t)r->addr, "length", (json_int_t)r->length);
+    /* "location" (ours) tells peers whether this is device memory whatever
+     * transports describe it: tcp keeps the segment name in "name". */
+    json_t *b = json_pack("{s:s, s:I, s:I, s:s}", "name", c->e->segment_name, "addr",
+                          (json_int_t)r->addr, "length", (json_int_t)r->length, "location",
+                          r->location);
     for (int i = 0; b && i < c->e->transport_count; i++) {
         te_transport *tr = &c->e->transports[i];
         char *extra = NULL;
@@ -79,7 +82,7 @@ int te_local_descriptor_json(te_engine *e, char **json)
 {
     char ts[64];
     te_segdesc_timestamp(ts, sizeof ts);
-    const char *proto = e->transports[e->transport_count - 1].plugin->name;
+    const char *proto = e->transports[e->preferred].plugin->name;
     json_t *root = json_pack("{s:s, s:s, s:s}", "name", e->segment_name, "protocol", proto,
                              "timestamp", ts);
     build_ctx c = {.e = e, .buffers = json_array(), .rc = 0};
@@ -207,6 +210,57 @@ static int fetch_rpc_address(te_engine *e, te_segment_id id, const char *name, t
     return rc;
 }
 
+/* Asks every transport to reach the peer; those that decline get no handle.
+ * The preferred one for host memory answers te_segment_transport. */
+static int open_peers(te_engine *e, const char *name, te_segment *s)
+{
+    te_peer_info info = {.size = sizeof info, .segment_name = name, .descriptor = s->desc->json,
+                         .rpc_host = s->rpc_host, .rpc_port = s->rpc_port};
+    int first_rc = 0, opened = 0;
+    char first_why[512] = "";
+    for (int i = 0; i < e->transport_count; i++) {
+        te_transport *tr = &e->transports[i];
+        int rc = tr->ops->peer_open(tr->inst, &info, &s->peers[i]);
+        if (rc == 0) {
+            opened++;
+            continue;
+        }
+        s->peers[i] = NULL;
+        if (rc != TE_ERR_NOT_SUPPORTED_TRANSPORT && !first_rc) {
+            first_rc = rc;
+            snprintf(first_why, sizeof first_why, "%s: %s", tr->plugin->name, te_last_error());
+        }
+        te_log(TE_LOG_DEBUG, "core", "transport %s does not reach %s (%s)", tr->plugin->name,
+               name, te_strerror(rc));
+    }
+    if (!opened) {
+        for (int i = 0; i < e->transport_count; i++)
+            if (s->peers[i])
+                e->transports[i].ops->peer_close(e->transports[i].inst, s->peers[i]);
+        if (first_rc)
+            return te_fail(first_rc, "cannot reach segment %s: %s", name, first_why);
+        return te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
+                       "segment %s uses protocol '%s', which this engine (%s) cannot reach", name,
+                       s->desc->protocol, e->transports[e->preferred].plugin->name);
+    }
+    te_route_in in = {.count = e->transport_count, .local_registered = true};
+    for (int i = 0; i < e->transport_count; i++) {
+        in.caps[i] = e->transports[i].ops->caps;
+        in.reached[i] = s->peers[i] != NULL;
+        in.usable[i] = true;
+    }
+    te_route r;
+    te_route_order(&in, &r);
+    s->transport = r.count ? r.order[0] : 0;
+    for (int i = 0; !r.count && i < e->transport_count; i++)
+        if (s->peers[i]) {
+            s->transport = i;
+            break;
+        }
+    te_clear_error();
+    return 0;
+}
+
 static int resolve(te_engine *e, te_segment_id id, const char *name, te_segment **out)
 {
     te_segment *s = calloc(1, sizeof *s);
@@ -222,25 +276,8 @@ static int resolve(te_engine *e, te_segment_id id, const char *name, te_segment 
         free(s);
         return rc;
     }
-    te_peer_info info = {.size = sizeof info, .segment_name = name, .descriptor = s->desc->json,
-                         .rpc_host = s->rpc_host, .rpc_port = s->rpc_port};
-    rc = TE_ERR_NOT_SUPPORTED_TRANSPORT;
-    for (int i = 0; i < e->transport_count; i++) {
-        te_transport *tr = &e->transports[i];
-        rc = tr->ops->peer_open(tr->inst, &info, &s->peer);
-        if (rc == 0) {
-            s->transport = i;
-            break;
-        }
-        if (rc != TE_ERR_NOT_SUPPORTED_TRANSPORT)
-            break;
-    }
+    rc = open_peers(e, name, s);
     if (rc) {
-        if (rc == TE_ERR_NOT_SUPPORTED_TRANSPORT)
-            te_fail(rc, "segment %s uses protocol '%s', which this engine (%s) cannot reach",
-                    name, s->desc->protocol, e->transports[e->transport_count - 1].plugin->name);
-        else
-            te_fail(rc, "cannot reach segment %s: %s", name, te_last_error());
         te_segdesc_free(s->desc);
         free(s);
         return rc;
@@ -274,6 +311,9 @@ int te_segment_get(te_engine *e, te_segment_id id, bool refresh, te_segment **ou
         return rc;
     pthread_mutex_lock(&e->seg_lock);
     te_segment *old = e->segments[id].current;
+    if (!e->segments[id].health)
+        e->segments[id].health = calloc(TE_MAX_TRANSPORTS, sizeof *e->segments[id].health);
+    s->health = e->segments[id].health; /* NULL only out of memory: then always usable */
     s->io = e->segments[id].io;
     e->segments[id].current = s;
     e->segments[id].stale = false;
@@ -403,6 +443,7 @@ void te_segments_destroy(te_engine *e)
         te_segment_put(e->segments[i].current);
         free(e->segments[i].name);
         free(e->segments[i].io);
+        free(e->segments[i].health);
     }
     free(e->segments);
     e->segments = NULL;

@@ -41,6 +41,7 @@ static const flag_def flags[] = {
     NUM(json, K_BOOL, "one JSON object per configuration on stdout"),
     NUM(sweep, K_BOOL, "block sizes 4K,16K,...,64M (powers of 4)"),
     NUM(metrics, K_BOOL, "print the engine's own counters (te_get_metrics) at the end"),
+    NUM(load_cuda, K_BOOL, "initiator: load the CUDA runtime first, as a GPU worker has"),
     NUM(control_fd, K_INT, NULL), /* internal: loopback's target */
     NUM(help, K_BOOL, "this text"),
 };

@@ -126,9 +126,50 @@ static void print_metrics(const bench_opts *o, te_engine *e)
     te_free(json);
 }
 
+/* The bytes each transport carried (te_get_metrics' per-transport
+ * counters): the engine chooses per request, so this is what was used.
+ * Text output only: with --json, --metrics carries the same counters. */
+static void print_carried(const bench_opts *o, te_engine *e)
+{
+    char *json = NULL;
+    if (o->json || te_get_metrics(e, &json))
+        return;
+    const char *p = strstr(json, "\"transports\":{");
+    p = p ? p + strlen("\"transports\":{") : NULL;
+    printf("bytes carried per transport:");
+    char name[64];
+    unsigned long long rb, r, wb, w;
+    int used, first = 1;
+    while (p && sscanf(p, "\"%63[^\"]\":{\"read_bytes\":%llu,\"reads\":%llu,\"write_bytes\":"
+                          "%llu,\"writes\":%llu}%n",
+                       name, &rb, &r, &wb, &w, &used) == 5) {
+        printf("%s %s %.3f GB", first ? "" : ",", name, (double)(rb + wb) / 1e9);
+        first = 0;
+        p += used;
+        p += *p == ',';
+    }
+    printf("\n");
+    te_free(json);
+}
+
+/* --load_cuda: the CUDA runtime in this process, as in an SGLang or vLLM
+ * worker, so the figures show which transports such a process gets. */
+static void load_cuda(void)
+{
+    void *p = NULL;
+    int rc = te_alloc_device(4096, &p);
+    if (rc)
+        fprintf(stderr, "te-bench: --load_cuda: no CUDA here (%s): %s\n", te_strerror(rc),
+                te_last_error());
+    else
+        te_free_device(p);
+}
+
 static int run_initiator(const bench_opts *o, const char *segment)
 {
     bench_target t = {.segment = segment};
+    if (o->load_cuda)
+        load_cuda();
     t.eng = start_engine(o);
     if (!t.eng)
         return 1;
@@ -144,6 +185,8 @@ static int run_initiator(const bench_opts *o, const char *segment)
     t.local_len = o->buffer_size;
     t.local = alloc_registered(t.eng, t.local_len);
     int failed = t.local ? bench_run_all(o, &t) : 1;
+    if (t.local)
+        print_carried(o, t.eng);
     if (o->metrics)
         print_metrics(o, t.eng);
     if (t.local)

@@ -28,6 +28,7 @@ typedef struct bench_opts {
     int threads;
     double duration;
     bool verify, json, sweep, help, metrics;
+    bool load_cuda; /* initiator: load the CUDA runtime first */
     int control_fd; /* loopback: the socket to the initiator, -1 otherwise */
 } bench_opts;
 

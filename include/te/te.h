@@ -117,9 +117,12 @@ TE_API void te_engine_destroy(te_engine *engine);
  *                   segment name becomes "host:<rpc port>".
  *  metadata_server  "P2PHANDSHAKE", "etcd://h1:p1,h2:p2", "http://url",
  *                   or a bare "host:port" (meaning metadata_type://host:port).
- *  protocol         transport plugin name ("tcp", "rdma", ...).  "rdma" with
- *                   no usable RDMA device falls back to "tcp" with a warning;
- *                   MC_FORCE_TCP forces "tcp".
+ *  protocol         transport plugin name ("tcp", "rdma", ...), started first
+ *                   with shm, nvlink (in a CUDA process) and tcp beside it;
+ *                   or a list ("rdma,tcp") of exactly the transports to run.
+ *                   MC_TE_TRANSPORTS overrides the set; "rdma" with no usable
+ *                   RDMA device falls back to "tcp" with a warning;
+ *                   MC_FORCE_TCP forces "tcp" (and shm).  docs/transports.md.
  *  device_name      comma separated NIC filter, "" or NULL for all.
  *  metadata_type    NULL: parse metadata_server like the original's
  *                   initialize(); otherwise the store's name ("etcd", "http",
@@ -137,7 +140,9 @@ TE_API int te_engine_rpc_port(const te_engine *engine);
 /* The engine's segment name as peers must address it; NULL before init. */
 TE_API const char *te_engine_segment_name(const te_engine *engine);
 
-/* The name of the data transport in use ("tcp", "rdma", ...); NULL before init. */
+/* The engine's preferred transport ("tcp", "rdma", ...), which its descriptor
+ * names as `protocol`: the first of the protocol list that started.  The
+ * engine runs others too (docs/transports.md).  NULL before init. */
 TE_API const char *te_engine_protocol(const te_engine *engine);
 
 /* ---- memory -------------------------------------------------------------- */
@@ -181,10 +186,12 @@ TE_API int te_segment_close(te_engine *engine, te_segment_id id);
 TE_API int te_segment_buffer(te_engine *engine, te_segment_id id, size_t index,
                              uint64_t *addr, uint64_t *length);
 
-/* The name of the transport that carries requests to the segment ("tcp",
- * "shm", "rdma", "nvlink", ...), chosen when the segment was resolved: a
- * same-host transport where both sides have one, else the engine's protocol.
- * The string lives as long as the engine.  Resolves the segment if needed. */
+/* The name of the transport that carries host-memory requests to the
+ * segment ("tcp", "shm", "rdma", ...) when its paths are healthy: a
+ * same-host transport where both sides have one, else the engine's protocol
+ * where the peer has it, else tcp.  The core still chooses per request
+ * (device memory, failover, hints: docs/transports.md).  The string lives as
+ * long as the engine.  Resolves the segment if needed. */
 TE_API int te_segment_transport(te_engine *engine, te_segment_id id, const char **name);
 
 /* ---- transfers ----------------------------------------------------------- */
@@ -230,6 +237,33 @@ TE_API int te_batch_wait(te_engine *engine, te_batch_id id, int64_t timeout_ms,
  * wait until the deadline, free.  0 when every request completed. */
 TE_API int te_transfer_sync(te_engine *engine, const te_request *requests, size_t count,
                             const char *notify_name, const char *notify_msg);
+
+/* ---- transport hints (an addition beyond the original API) ---------------- */
+
+/*
+ * The core chooses a transport per request (docs/transports.md): shm for
+ * host memory on a same-host peer, nvlink for device memory on one host,
+ * else the protocol's transport (rdma where both sides have it), tcp last;
+ * a slice that fails for a transport reason moves to the next one.  A hint
+ * pins one transport instead, and such requests never fail over.
+ *
+ * te_transport_hint_check: 0 when `transport` is "" / NULL (no hint), a
+ * transport this engine loaded, or a known name (tcp, rdma, shm, nvlink);
+ * TE_ERR_INVALID_ARGUMENT for anything else.
+ *
+ * te_batch_set_transport_hint: requests submitted to the batch from now on
+ * use `transport` only ("" or NULL: the core chooses again).  A known
+ * transport that cannot serve a request (not loaded, declined the peer,
+ * cannot move that memory) fails the request; te_transfer_sync_hint then
+ * says why in te_last_error().  TE_ERR_INVALID_ARGUMENT for an unknown name.
+ *
+ * te_transfer_sync_hint: te_transfer_sync with a hint.
+ */
+TE_API int te_transport_hint_check(te_engine *engine, const char *transport);
+TE_API int te_batch_set_transport_hint(te_engine *engine, te_batch_id id, const char *transport);
+TE_API int te_transfer_sync_hint(te_engine *engine, const te_request *requests, size_t count,
+                                 const char *notify_name, const char *notify_msg,
+                                 const char *transport);
 
 /* ---- notifications and probes --------------------------------------------- */
 

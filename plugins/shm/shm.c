@@ -1,7 +1,7 @@
 /* shm.c - entry point of the same-host transport: the instance, the members
  * it adds to the segment descriptor, buffer registration (the table peers
- * read) and the choice, per peer, to reach it here or decline to tcp. */
-#include <dlfcn.h>
+ * read) and the choice, per peer, to reach it here or decline to tcp.  The
+ * core, not shm, keeps device memory away (it chooses per request). */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -118,6 +118,12 @@ static int shm_describe(void *inst, char **json_object)
 
 /* ---- registration -------------------------------------------------------- */
 
+bool shm_is_cpu_location(const char *where)
+{
+    return strncmp(where, "cuda", 4) != 0 && strncmp(where, "npu", 3) != 0 &&
+           strncmp(where, "musa", 4) != 0 && strncmp(where, "hip", 3) != 0;
+}
+
 static bool is_cpu_memory(void *addr, size_t len, const char *location)
 {
     char where[64] = "*";
@@ -125,8 +131,7 @@ static bool is_cpu_memory(void *addr, size_t len, const char *location)
         snprintf(where, sizeof where, "%s", location);
     else if (shm_host->memory_location(addr, len, where, sizeof where) != 0)
         snprintf(where, sizeof where, "*");
-    return strncmp(where, "cuda", 4) != 0 && strncmp(where, "npu", 3) != 0 &&
-           strncmp(where, "musa", 4) != 0 && strncmp(where, "hip", 3) != 0;
+    return shm_is_cpu_location(where);
 }
 
 static int shm_register(void *inst, void *addr, size_t length, const char *location, void **mr)
@@ -210,10 +215,10 @@ static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id)
         return "shm_regtab is not an address";
     if (!json_is_string(tok) || !parse_token(json_string_value(tok), &p->token))
         return "shm_token is not 16 hex digits";
+    /* false (GPU memory registered) no longer matters: the core sends only
+     * host-to-host requests here, and GPU buffers never enter the table. */
     if (!json_is_boolean(cpu_only))
         return "shm_cpu_only is not a boolean";
-    if (!json_is_true(cpu_only))
-        return "it has GPU memory registered (tcp stages it)";
     p->pid = (pid_t)json_integer_value(pid);
     p->tab_addr = t;
     *host_id = json_string_value(h);
@@ -249,38 +254,11 @@ static int decline(shm_inst *in, int level, const te_peer_info *peer, const char
     return TE_ERR_NOT_SUPPORTED_TRANSPORT;
 }
 
-/*
- * The core picks one transport per peer, and process_vm_* cannot reach GPU
- * memory.  So a process that has GPU memory registered, or has loaded the
- * CUDA driver (its local buffers may be device memory, registered or not),
- * leaves same-host peers to tcp, which stages GPU memory; MC_TE_SHM_WITH_CUDA=1
- * keeps shm for a CUDA process whose transfers use CPU memory only.
- */
-static const char *local_gpu_reason(shm_inst *in)
-{
-    pthread_mutex_lock(&in->reg_lock);
-    size_t device = in->device_regs;
-    pthread_mutex_unlock(&in->reg_lock);
-    if (device)
-        return "this engine has GPU memory registered (tcp stages it)";
-    if (env_flag(in->host, "MC_TE_SHM_WITH_CUDA"))
-        return NULL;
-    void *cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (!cuda)
-        return NULL;
-    dlclose(cuda);
-    return "this process uses CUDA, so local buffers may be GPU memory "
-           "(MC_TE_SHM_WITH_CUDA=1 if they never are)";
-}
-
 static int shm_peer_open(void *inst, const te_peer_info *peer, void **handle)
 {
     shm_inst *in = inst;
     if (!peer || !peer->descriptor)
         return TE_ERR_NOT_SUPPORTED_TRANSPORT;
-    const char *local_why = local_gpu_reason(in);
-    if (local_why)
-        return decline(in, TE_LOG_DEBUG, peer, local_why);
     json_error_t jerr;
     json_t *root = json_loads(peer->descriptor, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(root)) {

@@ -108,6 +108,9 @@ int shm_peer_seq(shm_peer *p, uint64_t *seq);                       /* 0 or te_s
 bool shm_peer_allows(const shm_peer *p, uint64_t addr, uint64_t len);
 int shm_errno_status(int err);
 
+/* shm.c: whether a location ("cpu:0", "cuda:1", "*") is CPU memory. */
+bool shm_is_cpu_location(const char *where);
+
 /* shm_pool.c */
 int shm_pool_start(shm_pool *pool, struct shm_inst *inst, int nthreads);
 void shm_pool_stop(shm_pool *pool);

@@ -118,6 +118,18 @@ static ssize_t vm_copy(pid_t pid, bool write, const struct iovec *l, const struc
     return write ? process_vm_writev(pid, l, n, r, n, 0) : process_vm_readv(pid, l, n, r, n, 0);
 }
 
+/* EFAULT on our side: the core never hands us device memory, but if a
+ * caller pins shm to it, the slice fails as "not this transport" (the kernel
+ * refused the copy; nothing was touched). */
+static int fault_status(const te_slice *s)
+{
+    char where[64] = "*";
+    if (shm_host->memory_location(s->local, (size_t)s->length, where, sizeof where) == 0 &&
+        !shm_is_cpu_location(where))
+        return TE_ERR_NOT_SUPPORTED_TRANSPORT;
+    return TE_ERR_ADDRESS_NOT_REGISTERED;
+}
+
 /* Finishes one slice alone from byte `done`; returns its status. */
 static int finish_one(pid_t pid, bool write, const te_slice *s, uint64_t done)
 {
@@ -127,6 +139,8 @@ static int finish_one(pid_t pid, bool write, const te_slice *s, uint64_t done)
         ssize_t got = vm_copy(pid, write, &l, &r, 1);
         if (got < 0 && errno == EINTR)
             continue;
+        if (got < 0 && errno == EFAULT)
+            return fault_status(s);
         if (got <= 0)
             return got < 0 ? shm_errno_status(errno) : TE_ERR_ADDRESS_NOT_REGISTERED;
         done += (uint64_t)got;

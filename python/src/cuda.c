@@ -42,13 +42,14 @@ typedef struct cuda_job {
     pyte_core *core;
     size_t n;
     char *target;
+    char hint[64]; /* transport_hint, "" for none */
     te_request reqs[];
 } cuda_job;
 
 static void run_on_stream(void *arg)
 {
     cuda_job *job = arg;
-    int rc = te_transfer_sync(job->core->engine, job->reqs, job->n, NULL, NULL);
+    int rc = te_transfer_sync_hint(job->core->engine, job->reqs, job->n, NULL, NULL, job->hint);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg,
@@ -86,8 +87,8 @@ static int raise_pending(pyte_core *c)
     return -1;
 }
 
-static int enqueue(pyte_core *c, const char *target, const te_request *reqs, size_t n,
-                   uint64_t stream, char *why, size_t why_len)
+static int enqueue(pyte_core *c, const char *target, const char *hint, const te_request *reqs,
+                   size_t n, uint64_t stream, char *why, size_t why_len)
 {
     te_segment_id id;
     if (pyte_segment(c, target, &id)) {
@@ -105,6 +106,7 @@ static int enqueue(pyte_core *c, const char *target, const te_request *reqs, siz
     job->core = c;
     job->n = n;
     job->target = t;
+    snprintf(job->hint, sizeof job->hint, "%s", hint ? hint : "");
     for (size_t i = 0; i < n; i++) {
         job->reqs[i] = reqs[i];
         job->reqs[i].target = id;
@@ -121,14 +123,18 @@ static int enqueue(pyte_core *c, const char *target, const te_request *reqs, siz
     return 0;
 }
 
-static PyObject *on_cuda(PyObject *self, const char *fname, const char *target, te_request *reqs,
-                         size_t n, uint64_t stream)
+static PyObject *on_cuda(PyObject *self, const char *fname, const char *target, const char *hint,
+                         te_request *reqs, size_t n, uint64_t stream)
 {
     pyte_core *c = CORE(self);
     char why[1024];
     int rc;
-    if (raise_pending(c))
+    if (raise_pending(c) || pyte_check_hint(c, hint))
         return NULL;
+    if (hint && strlen(hint) >= 64) { /* longer than any transport name */
+        PyErr_Format(PyExc_ValueError, "%s: transport_hint too long", fname);
+        return NULL;
+    }
     if (!pyte_cuda_available()) {
         PyErr_Format(PyExc_RuntimeError, "%s: CUDA runtime not available: %s", fname, load_why);
         return NULL;
@@ -136,7 +142,7 @@ static PyObject *on_cuda(PyObject *self, const char *fname, const char *target, 
     if (n == 0)
         Py_RETURN_NONE;
     Py_BEGIN_ALLOW_THREADS
-    rc = enqueue(c, target, reqs, n, stream, why, sizeof why);
+    rc = enqueue(c, target, hint, reqs, n, stream, why, sizeof why);
     Py_END_ALLOW_THREADS
     if (rc) {
         PyErr_Format(PyExc_RuntimeError, "%s: %s", fname, why);
@@ -160,7 +166,7 @@ static PyObject *single(PyObject *self, PyObject *args, PyObject *kw, int opcode
         return NULL;
     te_request r = {.opcode = opcode, .local = (void *)(uintptr_t)buf, .remote = peer,
                     .length = len};
-    return on_cuda(self, fname, target, &r, 1, stream);
+    return on_cuda(self, fname, target, hint, &r, 1, stream);
 }
 
 static PyObject *batch(PyObject *self, PyObject *args, PyObject *kw, int opcode, const char *fname)
@@ -194,7 +200,7 @@ static PyObject *batch(PyObject *self, PyObject *args, PyObject *kw, int opcode,
     for (size_t i = 0; i < nb; i++)
         reqs[i] = (te_request){.opcode = opcode, .local = (void *)(uintptr_t)b[i],
                                .remote = p[i], .length = l[i]};
-    out = on_cuda(self, fname, target, reqs, nb, stream);
+    out = on_cuda(self, fname, target, hint, reqs, nb, stream);
 out:
     PyMem_RawFree(reqs);
     PyMem_RawFree(b);

@@ -71,6 +71,8 @@ int pyte_unregister_batch(pyte_core *c, const uint64_t *addrs, size_t n);
 pyte_segcache *pyte_segcache_new(void);
 void pyte_segcache_free(pyte_segcache *s);
 int pyte_segment(pyte_core *c, const char *name, te_segment_id *id);
+/* -1 with ValueError set when transport_hint names no transport (transfer_methods.c). */
+int pyte_check_hint(pyte_core *c, const char *hint);
 void pyte_segment_forget(pyte_core *c, const char *name);
 
 /* ranges.c: sorted, non-overlapping [addr, addr+len) ranges. */

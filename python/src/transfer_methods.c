@@ -19,6 +19,7 @@ typedef struct call {
     size_t n;
     int opcode;
     char *nname, *nmsg; /* notification, or NULL */
+    const char *hint;   /* transport_hint, NULL or "" for none (borrowed from args) */
 } call;
 
 static void call_free(call *c)
@@ -61,6 +62,7 @@ static int parse_single(PyObject *args, PyObject *kw, enum shape shape, const ch
     }
     if (!ok || parse_notify(notify, c))
         return -1;
+    c->hint = hint;
     c->one = (te_request){.opcode = c->opcode, .local = (void *)(uintptr_t)buf,
                           .remote = peer, .length = len};
     c->reqs = &c->one;
@@ -131,7 +133,17 @@ static int parse_batch(PyObject *args, PyObject *kw, enum shape shape, const cha
     }
     if (!ok || parse_notify(notify, c))
         return -1;
+    c->hint = hint;
     return build_requests(c, bufs, peers, lens, mismatch);
+}
+
+int pyte_check_hint(pyte_core *core, const char *hint)
+{
+    if (!hint || !*hint || te_transport_hint_check(core->engine, hint) != TE_ERR_INVALID_ARGUMENT)
+        return 0; /* an engine not initialized fails the transfer itself */
+    PyErr_Format(PyExc_ValueError, "unknown transport_hint '%s': expected '', a loaded transport "
+                 "or one of tcp, rdma, shm, nvlink", hint);
+    return -1;
 }
 
 /* ---- running them (no GIL) -------------------------------------------------------- */
@@ -145,7 +157,7 @@ static int run_sync(pyte_core *core, call *c)
         return 0;
     for (size_t i = 0; i < c->n; i++)
         c->reqs[i].target = id;
-    if (te_transfer_sync(core->engine, c->reqs, c->n, c->nname, c->nmsg) == 0)
+    if (te_transfer_sync_hint(core->engine, c->reqs, c->n, c->nname, c->nmsg, c->hint) == 0)
         return 0;
     pyte_segment_forget(core, c->target); /* re-open next time */
     return -1;
@@ -160,7 +172,8 @@ static uint64_t run_async(pyte_core *core, call *c)
         return 0;
     for (size_t i = 0; i < c->n; i++)
         c->reqs[i].target = id;
-    if (te_submit(core->engine, b, c->reqs, c->n) == 0)
+    if ((!c->hint || !*c->hint || te_batch_set_transport_hint(core->engine, b, c->hint) == 0) &&
+        te_submit(core->engine, b, c->reqs, c->n) == 0)
         return b;
     te_batch_free(core->engine, b);
     pyte_segment_forget(core, c->target);
@@ -172,7 +185,7 @@ static PyObject *sync_single(PyObject *self, PyObject *args, PyObject *kw, enum 
 {
     call c;
     int rc;
-    if (parse_single(args, kw, shape, fname, &c)) {
+    if (parse_single(args, kw, shape, fname, &c) || pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -190,7 +203,7 @@ static PyObject *sync_batch(PyObject *self, PyObject *args, PyObject *kw, enum s
 {
     call c;
     int mismatch = 0, rc = -1;
-    if (parse_batch(args, kw, shape, fname, &c, &mismatch)) {
+    if (parse_batch(args, kw, shape, fname, &c, &mismatch) || pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -211,7 +224,7 @@ static PyObject *async_batch(PyObject *self, PyObject *args, PyObject *kw, enum 
     call c;
     int mismatch = 0;
     uint64_t id = 0;
-    if (parse_batch(args, kw, shape, fname, &c, &mismatch)) {
+    if (parse_batch(args, kw, shape, fname, &c, &mismatch) || pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -271,7 +284,8 @@ static PyObject *m_transfer_submit_write(ARGS)
 {
     call c;
     uint64_t id;
-    if (parse_single(args, kw, FIXED, "transfer_submit_write", &c)) {
+    if (parse_single(args, kw, FIXED, "transfer_submit_write", &c) ||
+        pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -380,6 +394,9 @@ static PyObject *m_get_batch_transfer_status(ARGS)
 #define SYNC_RET "Returns 0 on success, -1 on failure (timeout: MC_TRANSFER_TIMEOUT seconds\n" \
                  "plus 1 ns per byte)."
 #define ASYNC_RET "Returns a batch id for get_batch_transfer_status(), or 0 on failure."
+/* transport_hint (every transfer method): '' lets the engine choose per
+ * request; a transport name pins it (docs/transports.md); an unknown name
+ * raises ValueError. */
 
 PyMethodDef pyte_transfer_methods[] = {
     KWM(transfer_sync_write,

@@ -19,6 +19,9 @@
 
 static te_engine *engine(void)
 {
+    /* Exactly tcp: this suite is about tcp's staging, and in a CUDA process
+     * the engine would otherwise take nvlink for same-host device memory. */
+    setenv("MC_TE_TRANSPORTS", "tcp", 1);
     te_engine *e = te_engine_create();
     int rc = te_engine_initialize(e, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL);
     ck_assert_msg(rc == 0, "initialize tcp: %d %s", rc, te_last_error());

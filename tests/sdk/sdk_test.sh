@@ -171,8 +171,10 @@ mode_plugin() {
         die "loopcopy (CMake build) did not carry the transfer"
     MC_PLUGIN_PATH=$work/plugin run "$work/embed/embed" -s -p loopcopy -n 5000001 ||
         die "loopcopy (pkg-config build) did not carry the transfer"
-    # It reaches only its own engine: another process's segment is declined.
-    if MC_PLUGIN_PATH=$work/plugin run "$work/embed/embed" -p loopcopy -n 4096 >"$work/decline.log" 2>&1 ||
+    # It reaches only its own engine: another process's segment is declined
+    # (alone: otherwise the engine's tcp fallback carries it, docs/transports.md).
+    if MC_TE_TRANSPORTS=loopcopy MC_PLUGIN_PATH=$work/plugin \
+        run "$work/embed/embed" -p loopcopy -n 4096 >"$work/decline.log" 2>&1 ||
         ! grep -q "cannot reach" "$work/decline.log"; then
         cat "$work/decline.log" >&2
         die "loopcopy did not decline a remote peer cleanly"

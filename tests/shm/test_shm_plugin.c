@@ -263,14 +263,15 @@ START_TEST(malformed_or_foreign_descriptors_are_declined)
     expect_declined("shm_version", "2");
     expect_declined("shm_version", NULL);
     expect_declined("shm_cpu_only", "\"yes\"");
-    expect_declined("shm_cpu_only", "false");
     expect_declined("shm_cpu_only", NULL);
 }
 END_TEST
 
-/* process_vm_* cannot reach GPU memory: an engine with GPU memory registered
- * (either side) leaves the peer to tcp, which stages it. */
-START_TEST(gpu_memory_on_either_side_is_declined)
+/* The core chooses per request and sends shm host-to-host requests only, so
+ * GPU memory registered on either side, or CUDA in the process, no longer
+ * makes shm decline a peer; shm_cpu_only is still reported (and checked to
+ * be a boolean). */
+START_TEST(gpu_memory_on_either_side_is_accepted)
 {
     static char fake_gpu[4096], cpu[4096];
     void *gpu_mr, *cpu_mr, *peer;
@@ -279,24 +280,23 @@ START_TEST(gpu_memory_on_either_side_is_declined)
                      0);
     char *d = descriptor_of(target);
     ck_assert_ptr_nonnull(strstr(d, "\"shm_cpu_only\":false"));
-    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    ck_assert_int_eq(open_with(d, &peer), 0);
+    ops->peer_close(initiator, peer);
     free(d);
     ck_assert_int_eq(ops->unregister_memory(target, gpu_mr), 0);
-    peer = open_target(); /* CPU memory only again */
-    ops->peer_close(initiator, peer);
     ck_assert_int_eq(ops->register_memory(initiator, fake_gpu, sizeof fake_gpu, "cuda:1", &gpu_mr),
                      0);
     d = descriptor_of(target);
-    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    ck_assert_int_eq(open_with(d, &peer), 0);
+    ops->peer_close(initiator, peer);
     free(d);
     ops->unregister_memory(initiator, gpu_mr);
     ops->unregister_memory(target, cpu_mr);
 }
 END_TEST
 
-/* Once the CUDA driver is loaded, local buffers may be device memory that
- * nobody registered: same-host peers go to tcp unless told otherwise. */
-START_TEST(cuda_process_declines_unless_told)
+/* A process that loaded the CUDA driver still reaches same-host peers. */
+START_TEST(cuda_process_is_accepted)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/fake-cuda/libcuda.so.1", getenv("TE_TEST_BIN_DIR"));
@@ -305,11 +305,8 @@ START_TEST(cuda_process_declines_unless_told)
     ck_assert_ptr_nonnull(dlopen(path, RTLD_NOW | RTLD_LOCAL));
     char *d = descriptor_of(target);
     void *peer;
-    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
-    setenv("MC_TE_SHM_WITH_CUDA", "1", 1);
     ck_assert_int_eq(open_with(d, &peer), 0);
     ops->peer_close(initiator, peer);
-    unsetenv("MC_TE_SHM_WITH_CUDA");
     free(d);
 }
 END_TEST
@@ -529,8 +526,8 @@ int main(void)
     tcase_add_test(tc, malformed_or_foreign_descriptors_are_declined);
     tcase_add_test(tc, dead_pid_is_declined);
     tcase_add_test(tc, forced_kernel_refusal_is_declined);
-    tcase_add_test(tc, gpu_memory_on_either_side_is_declined);
-    tcase_add_test(tc, cuda_process_declines_unless_told);
+    tcase_add_test(tc, gpu_memory_on_either_side_is_accepted);
+    tcase_add_test(tc, cuda_process_is_accepted);
     tcase_add_test(tc, copies_inside_registered_memory);
     tcase_add_test(tc, ranges_outside_the_live_table_are_refused);
     tcase_add_test(tc, fault_inside_a_run_fails_only_its_slice);

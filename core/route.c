@@ -1,0 +1,177 @@
+/* route.c - the per-request choice of transports (docs/transports.md):
+ * host memory on both sides of a same-host pair goes to a same-host copy
+ * transport (shm), device memory to a same-host GPU transport (nvlink) when
+ * the target is device memory, everything else to the remote transports in
+ * the order the protocol named them, tcp last.  Hints pin one transport. */
+#include "route.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "cuda_loader.h"
+#include "engine.h"
+#include "log.h"
+#include "net.h"
+
+/* ---- the choice (pure) ----------------------------------------------------- */
+
+static bool same_host(uint32_t caps)
+{
+    return !(caps & TE_TRANSPORT_CAP_REMOTE);
+}
+
+const char *te_route_refusal(const te_route_in *in, int t)
+{
+    uint32_t caps = in->caps[t];
+    if (!in->reached[t])
+        return "it cannot reach the peer (declined at peer_open)";
+    if ((caps & TE_TRANSPORT_CAP_NEEDS_LOCAL_MR) && !in->local_registered)
+        return "it needs registered local memory";
+    bool device = in->local_device || in->remote_device;
+    if (same_host(caps) && !(caps & TE_TRANSPORT_CAP_GPU) && device)
+        return "it copies host memory only and the request involves device memory";
+    if (same_host(caps) && (caps & TE_TRANSPORT_CAP_GPU) && !in->remote_device)
+        return "it maps the peer's device memory and the target is host memory";
+    return NULL;
+}
+
+static void add_pass(const te_route_in *in, te_route *out, bool want_same_host, bool want_usable)
+{
+    for (int t = 0; t < in->count; t++)
+        if (same_host(in->caps[t]) == want_same_host && in->usable[t] == want_usable &&
+            !te_route_refusal(in, t))
+            out->order[out->count++] = (int8_t)t;
+}
+
+void te_route_order(const te_route_in *in, te_route *out)
+{
+    out->count = 0;
+    for (int usable = 1; usable >= 0; usable--) {
+        add_pass(in, out, true, usable);
+        add_pass(in, out, false, usable);
+    }
+}
+
+/* ---- where local memory lives ------------------------------------------------ */
+
+typedef int (*cu_pointer_get_attribute_fn)(void *data, int attribute, unsigned long long ptr);
+
+/* From cuda.h (stable driver ABI). */
+#define CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
+#define CU_POINTER_ATTRIBUTE_IS_MANAGED 8
+#define CU_MEMORYTYPE_DEVICE 2
+
+/* The driver's pointer query, once the process has loaded CUDA (the driver
+ * stays loaded: the loader keeps its handle).  Until then the answer is
+ * "host", re-checked at most every 100 ms, so a CPU-only process pays one
+ * clock read per request and never a system call. */
+static cu_pointer_get_attribute_fn pointer_query(void)
+{
+    static _Atomic(void *) fn;
+    static _Atomic int64_t next_check_ns;
+    void *f = atomic_load_explicit(&fn, memory_order_acquire);
+    if (f)
+        return (cu_pointer_get_attribute_fn)(uintptr_t)f;
+    int64_t now = te_now_ns();
+    if (now < atomic_load_explicit(&next_check_ns, memory_order_relaxed))
+        return NULL;
+    atomic_store_explicit(&next_check_ns, now + 100000000, memory_order_relaxed);
+    void *lib = cudl_open_driver(0, NULL, 0);
+    cu_pointer_get_attribute_fn get = NULL;
+    if (!lib || !cudl_sym(lib, "cuPointerGetAttribute", &get, NULL, 0))
+        return NULL;
+    atomic_store_explicit(&fn, (void *)(uintptr_t)get, memory_order_release);
+    return get;
+}
+
+bool te_route_local_device(const te_region *pin, const void *addr)
+{
+    if (pin)
+        return te_location_is_device(pin->location);
+    cu_pointer_get_attribute_fn get = pointer_query();
+    if (!get)
+        return false;
+    unsigned int type = 0, managed = 0;
+    unsigned long long p = (unsigned long long)(uintptr_t)addr;
+    /* Host memory unknown to CUDA fails the query; managed memory is
+     * host-accessible, as topology_memloc.c treats it. */
+    if (get(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, p) != 0 || type != CU_MEMORYTYPE_DEVICE)
+        return false;
+    return get(&managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, p) != 0 || !managed;
+}
+
+/* ---- the engine's view ------------------------------------------------------- */
+
+static void route_input(te_engine *e, const te_segment *seg, const te_region *pin,
+                        const void *local, bool remote_device, te_route_in *in)
+{
+    int64_t now = te_now_ns();
+    in->count = e->transport_count;
+    in->local_registered = pin != NULL;
+    in->local_device = te_route_local_device(pin, local);
+    in->remote_device = remote_device;
+    for (int t = 0; t < e->transport_count; t++) {
+        in->caps[t] = e->transports[t].ops->caps;
+        in->reached[t] = seg->peers[t] != NULL;
+        in->usable[t] = !seg->health || te_path_usable(&seg->health[t], now);
+    }
+}
+
+static int pinned(te_engine *e, const te_segment *seg, const te_route_in *in, int hint,
+                  te_route *out)
+{
+    const char *name = e->transports[hint].plugin->name;
+    const char *why = te_route_refusal(in, hint);
+    if (why)
+        return te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
+                       "transport hint '%s' cannot serve this request to %s: %s", name,
+                       seg->desc->name, why);
+    out->order[0] = (int8_t)hint;
+    out->count = 1;
+    return 0;
+}
+
+int te_route_for(te_engine *e, const te_segment *seg, const te_region *pin, const void *local,
+                 bool remote_device, int hint, te_route *out)
+{
+    te_route_in in;
+    out->count = 0;
+    if (hint == TE_HINT_NOT_LOADED)
+        return te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
+                       "the hinted transport is not loaded in this engine");
+    route_input(e, seg, pin, local, remote_device, &in);
+    if (hint >= 0)
+        return pinned(e, seg, &in, hint, out);
+    te_route_order(&in, out);
+    if (out->count)
+        return 0;
+    return te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
+                   "no transport of this engine can carry a %s-to-%s request to %s",
+                   in.local_device ? "device" : "host", remote_device ? "device" : "host",
+                   seg->desc->name);
+}
+
+/* ---- hints ------------------------------------------------------------------ */
+
+static const char *const known_transports[] = {"tcp", "rdma", "shm", "nvlink"};
+
+int te_route_hint(te_engine *e, const char *name, int *hint)
+{
+    *hint = TE_HINT_AUTO;
+    if (!name || !*name)
+        return 0;
+    for (int t = 0; t < e->transport_count; t++)
+        if (!strcmp(e->transports[t].plugin->name, name)) {
+            *hint = t;
+            return 0;
+        }
+    for (size_t i = 0; i < sizeof known_transports / sizeof *known_transports; i++)
+        if (!strcmp(known_transports[i], name)) {
+            *hint = TE_HINT_NOT_LOADED;
+            return 0;
+        }
+    return te_fail(TE_ERR_INVALID_ARGUMENT,
+                   "unknown transport hint '%s' (known: tcp, rdma, shm, nvlink, or a loaded "
+                   "plugin's name)",
+                   name);
+}
