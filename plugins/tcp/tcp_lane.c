@@ -566,6 +566,22 @@ static bool stalled(const lane *l, int64_t now)
            now - l->progress_ns > l->peer->t->rail_stall_ns;
 }
 
+/* Slices queued on a lane of a rail set aside meanwhile (nothing of them
+ * sent yet) go to a usable rail instead of waiting for a connect that is
+ * likely to fail.  true when they were moved. */
+static bool leave_paused_rail(lane *l, int64_t now)
+{
+    tcp_peer *p = l->peer;
+    if (!multi_rail(p) || l->flying.head || l->send_off || l->pipe_bytes ||
+        tcp_rail_usable(&p->rails[l->rail], now) ||
+        tcp_rail_pick(p->rails, p->nrails, 0, now, l->rail) < 0)
+        return false;
+    slist moved = {0};
+    slist_append(&moved, &l->sending);
+    redistribute(p, l->rail, &moved, TE_ERR_SOCKET);
+    return true;
+}
+
 static int poll_ms(const lane *l, int64_t deadline)
 {
     int64_t now = tcp_host_api->now_ns(), until = deadline;
@@ -597,6 +613,8 @@ static void lane_work(lane *l)
         return;
     }
     drop_stale_fd(l);
+    if (l->sending.head && l->fd < 0 && leave_paused_rail(l, now))
+        return;
     if (l->sending.head && l->fd < 0) {
         int rc = lane_connect(l, deadline);
         if (rc) {

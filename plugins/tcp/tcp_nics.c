@@ -17,6 +17,7 @@ typedef struct nic_addr {
     int family;
     unsigned char addr[16], mask[16];
     char text[TCP_ADDR_LEN];
+    char ifname[IF_NAMESIZE];
 } nic_addr;
 
 struct tcp_nics {
@@ -73,6 +74,29 @@ static bool keep_addr(const struct ifaddrs *ifa, nic_addr *out)
     return inet_ntop(out->family, out->addr, out->text, sizeof out->text) != NULL;
 }
 
+static bool has_ipv4(const struct ifaddrs *all, const char *name)
+{
+    for (const struct ifaddrs *ifa = all; ifa; ifa = ifa->ifa_next)
+        if (ifa->ifa_addr && ifa->ifa_addr->sa_family == AF_INET && !strcmp(ifa->ifa_name, name))
+            return true;
+    return false;
+}
+
+/* One address per interface and family; IPv6 only where there is no IPv4,
+ * so that one NIC is one rail. */
+static bool wanted(const struct ifaddrs *all, const struct ifaddrs *ifa, const tcp_nics *n,
+                   const char *device_filter, const char *env)
+{
+    if (!listed(device_filter, ifa->ifa_name) || !listed(env, ifa->ifa_name) || !ifa->ifa_addr)
+        return false;
+    if (ifa->ifa_addr->sa_family == AF_INET6 && has_ipv4(all, ifa->ifa_name))
+        return false;
+    for (int i = 0; i < n->n; i++)
+        if (!strcmp(n->a[i].ifname, ifa->ifa_name) && n->a[i].family == ifa->ifa_addr->sa_family)
+            return false;
+    return true;
+}
+
 tcp_nics *tcp_nics_open(te_host *h, const char *device_filter)
 {
     const char *env = tcp_host_api->config(h, "MC_TE_FILTERS");
@@ -83,8 +107,8 @@ tcp_nics *tcp_nics_open(te_host *h, const char *device_filter)
         return NULL;
     tcp_nics *n = calloc(1, sizeof *n);
     for (struct ifaddrs *ifa = all; n && ifa && n->n < TCP_MAX_RAILS; ifa = ifa->ifa_next)
-        if (listed(device_filter, ifa->ifa_name) && listed(env, ifa->ifa_name) &&
-            keep_addr(ifa, &n->a[n->n])) {
+        if (wanted(all, ifa, n, device_filter, env) && keep_addr(ifa, &n->a[n->n])) {
+            snprintf(n->a[n->n].ifname, sizeof n->a[n->n].ifname, "%s", ifa->ifa_name);
             tcp_host_api->log(h, TE_LOG_INFO, "tcp", "rail on %s (%s)", ifa->ifa_name,
                               n->a[n->n].text);
             n->n++;
