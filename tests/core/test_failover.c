@@ -1,17 +1,20 @@
 /* test_failover.c - transports chosen per request and failover: the
- * cool-down of a failing path (pure, time passed in); slices that a test
+ * cool-down of a failing path (pure, time passed in); the order of
+ * candidate transports by memory kinds, reach and health (pure); slices that a test
  * transport ("testfail") fails with TE_ERR_SOCKET finish over tcp, bytes
  * verified and counted as failovers; a target's refusal is never retried;
  * transport hints pin the transport both ways and for batches, and an
  * unknown hint is refused.  Two engines in this process, on 127.0.0.1. */
 #include <check.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "engine.h"
 #include "failover.h"
+#include "route.h"
 #include "te/te.h"
 #include "test_util.h"
 
@@ -56,6 +59,57 @@ START_TEST(a_failing_path_is_set_aside_once_per_episode)
     ck_assert(!te_failover_breaks_path(TE_ERR_NOT_SUPPORTED_TRANSPORT));
     ck_assert(!te_failover_status(TE_ERR_ADDRESS_NOT_REGISTERED));
     ck_assert(!te_failover_status(TE_ERR_INVALID_ARGUMENT));
+}
+END_TEST
+
+/* ---- the choice (pure) ------------------------------------------------------ */
+
+enum { RDMA, SHM, NVLINK, TCP }; /* in start order, as "rdma" starts them */
+
+static te_route_in four(void)
+{
+    te_route_in in = {.count = 4, .local_registered = true};
+    in.caps[RDMA] = TE_TRANSPORT_CAP_REMOTE | TE_TRANSPORT_CAP_NEEDS_LOCAL_MR;
+    in.caps[SHM] = 0;
+    in.caps[NVLINK] = TE_TRANSPORT_CAP_GPU;
+    in.caps[TCP] = TE_TRANSPORT_CAP_REMOTE;
+    for (int i = 0; i < 4; i++)
+        in.reached[i] = in.usable[i] = true;
+    return in;
+}
+
+static void expect_order(const te_route_in *in, int n, ...)
+{
+    te_route r;
+    te_route_order(in, &r);
+    ck_assert_int_eq(r.count, n);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(r.order[i], va_arg(ap, int));
+    va_end(ap);
+}
+
+START_TEST(route_follows_memory_kinds_reach_and_health)
+{
+    te_route_in in = four();
+    expect_order(&in, 3, SHM, RDMA, TCP); /* host to host on one host */
+    in.reached[SHM] = in.reached[NVLINK] = false;
+    expect_order(&in, 2, RDMA, TCP);      /* another host */
+    in = four();
+    in.local_device = true;               /* device to host: no shm, no nvlink */
+    expect_order(&in, 2, RDMA, TCP);
+    ck_assert_ptr_nonnull(te_route_refusal(&in, SHM));
+    ck_assert_ptr_nonnull(te_route_refusal(&in, NVLINK));
+    in.remote_device = true;              /* to device memory: nvlink first */
+    expect_order(&in, 3, NVLINK, RDMA, TCP);
+    in = four();
+    in.local_registered = false;          /* rdma needs registered local memory */
+    expect_order(&in, 2, SHM, TCP);
+    ck_assert_ptr_nonnull(strstr(te_route_refusal(&in, RDMA), "registered"));
+    in = four();
+    in.usable[SHM] = false;               /* set aside: last, not gone */
+    expect_order(&in, 3, RDMA, TCP, SHM);
 }
 END_TEST
 
@@ -206,6 +260,7 @@ int main(void)
     TCase *pure = tcase_create("cooldown");
     tcase_add_test(pure, cooldown_doubles_up_to_the_cap);
     tcase_add_test(pure, a_failing_path_is_set_aside_once_per_episode);
+    tcase_add_test(pure, route_follows_memory_kinds_reach_and_health);
     suite_add_tcase(s, pure);
     TCase *tc = tcase_create("engines");
     tcase_add_checked_fixture(tc, setup, teardown);
