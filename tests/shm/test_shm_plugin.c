@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,9 +68,16 @@ static int64_t h_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Memory the test calls "device memory" (PROT_NONE, as a GPU pointer is to
+ * the CPU), answered "cuda:0"; everything else is CPU memory. */
+static const char *fake_dev;
+static size_t fake_dev_len;
+
 static int h_memory_location(const void *addr, size_t len, char *out, size_t out_len)
 {
-    snprintf(out, out_len, "cpu:0");
+    const char *p = addr;
+    bool dev = fake_dev && p >= fake_dev && p < fake_dev + fake_dev_len;
+    snprintf(out, out_len, "%s", dev ? "cuda:0" : "cpu:0");
     return 0;
 }
 
@@ -429,6 +437,41 @@ START_TEST(fault_inside_a_run_fails_only_its_slice)
 }
 END_TEST
 
+/* The core never hands shm device memory, but if it gets some anyway (a
+ * pinned hint, a bug) the kernel refuses the copy (EFAULT): that slice fails
+ * as "not this transport" (the core may move it), the others land, nothing
+ * crashes and the target is untouched where the copy failed. */
+START_TEST(device_memory_fails_its_slice_as_not_this_transport)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    char *dev = mmap(NULL, (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(dev != MAP_FAILED);
+    fake_dev = dev;
+    fake_dev_len = (size_t)page;
+    char *tbuf = calloc(1, 4096), local[64];
+    memset(local, 0x77, sizeof local);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, tbuf, 4096, "cpu:0", &mr), 0);
+    void *peer = open_target();
+    prep(0, peer, TE_OP_WRITE, dev, tbuf, 64);
+    prep(1, peer, TE_OP_WRITE, local, tbuf + 64, 64);
+    prep(2, peer, TE_OP_READ, dev, tbuf, 64);
+    run_slices(0, 3);
+    ck_assert_int_eq(done_status[0], TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    ck_assert_int_eq(done_status[1], 0);
+    ck_assert_int_eq(done_status[2], TE_ERR_NOT_SUPPORTED_TRANSPORT);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(done_count[i], 1);
+    ck_assert_int_eq(tbuf[0], 0);
+    ck_assert_int_eq(tbuf[64], 0x77);
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    fake_dev = NULL;
+    munmap(dev, (size_t)page);
+    free(tbuf);
+}
+END_TEST
+
 START_TEST(many_small_slices_each_reported_once)
 {
     enum { N = 3000, SZ = 100 };
@@ -531,6 +574,7 @@ int main(void)
     tcase_add_test(tc, copies_inside_registered_memory);
     tcase_add_test(tc, ranges_outside_the_live_table_are_refused);
     tcase_add_test(tc, fault_inside_a_run_fails_only_its_slice);
+    tcase_add_test(tc, device_memory_fails_its_slice_as_not_this_transport);
     tcase_add_test(tc, many_small_slices_each_reported_once);
     tcase_add_test(tc, passed_deadline_fails_without_copying);
     tcase_add_test(tc, destroy_reports_every_queued_slice_once);
