@@ -192,6 +192,53 @@ START_TEST(socket_failures_finish_over_tcp)
 }
 END_TEST
 
+/* A notification after failed-over slices is sent once, after they landed. */
+START_TEST(notification_follows_failed_over_slices_once)
+{
+    te_test_fill(local, SIZE, 13, 0);
+    te_request w = req(TE_OP_WRITE, 0, SIZE);
+    ck_assert_int_eq(te_transfer_sync(src, &w, 1, "done", "13"), 0);
+    ck_assert_int_eq(metric("failovers", "testfail", "tcp"), SLICES);
+    ck_assert_int_eq(te_test_check(remote, SIZE, 13, 0), -1);
+    te_notify *n = NULL;
+    size_t count = 0;
+    for (int i = 0; i < 100 && count == 0; i++) {
+        ck_assert_int_eq(te_notifies_drain(dst, &n, &count), 0);
+        if (!count)
+            usleep(10000);
+    }
+    ck_assert_uint_eq(count, 1);
+    ck_assert_str_eq(n[0].name, "done");
+    te_notifies_free(n, count);
+    usleep(100000);
+    ck_assert_int_eq(te_notifies_drain(dst, &n, &count), 0);
+    ck_assert_uint_eq(count, 0);
+}
+END_TEST
+
+/* tcp with 16 KiB slices: each 64 KiB slice that moves there is cut in four. */
+static void setup_small_tcp_slices(void)
+{
+    setenv("MC_TCP_SLICE_SIZE", "16384", 1);
+    setup();
+}
+
+START_TEST(moved_slices_are_cut_to_the_new_transport_size)
+{
+    te_test_fill(local, SIZE, 17, 0);
+    te_request w = req(TE_OP_WRITE, 0, SIZE);
+    ck_assert_int_eq(te_transfer_sync(src, &w, 1, NULL, NULL), 0);
+    ck_assert_int_eq(te_test_check(remote, SIZE, 17, 0), -1);
+    ck_assert_int_eq(metric("failovers", "testfail", "tcp"), SLICES);
+    usleep(400000); /* testfail is tried again: reads move and are cut too */
+    memset(local, 0, SIZE);
+    te_request r = req(TE_OP_READ, 0, SIZE);
+    ck_assert_int_eq(te_transfer_sync(src, &r, 1, NULL, NULL), 0);
+    ck_assert_int_eq(te_test_check(local, SIZE, 17, 0), -1);
+    ck_assert_int_eq(metric("failovers", "testfail", "tcp"), 2 * SLICES);
+}
+END_TEST
+
 START_TEST(a_refused_range_is_not_retried)
 {
     setenv("TE_TESTFAIL_STATUS", "-3", 1); /* TE_ERR_ADDRESS_NOT_REGISTERED */
@@ -265,9 +312,14 @@ int main(void)
     TCase *tc = tcase_create("engines");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, socket_failures_finish_over_tcp);
+    tcase_add_test(tc, notification_follows_failed_over_slices_once);
     tcase_add_test(tc, a_refused_range_is_not_retried);
     tcase_add_test(tc, hints_pin_the_transport);
     tcase_add_test(tc, bad_hints_are_refused_with_a_reason);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("recut");
+    tcase_add_checked_fixture(tc, setup_small_tcp_slices, teardown);
+    tcase_add_test(tc, moved_slices_are_cut_to_the_new_transport_size);
     suite_add_tcase(s, tc);
     return te_test_run(s);
 }
