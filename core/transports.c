@@ -159,5 +159,10 @@ int te_transports_start(te_engine *e, const char *protocol, const char *device_f
             e->preferred = t;
     if (e->preferred < 0)
         e->preferred = 0;
+    char list[256] = "";
+    for (int t = 0; t < e->transport_count; t++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s%s", t ? ", " : "",
+                 e->transports[t].plugin->name, t == e->preferred ? " (preferred)" : "");
+    te_log(TE_LOG_INFO, "core", "transports: %s", list);
     return 0;
 }
