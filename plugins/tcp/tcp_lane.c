@@ -238,8 +238,10 @@ static int lane_connect(lane *l, int64_t deadline)
     tcp_peer *p = l->peer;
     int64_t now = tcp_host_api->now_ns();
     int64_t limit = now + p->t->connect_timeout_ms * 1000000;
-    /* A LAN connects in far less: leave time to move to another rail. */
-    if (multi_rail(p) && now + p->t->rail_stall_ns / 4 < limit)
+    /* A LAN connects in far less: leave time to move to another rail, if
+     * there is one to move to. */
+    if (multi_rail(p) && now + p->t->rail_stall_ns / 4 < limit &&
+        tcp_rail_pick(p->rails, p->nrails, 0, now, l->rail) >= 0)
         limit = now + p->t->rail_stall_ns / 4;
     if (deadline && deadline < limit)
         limit = deadline;
