@@ -45,11 +45,17 @@ lab_init() {
     local probe
     probe=$(lab_ns probe)
     ip netns add "$probe" 2>/dev/null || lab_skip "cannot create a network namespace here"
+    local why=
     if ! ip -n "$probe" link add lab0 type veth peer name lab1 2>/dev/null; then
-        ip netns del "$probe"
-        lab_skip "cannot create veth pairs here"
+        why="cannot create veth pairs here"
+    elif ! ip netns exec "$probe" tc qdisc add dev lab0 root tbf rate 100mbit burst 256kb \
+        latency 50ms 2>/dev/null; then
+        why="the tbf qdisc is not available (kernel module sch_tbf)"
+    elif ! ip -n "$probe" link add labbr type bridge 2>/dev/null; then
+        why="cannot create a bridge here (kernel module bridge)"
     fi
     ip netns del "$probe"
+    [ -z "$why" ] || lab_skip "$why"
     trap lab_cleanup EXIT
     trap 'exit 1' INT TERM
 }
