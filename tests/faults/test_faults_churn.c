@@ -4,11 +4,13 @@
  * every read returns it, nothing is refused, and the target's thread count
  * does not grow with the number of connections.  Also the limits: a silent
  * connection is closed at the header deadline while an idle one that was
- * served stays, and at the per-peer cap the oldest idle connection makes room
- * for a new one (a new one is refused only when none is idle). */
+ * served stays, one stalled inside a payload at the io deadline, and at the
+ * per-peer or the global cap the oldest idle connection makes room for a new
+ * one (a new one is refused only when none is idle). */
 #include <check.h>
 #include <dirent.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +82,19 @@ static int open_conn(void)
 {
     int fd = te_net_connect("127.0.0.1", data_port, fault_secs(5) * 1000);
     ck_assert_msg(fd >= 0, "connect to the data port: %s", te_last_error());
+    return fd;
+}
+
+/* A connection from 127.0.0.<from>, another address on loopback. */
+static int open_conn_from(int from)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000000u | from)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(data_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     return fd;
 }
 
@@ -235,6 +250,64 @@ START_TEST(oldest_idle_connection_is_evicted_at_the_per_peer_cap)
 }
 END_TEST
 
+START_TEST(connection_stalled_inside_a_payload_is_closed_at_the_io_deadline)
+{
+    uint8_t half[BLK / 2];
+    memset(half, 7, sizeof half);
+    int fd = open_conn();
+    uint8_t h[24] = {0};
+    uint64_t addr = peer.addr, len = BLK;
+    for (int i = 0; i < 8; i++) {
+        h[i] = (uint8_t)(len >> (8 * i));
+        h[8 + i] = (uint8_t)(addr >> (8 * i));
+    }
+    h[16] = 0x81;
+    ck_assert_int_eq(te_net_write_full(fd, h, 24, deadline_in(5)), 0);
+    ck_assert_int_eq(te_net_write_full(fd, half, sizeof half, deadline_in(5)), 0);
+    double dt = expect_closed(fd, 1 + 3); /* MC_TCP_STATUS_TIMEOUT_SEC is 1, scaled */
+    printf("a write stalled mid-payload was closed after %.2f s\n", dt);
+    fflush(stdout);
+    ck_assert_msg(dt >= fault_secs(1) - 0.05, "closed after %.2f s, before the io deadline", dt);
+    int ok = open_conn(); /* and the port serves on */
+    write_ok(ok, 0);
+    close(ok);
+}
+END_TEST
+
+START_TEST(oldest_idle_connection_of_any_address_is_evicted_at_the_global_cap)
+{
+    enum { CAP = 16 }; /* MC_TCP_MAX_CONNECTIONS */
+    int fd[CAP];
+    for (int i = 0; i < CAP; i++) { /* from 127.0.0.2, under its per-peer cap */
+        fd[i] = open_conn_from(2);
+        write_ok(fd[i], (uint64_t)i * 64);
+        usleep(5000);
+    }
+    int mine = open_conn(); /* from 127.0.0.1: served; the oldest of .2 goes */
+    write_ok(mine, CAP * 64);
+    expect_closed(fd[0], 3);
+    for (int i = 1; i < CAP; i++) {
+        write_ok(fd[i], (uint64_t)i * 64);
+        close(fd[i]);
+    }
+    close(mine);
+}
+END_TEST
+
+static void setup_global_cap(void)
+{
+    setenv("MC_TCP_MAX_CONNECTIONS", "16", 1);
+    fault_setenv_secs("MC_TCP_STATUS_TIMEOUT_SEC", 1);
+    start_peer();
+}
+
+static void teardown_global_cap(void)
+{
+    stop_peer();
+    unsetenv("MC_TCP_MAX_CONNECTIONS");
+    unsetenv("MC_TCP_STATUS_TIMEOUT_SEC");
+}
+
 static void setup_limits(void)
 {
     char v[32];
@@ -268,5 +341,11 @@ int main(void)
     tcase_add_test(lim, silent_connection_is_closed_at_the_header_deadline_idle_one_stays);
     tcase_add_test(lim, oldest_idle_connection_is_evicted_at_the_per_peer_cap);
     suite_add_tcase(s, lim);
+    TCase *cap = tcase_create("global_cap");
+    tcase_add_checked_fixture(cap, setup_global_cap, teardown_global_cap);
+    tcase_set_timeout(cap, 60 * fault_scale());
+    tcase_add_test(cap, connection_stalled_inside_a_payload_is_closed_at_the_io_deadline);
+    tcase_add_test(cap, oldest_idle_connection_of_any_address_is_evicted_at_the_global_cap);
+    suite_add_tcase(s, cap);
     return te_test_run(s);
 }
