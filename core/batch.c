@@ -1,8 +1,9 @@
 /* batch.c - batch ids, tasks and their completion.  Requests are cut into
  * slices and handed to transports by submit.c; completions update atomic
- * counters here; waiters sleep on a condition variable.  A batch lives while its id is held or any of its
- * tasks is unfinished, so freeing an id early never frees memory a
- * transport still uses, and a stale or doubly freed id is just "not found". */
+ * counters here; waiters sleep on a condition variable.  A batch lives while
+ * its id is held or any of its tasks is unfinished, so freeing an id early
+ * never frees memory a transport still uses, and a stale or doubly freed id
+ * is just "not found". */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

@@ -102,6 +102,21 @@ static json_t *io_json(te_io_counters *c)
                      (json_int_t)GET(c->reads), "writes", (json_int_t)GET(c->writes));
 }
 
+/* {"<from>": {"<to>": slices moved}} for every pair of this engine's transports. */
+static json_t *failovers_json(te_engine *e)
+{
+    json_t *all = json_object();
+    for (int f = 0; all && f < e->transport_count; f++) {
+        json_t *to = json_object();
+        for (int t = 0; to && t < e->transport_count; t++)
+            if (t != f)
+                json_object_set_new(to, e->transports[t].plugin->name,
+                                    json_integer((json_int_t)GET(e->failover.moved[f][t])));
+        json_object_set_new(all, e->transports[f].plugin->name, to);
+    }
+    return all;
+}
+
 int te_metrics_json(te_engine *e, char **json)
 {
     te_metrics *m = &e->metrics;
@@ -125,6 +140,7 @@ int te_metrics_json(te_engine *e, char **json)
     json_object_set_new(root, "failures", fail);
     json_object_set_new(root, "retries", json_integer((json_int_t)GET(m->retries)));
     json_object_set_new(root, "rail_pauses", json_integer((json_int_t)GET(m->rail_pauses)));
+    json_object_set_new(root, "failovers", failovers_json(e));
     json_object_set_new(root, "inflight_requests", json_integer((json_int_t)GET(m->inflight)));
     json_object_set_new(root, "registered_bytes",
                         json_integer((json_int_t)GET(m->registered_bytes)));
@@ -231,6 +247,21 @@ static void transport_lines(sbuf *b, const family *f, te_engine *e)
                    &e->metrics.transport[i]);
 }
 
+static void failover_lines(sbuf *b, const family *f, te_engine *e)
+{
+    for (int i = 0; i < e->transport_count; i++)
+        for (int j = 0; j < e->transport_count; j++) {
+            if (i == j)
+                continue;
+            sb_series(b, f->name, e);
+            sb_printf(b, ",from=\"");
+            sb_label(b, e->transports[i].plugin->name);
+            sb_printf(b, "\",to=\"");
+            sb_label(b, e->transports[j].plugin->name);
+            sb_printf(b, "\"} %llu\n", (unsigned long long)GET(e->failover.moved[i][j]));
+        }
+}
+
 static void segment_lines(sbuf *b, const family *f, te_engine *e)
 {
     pthread_mutex_lock(&e->seg_lock);
@@ -291,6 +322,8 @@ static const family families[] = {
     {"te_retries_total", "counter", "Slices a transport retried.", scalar_lines, 0},
     {"te_rail_pauses_total", "counter", "Paths a transport set aside after errors.",
      scalar_lines, 1},
+    {"te_failovers_total", "counter",
+     "Slices moved to another transport after a transport failure.", failover_lines, 0},
     {"te_inflight_requests", "gauge", "Requests submitted and not finished.", scalar_lines, 2},
     {"te_registered_bytes", "gauge", "Bytes of registered local memory.", scalar_lines, 3},
     {"te_request_latency_seconds", "histogram", "Latency of completed requests.",

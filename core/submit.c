@@ -243,7 +243,8 @@ static int launch(te_engine *e, te_batch *b, const te_request *reqs, size_t n,
     slice_chunk *chunk = calloc(1, sizeof *chunk + total * sizeof(core_slice));
     te_slice **ptrs = total <= 4 * SMALL ? ptrs_small : malloc(total * sizeof *ptrs);
     int64_t deadline = te_now_ns() + e->cfg.transfer_timeout_ms * 1000000 + (int64_t)bytes;
-    int rc = chunk && ptrs ? 0 : te_fail(TE_ERR_MEMORY, "submit: cannot allocate %zu slices", total);
+    int rc = chunk && ptrs ? 0
+                           : te_fail(TE_ERR_MEMORY, "submit: cannot allocate %zu slices", total);
     if (!rc)
         rc = reserve(b, n, nname, nmsg, p[0].seg, chunk, deadline, &base);
     if (rc) {

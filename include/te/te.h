@@ -285,7 +285,8 @@ TE_API int te_probe(te_engine *engine, const char *peer_name);
  * The engine's counters as JSON text (documented in docs/metrics.md):
  * {"transports": {"tcp": {"read_bytes", "write_bytes", "reads", "writes"}},
  *  "segments": {"<name>": {same members}}, "failures": {"<status name>": n},
- *  "retries", "inflight_requests", "registered_bytes", "completed_requests",
+ *  "retries", "failovers": {"<from>": {"<to>": n}}, "inflight_requests",
+ *  "registered_bytes", "completed_requests",
  *  "latency_us": {"buckets": [[upper_bound_us, count], ...], "sum_us", "count"}}
  * Counters only grow (except the two gauges) from te_engine_initialize on.
  */

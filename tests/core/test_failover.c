@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine.h"
 #include "failover.h"
+#include "metrics.h"
 #include "route.h"
 #include "te/te.h"
 #include "test_util.h"
@@ -139,22 +139,9 @@ static void teardown(void)
     free(remote);
 }
 
-static int transport_index(const char *name)
-{
-    for (int i = 0; i < src->transport_count; i++)
-        if (!strcmp(src->transports[i].plugin->name, name))
-            return i;
-    ck_abort_msg("no transport %s", name);
-    return -1;
-}
-
-/* A counter of te_get_metrics (a transport's member), or the engine's
- * failover counter from -> to. */
+/* A counter of te_get_metrics: failovers[from][to], or transports[t][member]. */
 static long long metric(const char *group, const char *a, const char *b)
 {
-    if (!strcmp(group, "failovers"))
-        return (long long)atomic_load(
-            &src->failover.moved[transport_index(a)][transport_index(b)]);
     char *text = NULL;
     ck_assert_int_eq(te_get_metrics(src, &text), 0);
     json_t *root = json_loads(text, 0, NULL);
@@ -178,7 +165,15 @@ START_TEST(socket_failures_finish_over_tcp)
     ck_assert_int_eq(te_transfer_sync(src, &w, 1, NULL, NULL), 0);
     ck_assert_int_eq(te_test_check(remote, SIZE, 7, 0), -1);
     ck_assert_int_eq(metric("failovers", "testfail", "tcp"), SLICES);
+    ck_assert_int_eq(metric("failovers", "tcp", "testfail"), 0);
     ck_assert_int_eq(metric("transports", "tcp", "write_bytes"), SIZE);
+    char *text = NULL, want[256];
+    ck_assert_int_eq(te_metrics_prometheus(&src, 1, &text), 0);
+    snprintf(want, sizeof want,
+             "te_failovers_total{engine=\"%s\",from=\"testfail\",to=\"tcp\"} %u\n",
+             te_engine_segment_name(src), SLICES);
+    ck_assert_msg(strstr(text, want), "no '%s' in the exposition", want);
+    free(text);
     /* testfail is set aside now: the next request starts on tcp. */
     memset(local, 0, SIZE);
     te_request r = req(TE_OP_READ, 0, SIZE);
