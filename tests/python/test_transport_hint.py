@@ -30,6 +30,7 @@ def test_hints_pin_shm_and_tcp_both_ways(make_peer, monkeypatch):
     assert carried(eng, "shm") == 4096 + 8192
     assert eng.transfer_sync_write(p.segment, a, p.addr, 1024, transport_hint="") == 0
     assert carried(eng, "shm") == 4096 + 8192 + 1024  # the engine's own choice: same host
+    assert eng.get_metrics()["failovers"] == {"shm": {"tcp": 0}, "tcp": {"shm": 0}}
     loc.close()
 
 
