@@ -20,13 +20,15 @@ static bool same_host(uint32_t caps)
     return !(caps & TE_TRANSPORT_CAP_REMOTE);
 }
 
+static const char needs_local_mr[] = "it needs registered local memory";
+
 const char *te_route_refusal(const te_route_in *in, int t)
 {
     uint32_t caps = in->caps[t];
     if (!in->reached[t])
         return "it cannot reach the peer (declined at peer_open)";
     if ((caps & TE_TRANSPORT_CAP_NEEDS_LOCAL_MR) && !in->local_registered)
-        return "it needs registered local memory";
+        return needs_local_mr;
     bool device = in->local_device || in->remote_device;
     if (same_host(caps) && !(caps & TE_TRANSPORT_CAP_GPU) && device)
         return "it copies host memory only and the request involves device memory";
@@ -117,13 +119,21 @@ static void route_input(te_engine *e, const te_segment *seg, const te_region *pi
     }
 }
 
+/* Unregistered local memory that only an RDMA-like transport could carry is
+ * TE_ERR_ADDRESS_NOT_REGISTERED, as in the original; other refusals say
+ * that no transport fits. */
+static int refusal_status(const char *why)
+{
+    return why == needs_local_mr ? TE_ERR_ADDRESS_NOT_REGISTERED : TE_ERR_NOT_SUPPORTED_TRANSPORT;
+}
+
 static int pinned(te_engine *e, const te_segment *seg, const te_route_in *in, int hint,
                   te_route *out)
 {
     const char *name = e->transports[hint].plugin->name;
     const char *why = te_route_refusal(in, hint);
     if (why)
-        return te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
+        return te_fail(refusal_status(why),
                        "transport hint '%s' cannot serve this request to %s: %s", name,
                        seg->desc->name, why);
     out->order[0] = (int8_t)hint;
@@ -145,10 +155,17 @@ int te_route_for(te_engine *e, const te_segment *seg, const te_region *pin, cons
     te_route_order(&in, out);
     if (out->count)
         return 0;
-    return te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
-                   "no transport of this engine can carry a %s-to-%s request to %s",
+    /* Why the transports that reached the peer refused (the first says it). */
+    const char *why = "no transport reached the peer";
+    for (int t = 0; t < in.count; t++)
+        if (in.reached[t]) {
+            why = te_route_refusal(&in, t);
+            break;
+        }
+    return te_fail(refusal_status(why),
+                   "no transport of this engine can carry a %s-to-%s request to %s: %s",
                    in.local_device ? "device" : "host", remote_device ? "device" : "host",
-                   seg->desc->name);
+                   seg->desc->name, why);
 }
 
 /* ---- hints ------------------------------------------------------------------ */

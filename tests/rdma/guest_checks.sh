@@ -14,6 +14,10 @@ if [ "${TE_RDMA_BENCH_ONLY:-0}" != 1 ]; then
   timeout 600 ./tests/test_rdma_vm
   rc=$?
   echo "== test_rdma_vm: exit $rc ($(( $(date +%s) - t0 )) s)"
+  # rdma and tcp in one engine: a tcp-only peer, failover when RDMA breaks.
+  t0=$(date +%s)
+  timeout 300 ./tests/test_rdma_mixed_vm || rc=1
+  echo "== test_rdma_mixed_vm: exit $rc ($(( $(date +%s) - t0 )) s)"
 fi
 
 # Figures, TE_RDMA_BENCH_ROUNDS times (default 1), alternating: 64 MiB through
