@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libjansson-dev libhwloc-dev libhwloc-plugins libcurl4-openssl-dev
       libibverbs-dev ibverbs-providers check python3-dev python3-pytest python3-numpy
-      python3-setuptools python3-pip etcd-server iperf3)
+      python3-setuptools python3-pip etcd-server iperf3 iproute2 procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

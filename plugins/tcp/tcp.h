@@ -83,6 +83,8 @@ typedef struct tcp_server {
     int nloops;            /* MC_TCP_SERVER_THREADS */
     tcp_srv_loop *loops;
     tcp_srv_auth *auth;    /* handshakes of MC_AUTH_TOKEN, NULL without a token */
+    tcp_srv_conn *spare;   /* closed connections' structs kept for reuse (lock) */
+    int nspare;
 } tcp_server;
 
 int tcp_server_start(tcp_transport *t, tcp_server *s);

@@ -20,6 +20,49 @@
 
 /* ---- the registry and its caps (under s->lock) ------------------------------- */
 
+/* Closed connections' structs are kept for the next ones: a peer opening a
+ * connection per request would otherwise grow and shrink the heap for each
+ * (page faults, TLB shootdowns measured in the accept path). */
+#define SPARE_MAX 256
+
+tcp_srv_conn *tcp_srv_conn_alloc(tcp_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    tcp_srv_conn *c = s->spare;
+    if (c) {
+        s->spare = c->qnext;
+        s->nspare--;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!c)
+        c = malloc(sizeof *c);
+    if (c)
+        memset(c, 0, sizeof *c);
+    return c;
+}
+
+/* Under s->lock. */
+static void conn_recycle(tcp_server *s, tcp_srv_conn *c)
+{
+    if (s->nspare >= SPARE_MAX) {
+        free(c);
+        return;
+    }
+    c->qnext = s->spare;
+    s->spare = c;
+    s->nspare++;
+}
+
+static void free_spares(tcp_server *s)
+{
+    while (s->spare) {
+        tcp_srv_conn *c = s->spare;
+        s->spare = c->qnext;
+        free(c);
+    }
+    s->nspare = 0;
+}
+
 static void link_conn(tcp_server *s, tcp_srv_conn *c)
 {
     c->rprev = NULL;
@@ -44,8 +87,8 @@ void tcp_srv_forget(tcp_server *s, tcp_srv_conn *c)
     close(c->fd); /* under the lock: eviction shuts down registered fds */
     if (--s->active == 0)
         pthread_cond_broadcast(&s->idle);
+    conn_recycle(s, c);
     pthread_mutex_unlock(&s->lock);
-    free(c);
 }
 
 /* Claims an idle connection and cuts it; its loop closes it.  false if it
@@ -140,7 +183,11 @@ static void admit(tcp_transport *t, int fd, const char *peer)
         TCP_LOG(t, TE_LOG_WARN, "refusing a data connection from %s: %d open and none idle "
                 "(MC_TCP_MAX_CONNECTIONS, MC_TE_MAX_CONNECTIONS_PER_PEER)", peer, active);
         close(fd);
-        free(c);
+        if (c) {
+            pthread_mutex_lock(&s->lock);
+            conn_recycle(s, c);
+            pthread_mutex_unlock(&s->lock);
+        }
         return;
     }
     if (s->auth)
@@ -305,6 +352,7 @@ void tcp_server_stop(tcp_server *s)
     pthread_mutex_lock(&s->lock);
     while (s->active > 0)
         pthread_cond_wait(&s->idle, &s->lock);
+    free_spares(s);
     pthread_mutex_unlock(&s->lock);
     close_pipes(s);
     pthread_mutex_destroy(&s->lock);

@@ -84,6 +84,8 @@ void tcp_srv_auth_stop(tcp_server *s);
 void tcp_srv_auth_submit(tcp_server *s, tcp_srv_conn *c);
 
 /* ---- tcp_server.c ---- */
+/* A zeroed connection struct, reused from closed connections where possible. */
+tcp_srv_conn *tcp_srv_conn_alloc(tcp_server *s);
 /* Unregisters, closes the fd (under s->lock) and frees the connection. */
 void tcp_srv_forget(tcp_server *s, tcp_srv_conn *c);
 

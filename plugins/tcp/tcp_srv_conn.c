@@ -27,7 +27,7 @@ static int serve_device(tcp_srv_conn *c, srv_in *in, int op, uint64_t addr, uint
 
 tcp_srv_conn *tcp_srv_conn_new(tcp_transport *t, int fd, const char *peer)
 {
-    tcp_srv_conn *c = calloc(1, sizeof *c);
+    tcp_srv_conn *c = tcp_srv_conn_alloc(&t->server);
     if (!c)
         return NULL;
     c->s = &t->server;
