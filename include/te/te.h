@@ -276,7 +276,9 @@ TE_API void te_notifies_free(te_notify *notifies, size_t count);
 TE_API int te_send_notify(te_engine *engine, te_segment_id target, const char *name,
                           const char *msg);
 
-/* Checks that a peer's RPC port answers.  0 if it does. */
+/* Checks that a peer's RPC port answers.  0 if it does; TE_ERR_SOCKET (-102)
+ * when it cannot be connected to or drops the exchange (as the original);
+ * TE_ERR_METADATA (-200) when the peer's address cannot be resolved. */
 TE_API int te_probe(te_engine *engine, const char *peer_name);
 
 /* ---- metrics (an addition beyond the original API) ------------------------- */
