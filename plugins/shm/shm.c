@@ -50,6 +50,23 @@ static int worker_count(te_host *host)
     return (int)n;
 }
 
+/* Bytes of each submit() the calling thread copies itself before the
+ * workers take the rest: 0..64 MiB, default SHM_INLINE_BYTES. */
+static uint64_t inline_bytes(te_host *host)
+{
+    const char *v = shm_host->config(host, "MC_TE_SHM_INLINE_BYTES");
+    char *end = NULL;
+    long long n = v ? strtoll(v, &end, 10) : -1;
+    if (!v || end == v || *end || n < 0 || n > (64ll << 20)) {
+        if (v)
+            shm_host->log(host, TE_LOG_WARN, SHM_NAME,
+                          "ignoring MC_TE_SHM_INLINE_BYTES=%s: expected 0..%lld, using %u", v,
+                          64ll << 20, SHM_INLINE_BYTES);
+        return SHM_INLINE_BYTES;
+    }
+    return (uint64_t)n;
+}
+
 /* ---- lifetime ------------------------------------------------------------ */
 
 static void shm_destroy(void *inst)
@@ -88,7 +105,7 @@ static int shm_create(te_host *host, const te_transport_params *params, void **i
         free(in);
         return rc;
     }
-    rc = shm_pool_start(&in->pool, in, worker_count(host));
+    rc = shm_pool_start(&in->pool, in, worker_count(host), inline_bytes(host));
     if (rc) {
         shm_regtab_destroy(in);
         pthread_mutex_destroy(&in->reg_lock);

@@ -20,8 +20,7 @@
 #define SHM_SLICE_SIZE (1u << 20)   /* the core cuts requests into 1 MiB slices */
 #define SHM_CHUNK_BYTES (4u << 20)  /* a worker takes at most this much per pick */
 #define SHM_IOV_MAX 1024            /* iovecs per process_vm_* call (UIO_MAXIOV) */
-#define SHM_INLINE_SLICES 16        /* submit() copies this few slices itself... */
-#define SHM_INLINE_BYTES (64u << 10) /* ...when they total at most this */
+#define SHM_INLINE_BYTES (1u << 20) /* submit() copies this much itself (MC_TE_SHM_INLINE_BYTES) */
 
 extern const te_host_api *shm_host;
 
@@ -69,6 +68,8 @@ typedef struct shm_peer {
 
 struct shm_inst;
 
+struct shm_scratch;
+
 /* The copy workers: a FIFO of slices linked through transport_data[0]. */
 typedef struct shm_pool {
     struct shm_inst *inst;
@@ -77,6 +78,8 @@ typedef struct shm_pool {
     te_slice *head, *tail;
     size_t queued;
     bool stop;
+    uint64_t inline_bytes;     /* what a submitting thread copies itself; 0: none */
+    struct shm_scratch *spare; /* scratch for submitting threads, kept for reuse */
     int nthreads;
     pthread_t threads[SHM_MAX_WORKERS];
 } shm_pool;
@@ -112,7 +115,7 @@ int shm_errno_status(int err);
 bool shm_is_cpu_location(const char *where);
 
 /* shm_pool.c */
-int shm_pool_start(shm_pool *pool, struct shm_inst *inst, int nthreads);
+int shm_pool_start(shm_pool *pool, struct shm_inst *inst, int nthreads, uint64_t inline_bytes);
 void shm_pool_stop(shm_pool *pool);
 int shm_pool_submit(shm_pool *pool, te_slice *const *slices, size_t count);
 

@@ -1,6 +1,7 @@
-/* shm_pool.c - the copy workers: runs of slices for one peer and direction,
- * checked against the peer's live registration table, copied with one
- * process_vm_* call each, every slice reported exactly once. */
+/* shm_pool.c - who copies: the submitting thread its first inline_bytes,
+ * then the copy workers; either way runs of slices for one peer and
+ * direction, checked against the peer's live registration table, copied with
+ * one process_vm_* call of many iovecs each, every slice reported once. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,8 @@
 
 #define ST_PENDING 1
 
-/* Scratch for one run of slices: a worker's holds SHM_IOV_MAX, the one
- * submit() uses for a small request inline lives on the caller's stack. */
+/* Scratch for one run of slices: every worker owns one; a submitting thread
+ * borrows one from the pool's spares (made on first need, kept after). */
 typedef struct shm_work {
     size_t cap;
     te_slice **s;
@@ -22,7 +23,8 @@ typedef struct shm_work {
     struct iovec *riov;
 } shm_work;
 
-typedef struct shm_worker_arg {
+typedef struct shm_scratch {
+    struct shm_scratch *next; /* on pool->spare */
     shm_pool *pool;
     shm_work w;
     te_slice *s[SHM_IOV_MAX];
@@ -30,7 +32,7 @@ typedef struct shm_worker_arg {
     size_t idx[SHM_IOV_MAX];
     struct iovec liov[SHM_IOV_MAX];
     struct iovec riov[SHM_IOV_MAX];
-} shm_worker_arg;
+} shm_scratch;
 
 static void run_chunk(shm_inst *in, shm_work *w, size_t n);
 
@@ -39,34 +41,88 @@ static te_slice *next_of(const te_slice *s)
     return s->transport_data[0];
 }
 
-/* A small request for one peer is copied in the caller's thread: waking a
- * worker would cost more than the copy. */
-static bool try_inline(shm_pool *pool, te_slice *const *slices, size_t count)
+static shm_scratch *scratch_new(shm_pool *pool)
 {
-    if (count > SHM_INLINE_SLICES)
-        return false;
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < count; i++) {
-        bytes += slices[i]->length;
-        if (slices[i]->peer != slices[0]->peer || slices[i]->opcode != slices[0]->opcode ||
-            bytes > SHM_INLINE_BYTES)
-            return false;
+    shm_scratch *sc = malloc(sizeof *sc);
+    if (sc) {
+        sc->next = NULL;
+        sc->pool = pool;
+        sc->w = (shm_work){SHM_IOV_MAX, sc->s, sc->st, sc->idx, sc->liov, sc->riov};
     }
-    te_slice *s[SHM_INLINE_SLICES];
-    int st[SHM_INLINE_SLICES];
-    size_t idx[SHM_INLINE_SLICES];
-    struct iovec liov[SHM_INLINE_SLICES], riov[SHM_INLINE_SLICES];
-    shm_work w = {SHM_INLINE_SLICES, s, st, idx, liov, riov};
-    memcpy(s, slices, count * sizeof *s);
-    run_chunk(pool->inst, &w, count);
-    return true;
+    return sc;
+}
+
+/* Takes a run of slices with the same peer and opcode from the front of the
+ * chain at *head into w: at most `limit` of them, and SHM_CHUNK_BYTES unless
+ * the first alone is bigger.  Returns how many. */
+static size_t take_run(te_slice **head, shm_work *w, size_t limit)
+{
+    if (limit > w->cap)
+        limit = w->cap;
+    te_slice *first = *head;
+    size_t n = 0;
+    uint64_t bytes = 0;
+    while (*head && n < limit && (*head)->peer == first->peer &&
+           (*head)->opcode == first->opcode &&
+           (n == 0 || bytes + (*head)->length <= SHM_CHUNK_BYTES)) {
+        w->s[n++] = *head;
+        bytes += (*head)->length;
+        *head = next_of(*head);
+    }
+    return n;
+}
+
+/* Unlinks the front of the queue while it fits in `budget` bytes and
+ * SHM_IOV_MAX slices, whatever their peers; NULL when the first does not
+ * fit.  Called with the lock held. */
+static te_slice *detach(shm_pool *pool, uint64_t budget)
+{
+    te_slice *first = pool->head, *last = NULL;
+    size_t n = 0;
+    uint64_t bytes = 0;
+    while (pool->head && n < SHM_IOV_MAX && bytes + pool->head->length <= budget) {
+        bytes += pool->head->length;
+        last = pool->head;
+        pool->head = next_of(last);
+        n++;
+    }
+    if (!last)
+        return NULL;
+    last->transport_data[0] = NULL;
+    if (!pool->head)
+        pool->tail = NULL;
+    pool->queued -= n;
+    return first;
+}
+
+static void wake_workers(shm_pool *pool)
+{
+    if (pool->queued > 1 && pool->nthreads > 1)
+        pthread_cond_broadcast(&pool->cond);
+    else
+        pthread_cond_signal(&pool->cond);
+}
+
+/* The submitting thread copies the front of the queue itself, up to
+ * inline_bytes (one run after another, each one process_vm_* call), and the
+ * workers are woken only for what is left: for a batch of small requests a
+ * hand-over (two wake-ups and a thread on another core) costs more than the
+ * copy.  The caller's time in submit() is bounded by that one budget. */
+static void copy_in_caller(shm_pool *pool, te_slice *mine, shm_scratch *sc)
+{
+    while (mine) {
+        size_t n = take_run(&mine, &sc->w, SIZE_MAX);
+        run_chunk(pool->inst, &sc->w, n);
+    }
+    pthread_mutex_lock(&pool->lock);
+    sc->next = pool->spare;
+    pool->spare = sc;
+    pthread_mutex_unlock(&pool->lock);
 }
 
 int shm_pool_submit(shm_pool *pool, te_slice *const *slices, size_t count)
 {
     if (count == 0)
-        return 0;
-    if (try_inline(pool, slices, count))
         return 0;
     for (size_t i = 0; i < count; i++)
         slices[i]->transport_data[0] = i + 1 < count ? slices[i + 1] : NULL;
@@ -81,31 +137,28 @@ int shm_pool_submit(shm_pool *pool, te_slice *const *slices, size_t count)
         pool->head = slices[0];
     pool->tail = slices[count - 1];
     pool->queued += count;
-    if (pool->queued > 1 && pool->nthreads > 1)
-        pthread_cond_broadcast(&pool->cond);
-    else
-        pthread_cond_signal(&pool->cond);
+    te_slice *mine = NULL;
+    shm_scratch *sc = NULL;
+    if (pool->inline_bytes && pool->head->length <= pool->inline_bytes) {
+        sc = pool->spare ? pool->spare : scratch_new(pool);
+        if (sc && sc == pool->spare)
+            pool->spare = sc->next;
+        mine = sc ? detach(pool, pool->inline_bytes) : NULL;
+    }
+    if (pool->head)
+        wake_workers(pool);
     pthread_mutex_unlock(&pool->lock);
+    if (mine)
+        copy_in_caller(pool, mine, sc);
     return 0;
 }
 
-/* Takes a run of slices with the same peer and opcode, at most a fair share
- * of the queue so that every worker gets some.  Called with the lock held. */
+/* A worker's run: a fair share of the queue, so that every worker gets some.
+ * Called with the lock held. */
 static size_t take(shm_pool *pool, shm_work *w)
 {
     size_t limit = (pool->queued + (size_t)pool->nthreads - 1) / (size_t)pool->nthreads;
-    if (limit > w->cap)
-        limit = w->cap;
-    te_slice *first = pool->head;
-    size_t n = 0;
-    uint64_t bytes = 0;
-    while (pool->head && n < limit && pool->head->peer == first->peer &&
-           pool->head->opcode == first->opcode &&
-           (n == 0 || bytes + pool->head->length <= SHM_CHUNK_BYTES)) {
-        w->s[n++] = pool->head;
-        bytes += pool->head->length;
-        pool->head = next_of(pool->head);
-    }
+    size_t n = take_run(&pool->head, w, limit);
     if (!pool->head)
         pool->tail = NULL;
     pool->queued -= n;
@@ -295,38 +348,35 @@ static void run_chunk(shm_inst *in, shm_work *w, size_t n)
 
 static void *worker_main(void *arg)
 {
-    shm_worker_arg *a = arg;
-    shm_pool *pool = a->pool;
-    shm_work *w = &a->w;
-    *w = (shm_work){SHM_IOV_MAX, a->s, a->st, a->idx, a->liov, a->riov};
+    shm_scratch *sc = arg;
+    shm_pool *pool = sc->pool;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (!pool->head && !pool->stop)
             pthread_cond_wait(&pool->cond, &pool->lock);
         if (pool->stop)
             break;
-        size_t n = take(pool, w);
+        size_t n = take(pool, &sc->w);
         pthread_mutex_unlock(&pool->lock);
-        run_chunk(pool->inst, w, n);
+        run_chunk(pool->inst, &sc->w, n);
         pthread_mutex_lock(&pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
-    free(a);
+    free(sc);
     return NULL;
 }
 
-int shm_pool_start(shm_pool *pool, shm_inst *inst, int nthreads)
+int shm_pool_start(shm_pool *pool, shm_inst *inst, int nthreads, uint64_t inline_bytes)
 {
     memset(pool, 0, sizeof *pool);
     pool->inst = inst;
+    pool->inline_bytes = inline_bytes;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->cond, NULL);
     for (int i = 0; i < nthreads && i < SHM_MAX_WORKERS; i++) {
-        shm_worker_arg *a = malloc(sizeof *a);
-        if (a)
-            a->pool = pool;
-        if (!a || pthread_create(&pool->threads[i], NULL, worker_main, a) != 0) {
-            free(a);
+        shm_scratch *sc = scratch_new(pool);
+        if (!sc || pthread_create(&pool->threads[i], NULL, worker_main, sc) != 0) {
+            free(sc);
             break;
         }
         char name[16];
@@ -342,6 +392,7 @@ int shm_pool_start(shm_pool *pool, shm_inst *inst, int nthreads)
     return 0;
 }
 
+/* The core calls this from destroy, when no submit() runs any more. */
 void shm_pool_stop(shm_pool *pool)
 {
     pthread_mutex_lock(&pool->lock);
@@ -354,11 +405,18 @@ void shm_pool_stop(shm_pool *pool)
     te_slice *s = pool->head;
     pool->head = pool->tail = NULL;
     pool->queued = 0;
+    shm_scratch *spare = pool->spare;
+    pool->spare = NULL;
     pthread_mutex_unlock(&pool->lock);
     while (s) {
         te_slice *next = next_of(s);
         shm_host->slice_done(pool->inst->host, s, TE_ERR_STATE);
         s = next;
+    }
+    while (spare) {
+        shm_scratch *next = spare->next;
+        free(spare);
+        spare = next;
     }
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->cond);

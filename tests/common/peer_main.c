@@ -4,12 +4,15 @@
  * Prints "READY <segment> <addr hex> <size> <rpc port>", then answers one
  * line per command on stdin:
  *   fill OFF LEN SEED | check OFF LEN SEED | zero OFF LEN
+ *   protect OFF LEN 0|1 -> pages of the buffer made inaccessible (0) or usable again (1)
  *   notifies          -> "NOTIFIES n" then n lines "name<TAB>msg"
  *   write SEG OFF LEN REMOTE SEED -> writes own [OFF,+LEN) filled with SEED to SEG
  *   quit */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "te/te.h"
 #include "test_util.h"
@@ -64,6 +67,10 @@ int main(int argc, char **argv)
         } else if (sscanf(line, "zero %llu %llu", &off, &len) == 2 && off + len <= size) {
             memset(buf + off, 0, len);
             printf("OK\n");
+        } else if (sscanf(line, "protect %llu %llu %llu", &off, &len, &seed) == 3 &&
+                   off + len <= size && off % (unsigned long long)sysconf(_SC_PAGESIZE) == 0) {
+            int prot = seed ? PROT_READ | PROT_WRITE : PROT_NONE;
+            printf(mprotect(buf + off, len, prot) ? "ERR mprotect\n" : "OK\n");
         } else if (!strncmp(line, "notifies", 8)) {
             te_notify *n;
             size_t count;

@@ -96,6 +96,56 @@ START_TEST(scattered_batch_is_verified)
 }
 END_TEST
 
+/* A batch of 128 4 KiB writes (copied by few process_vm_writev calls) into
+ * the peer's buffer, a few of whose pages the peer made inaccessible: the
+ * requests on those pages fail alone (TE_ERR_ADDRESS_NOT_REGISTERED, final:
+ * no other transport is tried), every other one lands. */
+START_TEST(batch_with_bad_pages_fails_only_those_requests)
+{
+    enum { N = 128, SZ = 4096 };
+    static const int bad[] = {0, 1, 37, 64, 127};
+    start_pair(NULL, NULL);
+    ck_assert_str_eq(transport_of(seg), "shm");
+    char cmd[128];
+    for (size_t b = 0; b < sizeof bad / sizeof *bad; b++) {
+        snprintf(cmd, sizeof cmd, "protect %d %d 0", bad[b] * SZ, SZ);
+        te_test_peer_expect(&peer, cmd, "OK");
+    }
+    te_request reqs[N];
+    for (int i = 0; i < N; i++) {
+        te_test_fill(local + i * SZ, SZ, 900 + (uint64_t)i, 0);
+        reqs[i] = (te_request){TE_OP_WRITE, local + i * SZ, seg, peer.addr + i * SZ, SZ};
+    }
+    te_batch_id b;
+    ck_assert_int_eq(te_batch_allocate(eng, N, &b), 0);
+    ck_assert_int_eq(te_submit(eng, b, reqs, N), 0);
+    int st;
+    ck_assert_int_eq(te_batch_wait(eng, b, 10000, &st), 0);
+    for (int i = 0, k = 0; i < N; i++) {
+        bool is_bad = k < (int)(sizeof bad / sizeof *bad) && bad[k] == i;
+        k += is_bad;
+        int ts = TE_TRANSFER_WAITING;
+        for (int tries = 0; tries < 1000 && ts == TE_TRANSFER_WAITING; tries++) {
+            ck_assert_int_eq(te_task_status(eng, b, (size_t)i, &ts, NULL), 0);
+            if (ts == TE_TRANSFER_WAITING)
+                nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
+        ck_assert_msg(ts == (is_bad ? TE_TRANSFER_FAILED : TE_TRANSFER_COMPLETED),
+                      "request %d: state %d", i, ts);
+        if (!is_bad) {
+            snprintf(cmd, sizeof cmd, "check %d %d %d", i * SZ, SZ, 900 + i);
+            te_test_peer_expect(&peer, cmd, "OK");
+        }
+    }
+    te_batch_free(eng, b);
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        snprintf(cmd, sizeof cmd, "protect %d %d 1", bad[k] * SZ, SZ);
+        te_test_peer_expect(&peer, cmd, "OK");
+    }
+    te_test_write_then_read(eng, seg, &peer, local, 0, 2 * SZ, 5); /* usable again */
+}
+END_TEST
+
 START_TEST(range_outside_registered_memory_is_rejected)
 {
     start_pair(NULL, NULL);
@@ -179,6 +229,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, same_host_peer_uses_shm_with_verified_data);
     tcase_add_test(tc, scattered_batch_is_verified);
+    tcase_add_test(tc, batch_with_bad_pages_fails_only_those_requests);
     tcase_add_test(tc, range_outside_registered_memory_is_rejected);
     tcase_add_test(tc, kernel_refusal_falls_back_to_tcp);
     tcase_add_test(tc, peer_on_another_host_is_declined);

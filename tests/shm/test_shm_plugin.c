@@ -1,6 +1,7 @@
 /* test_shm_plugin.c - libte_shm.so through its ABI with a stand-in host:
  * descriptor validation, the live registration table (stale ranges refused),
- * partial faults, deadlines, exactly-once reports, idle workers. */
+ * partial faults, deadlines, exactly-once reports, idle workers, and who
+ * copies (the submitting thread, the workers, or both) with mixed batches. */
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -540,6 +541,139 @@ START_TEST(destroy_reports_every_queued_slice_once)
 }
 END_TEST
 
+/* A fresh initiator whose submit() copies `inline_bytes` itself ("" = default). */
+static void recreate_initiator(const char *inline_bytes)
+{
+    ops->destroy(initiator);
+    if (*inline_bytes)
+        setenv("MC_TE_SHM_INLINE_BYTES", inline_bytes, 1);
+    initiator = create();
+    unsetenv("MC_TE_SHM_INLINE_BYTES");
+}
+
+enum { MIX_N = 256, MIX_SZ = 4096 };
+
+/* What slice i of the mixed batch hits: 0 good, 1 a hole in the registered
+ * range (EFAULT in the middle of a run), 2 a range the target never
+ * registered (refused before the copy).  The first and the last are bad, and
+ * some bad ones come in a row. */
+static int mix_kind(size_t i)
+{
+    if (i == 0 || i % 7 == 3 || i == 100 || i == 101)
+        return 1;
+    if (i == MIX_N - 1 || i % 11 == 5)
+        return 2;
+    return 0;
+}
+
+static void expect_mixed(size_t first)
+{
+    for (size_t i = 0; i < MIX_N; i++) {
+        ck_assert_int_eq(done_count[first + i], 1);
+        ck_assert_msg(done_status[first + i] == (mix_kind(i) ? TE_ERR_ADDRESS_NOT_REGISTERED : 0),
+                      "slice %zu (kind %d): status %d", i, mix_kind(i), done_status[first + i]);
+    }
+}
+
+/* A batch of 4 KiB writes, then reads, mixing good and bad remote ranges:
+ * each bad slice fails alone, every good one lands and reads back, nothing
+ * outside the registered memory changes; the same whether the submitting
+ * thread copies the batch, the workers do, or both share it. */
+static void mixed_batch_fails_only_bad_slices(const char *inline_bytes)
+{
+    recreate_initiator(inline_bytes);
+    size_t len = (size_t)MIX_N * MIX_SZ;
+    char *reg = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *unreg = malloc(len), *lbuf = malloc(len), *back = malloc(len);
+    ck_assert(reg != MAP_FAILED && unreg && lbuf && back);
+    memset(unreg, 0xEE, len);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, reg, len, "cpu:0", &mr), 0);
+    for (size_t i = 0; i < MIX_N; i++)
+        if (mix_kind(i) == 1)
+            munmap(reg + i * MIX_SZ, MIX_SZ);
+    void *peer = open_target();
+    for (size_t i = 0; i < len; i++)
+        lbuf[i] = (char)(i * 13 + i / MIX_SZ);
+    for (size_t i = 0; i < MIX_N; i++) {
+        char *remote = (mix_kind(i) == 2 ? unreg : reg) + i * MIX_SZ;
+        prep(i, peer, TE_OP_WRITE, lbuf + i * MIX_SZ, remote, MIX_SZ);
+        prep(MIX_N + i, peer, TE_OP_READ, back + i * MIX_SZ, remote, MIX_SZ);
+    }
+    run_slices(0, MIX_N);
+    expect_mixed(0);
+    memset(back, 0, len);
+    run_slices(MIX_N, MIX_N);
+    expect_mixed(MIX_N);
+    for (size_t i = 0; i < MIX_N; i++) {
+        if (mix_kind(i) == 0) {
+            ck_assert_int_eq(memcmp(reg + i * MIX_SZ, lbuf + i * MIX_SZ, MIX_SZ), 0);
+            ck_assert_int_eq(memcmp(back + i * MIX_SZ, lbuf + i * MIX_SZ, MIX_SZ), 0);
+        } else {
+            ck_assert_int_eq(back[i * MIX_SZ], 0);
+        }
+    }
+    memset(lbuf, 0xEE, len);
+    ck_assert_int_eq(memcmp(unreg, lbuf, len), 0); /* never registered: untouched */
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    for (size_t i = 0; i < MIX_N; i++)
+        if (mix_kind(i) != 1)
+            munmap(reg + i * MIX_SZ, MIX_SZ);
+    free(unreg);
+    free(lbuf);
+    free(back);
+}
+
+START_TEST(mixed_batch_copied_by_submitter)
+{
+    mixed_batch_fails_only_bad_slices("");
+}
+END_TEST
+
+START_TEST(mixed_batch_copied_by_workers)
+{
+    mixed_batch_fails_only_bad_slices("0");
+}
+END_TEST
+
+START_TEST(mixed_batch_shared_by_submitter_and_workers)
+{
+    mixed_batch_fails_only_bad_slices("65536");
+}
+END_TEST
+
+/* A batch within MC_TE_SHM_INLINE_BYTES (1 MiB by default) is copied by the
+ * thread that submits it: every slice is reported before submit() returns,
+ * with no hand-over to a worker. */
+START_TEST(small_batch_is_done_when_submit_returns)
+{
+    enum { N = 128, SZ = 4096 };
+    char *tbuf = calloc(N, SZ), *lbuf = malloc((size_t)N * SZ);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, tbuf, (size_t)N * SZ, NULL, &mr), 0);
+    void *peer = open_target();
+    memset(lbuf, 0x3C, (size_t)N * SZ);
+    te_slice *ptrs[N];
+    for (int i = 0; i < N; i++) {
+        prep((size_t)i, peer, TE_OP_WRITE, lbuf + i * SZ, tbuf + i * SZ, SZ);
+        ptrs[i] = &slices[i];
+    }
+    ck_assert_int_eq(ops->submit(initiator, ptrs, N), 0);
+    pthread_mutex_lock(&done_lock);
+    size_t reported = done_total;
+    pthread_mutex_unlock(&done_lock);
+    ck_assert_uint_eq(reported, N);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(done_status[i], 0);
+    ck_assert_int_eq(memcmp(tbuf, lbuf, (size_t)N * SZ), 0);
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    free(tbuf);
+    free(lbuf);
+}
+END_TEST
+
 static double cpu_seconds(void)
 {
     struct timespec ts;
@@ -578,6 +712,10 @@ int main(void)
     tcase_add_test(tc, many_small_slices_each_reported_once);
     tcase_add_test(tc, passed_deadline_fails_without_copying);
     tcase_add_test(tc, destroy_reports_every_queued_slice_once);
+    tcase_add_test(tc, mixed_batch_copied_by_submitter);
+    tcase_add_test(tc, mixed_batch_copied_by_workers);
+    tcase_add_test(tc, mixed_batch_shared_by_submitter_and_workers);
+    tcase_add_test(tc, small_batch_is_done_when_submit_returns);
     tcase_add_test(tc, idle_workers_use_no_cpu);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
