@@ -1,6 +1,8 @@
 /* memcpy_bw.c - te-memcpy-bw, bench/run.sh's baselines: single-thread memcpy
- * in te-bench's block pattern, and (--pingpong) a raw TCP ping-pong over
- * 127.0.0.1 between two processes. */
+ * in te-bench's block pattern, (--vm_writev) the kernel's process_vm_writev
+ * of one block per call into another process in the same pattern (what shm
+ * is made of), and (--pingpong) a raw TCP ping-pong over 127.0.0.1 between
+ * two processes. */
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,7 +23,7 @@
 typedef struct opts {
     uint64_t block, batch, buffer, size;
     double duration;
-    bool json, pingpong;
+    bool json, pingpong, vm_writev;
 } opts;
 
 static int64_t now_ns(void)
@@ -39,8 +42,9 @@ static int parse(int argc, char **argv, opts *o)
         if (strncmp(a, "--", 2))
             return -1;
         snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
-        if (!strcmp(name, "json") || !strcmp(name, "pingpong")) {
-            *(!strcmp(name, "json") ? &o->json : &o->pingpong) = true;
+        if (!strcmp(name, "json") || !strcmp(name, "pingpong") || !strcmp(name, "vm_writev")) {
+            *(!strcmp(name, "json") ? &o->json : !strcmp(name, "pingpong") ? &o->pingpong
+                                                                            : &o->vm_writev) = true;
             continue;
         }
         v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
@@ -108,6 +112,69 @@ static int run_memcpy(const opts *o)
     else
         printf("memcpy: block %" PRIu64 ", %" PRIu64 " blocks, 1 thread: %.3f GB/s\n", o->block,
                n, gbps);
+    return 0;
+}
+
+/* ---- process_vm_writev ----------------------------------------------------- */
+
+/* A child holds the destination (its own pages, touched before it says it
+ * is ready); the parent writes one block per process_vm_writev call, one
+ * iovec on each side, at the blocks' distinct offsets. */
+static int run_vm_writev(const opts *o)
+{
+    uint64_t n = o->batch, region = o->block * n;
+    if (region > o->buffer) {
+        n = o->buffer / o->block ? o->buffer / o->block : 1;
+        region = o->block * n;
+    }
+    char *src = populated(region);
+    char *dst = mmap(NULL, region, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int ready[2];
+    if (!src || dst == MAP_FAILED || pipe(ready))
+        return fprintf(stderr, "te-memcpy-bw: cannot allocate 2 x %" PRIu64 " bytes\n", region), 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        memset(dst, 2, region);
+        char c = 1;
+        if (write(ready[1], &c, 1) != 1)
+            _exit(1);
+        pause();
+        _exit(0);
+    }
+    char c;
+    if (pid < 0 || read(ready[0], &c, 1) != 1)
+        return fprintf(stderr, "te-memcpy-bw: cannot start the target process\n"), 1;
+    uint64_t bytes = 0, calls = 0;
+    int64_t start = now_ns(), end = start + (int64_t)(o->duration * 1e9), t = start;
+    int rc = 0;
+    while (t < end && !rc) {
+        for (uint64_t j = 0; j < n; j++) {
+            struct iovec l = {src + j * o->block, o->block}, r = {dst + j * o->block, o->block};
+            ssize_t got = process_vm_writev(pid, &l, 1, &r, 1, 0);
+            if (got != (ssize_t)o->block) {
+                perror("te-memcpy-bw: process_vm_writev");
+                rc = 1;
+                break;
+            }
+        }
+        bytes += region;
+        calls += n;
+        t = now_ns();
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (rc)
+        return rc;
+    double s = (double)(t - start) / 1e9, gbps = (double)bytes / s / 1e9;
+    if (o->json)
+        printf("{\"mode\":\"vm_writev\",\"block_size\":%" PRIu64 ",\"batch_size\":%" PRIu64
+               ",\"threads\":1,\"duration_s\":%.3f,\"throughput_gbps\":%.4f,"
+               "\"calls_per_sec\":%.1f}\n",
+               o->block, n, s, gbps, (double)calls / s);
+    else
+        printf("process_vm_writev: block %" PRIu64 " per call, %" PRIu64
+               " blocks, 1 thread: %.3f GB/s, %.0f calls/s\n",
+               o->block, n, gbps, (double)calls / s);
     return 0;
 }
 
@@ -213,11 +280,11 @@ int main(int argc, char **argv)
 {
     opts o;
     if (parse(argc, argv, &o)) {
-        fprintf(stderr, "usage: te-memcpy-bw [--block_size N] [--batch_size N] "
+        fprintf(stderr, "usage: te-memcpy-bw [--vm_writev] [--block_size N] [--batch_size N] "
                         "[--buffer_size N] [--duration S] [--json]\n"
                         "       te-memcpy-bw --pingpong [--size N<=65536] [--duration S] "
                         "[--json]\n");
         return 2;
     }
-    return o.pingpong ? run_pingpong(&o) : run_memcpy(&o);
+    return o.pingpong ? run_pingpong(&o) : o.vm_writev ? run_vm_writev(&o) : run_memcpy(&o);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh - measures, in one go on this machine, iperf3 over 127.0.0.1, te-bench over tcp
-# and over shm, a single-thread memcpy of the same sizes and a raw TCP ping-pong; repeats each
-# N times (interleaved) and prints medians and ratios as markdown tables to paste into README.md.
+# and over shm, a single-thread memcpy of the same sizes, the kernel's process_vm_writev of one
+# 64 KiB block per call and a raw TCP ping-pong; repeats each N times (interleaved) and prints
+# medians and ratios as markdown tables to paste into README.md.
 #
 # usage: bench/run.sh [--build DIR] [--repeat N] [--duration S] [--sizes "4096 65536 ..."]
 #                     [--operation write|read] [--iperf-time S] [--raw FILE]
@@ -110,6 +111,9 @@ for r in $(seq 1 "$repeat"); do
             --batch_size 128
         record "shm/$b" te --protocol shm --operation "$operation" --block_size "$b" --batch_size 128
     done
+    log "  process_vm_writev, one 64 KiB block per call"
+    record "vm_writev/65536" "$baseline" --vm_writev --json --block_size 65536 --batch_size 128 \
+        --buffer_size 268435456 --duration "$duration"
     log "  64 B round trips: raw TCP ping-pong, te-bench sync write (tcp, shm)"
     record "pingpong" "$baseline" --pingpong --size 64 --duration "$duration" --json
     record "tcp-sync64" env MC_TE_SAME_HOST_TRANSPORT=0 "$bench" --mode loopback --json \
@@ -167,7 +171,7 @@ for tag, recs in sorted(runs.items()):
     if want and got and got != {want}:
         print("WARNING: runs tagged {} were served by {}".format(tag, ", ".join(sorted(got))))
 
-sizes = sorted({int(t.split("/")[1]) for t in runs if "/" in t})
+sizes = sorted({int(t.split("/")[1]) for t in runs if "/" in t and not t.startswith("vm_writev")})
 iperf = med("iperf3", "throughput_gbps")
 print("### te-bench vs baselines ({}; {} cores; kernel {}; {})".format(
     platform.node(), os.cpu_count(), platform.release(), time.strftime("%Y-%m-%d")))
@@ -206,7 +210,18 @@ def large_tcp_ok():
         return None
     return all((med("tcp/%d" % b, "throughput_gbps") or 0) >= 0.9 * iperf for b in big)
 
+vmw = med("vm_writev/65536", "throughput_gbps")
+print("| shm 4 KiB, batch 128 | process_vm_writev, one 64 KiB block per call | shm / process_vm_writev |")
+print("|---|---|---|")
+print("| {} GB/s, {} ops/s | {} GB/s, {} calls/s | {} |".format(
+    spread("shm/4096", "throughput_gbps", "{:.3f}"), spread("shm/4096", "ops_per_sec", "{:.0f}"),
+    spread("vm_writev/65536", "throughput_gbps", "{:.3f}"),
+    spread("vm_writev/65536", "calls_per_sec", "{:.0f}"), ratio(med("shm/4096", "throughput_gbps"), vmw)))
+print()
+
 ops4k = med("tcp/4096", "ops_per_sec")
+tcp4k, shm4k = med("tcp/4096", "throughput_gbps"), med("shm/4096", "throughput_gbps")
+shmops4k = med("shm/4096", "ops_per_sec")
 shm1m, mem1m = med("shm/1048576", "throughput_gbps"), med("memcpy/1048576", "throughput_gbps")
 print("| target | measured | verdict |")
 print("|---|---|---|")
@@ -219,4 +234,11 @@ print("| tcp 64 B sync write ≤ 1.5 × raw ping-pong | {} | {} |".format(
     ratio(tcp64, pp), verdict(None if not (tcp64 and pp) else tcp64 <= 1.5 * pp)))
 print("| shm ≥ 0.7 × memcpy at 1 MiB | {} | {} |".format(
     ratio(shm1m, mem1m), verdict(None if not (shm1m and mem1m) else shm1m >= 0.7 * mem1m)))
+print("| tcp ≥ 1.0 × iperf3 at 4 KiB, batch 128 | {} | {} |".format(
+    ratio(tcp4k, iperf), verdict(None if not (tcp4k and iperf) else tcp4k >= iperf)))
+print("| shm ≥ 1.5 M ops/s at 4 KiB, batch 128 | {} | {} |".format(
+    "{:.0f}".format(shmops4k) if shmops4k else "n/a",
+    verdict(None if shmops4k is None else shmops4k >= 1.5e6)))
+print("| shm ≥ 0.8 × process_vm_writev of 64 KiB at 4 KiB, batch 128 | {} | {} |".format(
+    ratio(shm4k, vmw), verdict(None if not (shm4k and vmw) else shm4k >= 0.8 * vmw)))
 EOF
