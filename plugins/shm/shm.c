@@ -98,6 +98,8 @@ static int shm_create(te_host *host, const te_transport_params *params, void **i
         return TE_ERR_DEVICE_NOT_FOUND;
     }
     in->force_eperm = env_flag(host, "TE_SHM_TEST_FORCE_EPERM");
+    const char *verify = shm_host->config(host, "TE_SHM_TEST_VERIFY_MS");
+    in->verify_ns = verify ? strtoll(verify, NULL, 10) * 1000000 : SHM_VERIFY_NS;
     pthread_mutex_init(&in->reg_lock, NULL);
     int rc = shm_regtab_create(in);
     if (rc) {
@@ -128,6 +130,8 @@ static int shm_describe(void *inst, char **json_object)
                           "shm_pid", (int)in->pid, "shm_regtab", (json_int_t)(uintptr_t)in->tab,
                           "shm_token", token, "shm_version", SHM_VERSION, "shm_cpu_only",
                           cpu_only);
+    if (o && in->tab_fd >= 0) /* optional: peers that ignore it read the counter by pid */
+        json_object_set_new(o, "shm_seq_fd", json_integer(in->tab_fd));
     *json_object = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return *json_object ? 0 : TE_ERR_MEMORY;
@@ -210,7 +214,7 @@ static bool parse_token(const char *s, uint64_t *out)
 }
 
 /* Reads our members of a peer's descriptor; every one is checked. */
-static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id)
+static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id, long *seq_fd)
 {
     json_t *h = json_object_get(root, "shm_host_id");
     json_t *ver = json_object_get(root, "shm_version");
@@ -238,6 +242,12 @@ static const char *parse_peer(json_t *root, shm_peer *p, const char **host_id)
         return "shm_cpu_only is not a boolean";
     p->pid = (pid_t)json_integer_value(pid);
     p->tab_addr = t;
+    /* Optional (absent in older peers): a bad value only costs the mapping. */
+    json_t *fd = json_object_get(root, "shm_seq_fd");
+    *seq_fd = json_is_integer(fd) && json_integer_value(fd) >= 0 &&
+                      json_integer_value(fd) <= INT32_MAX
+                  ? (long)json_integer_value(fd)
+                  : -1;
     *host_id = json_string_value(h);
     return NULL;
 }
@@ -259,6 +269,7 @@ static void shm_peer_close(void *inst, void *handle)
     shm_peer *p = handle;
     if (!p)
         return;
+    shm_tabmap_close(p);
     pthread_mutex_destroy(&p->lock);
     free(p->ranges);
     free(p);
@@ -284,7 +295,8 @@ static int shm_peer_open(void *inst, const te_peer_info *peer, void **handle)
     }
     shm_peer tmp = {0};
     const char *host_id = NULL;
-    const char *why = parse_peer(root, &tmp, &host_id);
+    long seq_fd = -1;
+    const char *why = parse_peer(root, &tmp, &host_id, &seq_fd);
     if (!why && strcmp(host_id, in->host_id) != 0)
         why = "on another host (shm_host_id differs)";
     json_decref(root);
@@ -302,8 +314,12 @@ static int shm_peer_open(void *inst, const te_peer_info *peer, void **handle)
     shm_peer *p = peer_new(&tmp, peer->segment_name);
     if (!p)
         return TE_ERR_MEMORY;
-    shm_host->log(in->host, TE_LOG_DEBUG, SHM_NAME, "reaching %s (pid %d) by process_vm_*",
-                  p->name, (int)p->pid);
+    shm_tabmap_open(p, seq_fd);
+    p->verify_ns = in->verify_ns;
+    atomic_store(&p->verified_ns, shm_host->now_ns()); /* the probe just confirmed the pid */
+    shm_host->log(in->host, TE_LOG_DEBUG, SHM_NAME,
+                  "reaching %s (pid %d) by process_vm_*, table counter %s", p->name,
+                  (int)p->pid, p->map ? "mapped" : "read by pid");
     *handle = p;
     return 0;
 }

@@ -5,6 +5,7 @@
 #define TE_SHM_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -21,6 +22,7 @@
 #define SHM_CHUNK_BYTES (4u << 20)  /* a worker takes at most this much per pick */
 #define SHM_IOV_MAX 1024            /* iovecs per process_vm_* call (UIO_MAXIOV) */
 #define SHM_INLINE_BYTES (1u << 20) /* submit() copies this much itself (MC_TE_SHM_INLINE_BYTES) */
+#define SHM_VERIFY_NS 1000000       /* a mapped table's pid is confirmed this often */
 
 extern const te_host_api *shm_host;
 
@@ -64,6 +66,10 @@ typedef struct shm_peer {
     shm_range *ranges;
     size_t count;
     int64_t warned_ns;    /* last failure logged as a warning (rate limit) */
+    const shm_regtab *map; /* the target's header mapped read-only, or NULL */
+    size_t map_len;
+    _Atomic int64_t verified_ns; /* when the pid was last confirmed to hold the table */
+    int64_t verify_ns;           /* how often (SHM_VERIFY_NS) */
 } shm_peer;
 
 struct shm_inst;
@@ -89,14 +95,24 @@ typedef struct shm_inst {
     char host_id[320];
     pid_t pid;
     bool force_eperm; /* TE_SHM_TEST_FORCE_EPERM: tests only */
+    int64_t verify_ns; /* SHM_VERIFY_NS, or TE_SHM_TEST_VERIFY_MS: tests only */
     /* Target side: the published table and the ranges it points at. */
     pthread_mutex_t reg_lock;
     shm_regtab *tab;
+    int tab_fd;         /* memfd holding *tab (shm_seq_fd), or -1: tab is on the heap */
+    size_t tab_len;
     shm_range *ranges;
     size_t nranges;
     size_t device_regs; /* registered buffers that are not CPU memory */
     shm_pool pool;
 } shm_inst;
+
+/* shm_tabmap.c: the table's header in shared memory */
+shm_regtab *shm_tabmap_create(int *fd, size_t *len);
+void shm_tabmap_release(shm_regtab *t, int fd, size_t len);
+void shm_tabmap_open(shm_peer *p, long fd);
+void shm_tabmap_close(shm_peer *p);
+int shm_tabmap_seq(shm_peer *p, uint64_t *seq); /* 0, status, or 1: read by pid */
 
 /* shm_regtab.c: target side */
 int shm_regtab_create(shm_inst *in);

@@ -1,6 +1,8 @@
 /* shm_regtab.c - the registration table: a sequence-locked, copy-on-write
  * array a target keeps in its own memory, and the initiator's cached copy of
- * it, read with process_vm_readv around every run of copies. */
+ * it, whose counter is read around every run of copies (a load from the
+ * shared header of shm_tabmap.c when the target offers it, else with
+ * process_vm_readv). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -29,7 +31,10 @@ static uint64_t random_token(void)
 
 int shm_regtab_create(shm_inst *in)
 {
-    in->tab = calloc(1, sizeof *in->tab);
+    in->tab_fd = -1;
+    in->tab = shm_tabmap_create(&in->tab_fd, &in->tab_len); /* zeroed */
+    if (!in->tab)
+        in->tab = calloc(1, sizeof *in->tab); /* peers read it by pid only */
     if (!in->tab)
         return TE_ERR_MEMORY;
     in->tab->token = random_token();
@@ -46,7 +51,11 @@ void shm_regtab_destroy(shm_inst *in)
     __atomic_store_n(&in->tab->seq, in->tab->seq | 1, __ATOMIC_RELEASE);
     __atomic_store_n(&in->tab->magic, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&in->tab->token, 0, __ATOMIC_RELEASE);
-    free(in->tab);
+    if (in->tab_fd >= 0)
+        shm_tabmap_release(in->tab, in->tab_fd, in->tab_len);
+    else
+        free(in->tab);
+    in->tab_fd = -1;
     free(in->ranges);
     in->tab = NULL;
     in->ranges = NULL;
@@ -178,8 +187,28 @@ static void short_pause(void)
     nanosleep(&ts, NULL);
 }
 
+/* The whole header by pid: the process there still holds our table. */
+static int verify_by_pid(shm_peer *p, uint64_t *seq)
+{
+    int64_t now = shm_host->now_ns();
+    shm_regtab t;
+    int rc = shm_peer_read(p->pid, &t, p->tab_addr, sizeof t);
+    if (rc)
+        return shm_errno_status(-rc);
+    if (t.magic != SHM_REGTAB_MAGIC || t.token != p->token)
+        return TE_ERR_PEER_CLOSED;
+    *seq = t.seq;
+    atomic_store(&p->verified_ns, now);
+    return 0;
+}
+
 int shm_peer_seq(shm_peer *p, uint64_t *seq)
 {
+    int mapped = shm_tabmap_seq(p, seq);
+    if (mapped <= 0)
+        return mapped;
+    if (p->map)
+        return verify_by_pid(p, seq);
     int rc = shm_peer_read(p->pid, seq, p->tab_addr + offsetof(shm_regtab, seq), sizeof *seq);
 #ifndef __SANITIZE_THREAD__ /* gcc's tsan does not model fences */
     __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the next read comes after this one */

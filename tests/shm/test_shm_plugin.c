@@ -30,11 +30,16 @@ static int done_count[MAX_SLICES];
 static int done_status[MAX_SLICES];
 static size_t done_total;
 
+static char last_log[512]; /* the last message, for tests that read it */
+
 static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_log, sizeof last_log, fmt, ap);
+    va_end(ap);
     if (!getenv("TE_TEST_VERBOSE"))
         return;
-    va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "[%s %d] ", plugin, level);
     vfprintf(stderr, fmt, ap);
@@ -409,6 +414,111 @@ END_TEST
 
 /* A registered range with a hole: the slices around the fault succeed, the
  * one that hits it fails, each reported once. */
+/* The target's table header is a sealed memfd page (shm_seq_fd) that the
+ * initiator maps: a table change is seen through it, and a bad shm_seq_fd
+ * only leaves the peer on reads by pid, with the same guarantees. */
+static void *open_with_seq_fd(const char *value)
+{
+    char *d = descriptor_of(target);
+    json_t *o = json_loads(d, 0, NULL);
+    free(d);
+    if (value)
+        json_object_set_new(o, "shm_seq_fd", json_loads(value, JSON_DECODE_ANY, NULL));
+    else
+        json_object_del(o, "shm_seq_fd");
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    void *peer;
+    ck_assert_int_eq(open_with(text, &peer), 0);
+    free(text);
+    return peer;
+}
+
+static void stale_view_is_refused(void *peer, size_t first)
+{
+    enum { PAGE = 4096 };
+    unsigned char *reg = malloc(2 * PAGE), local[100];
+    memset(reg, 0xAB, 2 * PAGE);
+    memset(local, 0x22, sizeof local);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, reg, 2 * PAGE, NULL, &mr), 0);
+    prep(first, peer, TE_OP_WRITE, local, reg, 100);
+    run_slices(first, 1);
+    ck_assert_int_eq(done_status[first], 0);
+    ck_assert_int_eq(reg[0], 0x22);
+    memset(reg, 0xAB, 2 * PAGE);
+    ck_assert_int_eq(ops->unregister_memory(target, mr), 0);
+    prep(first + 1, peer, TE_OP_WRITE, local, reg, 100);
+    run_slices(first + 1, 1);
+    ck_assert_int_eq(done_status[first + 1], TE_ERR_ADDRESS_NOT_REGISTERED);
+    ck_assert_int_eq(reg[0], 0xAB);
+    free(reg);
+}
+
+START_TEST(table_counter_is_mapped_and_sees_changes)
+{
+    char *extra = NULL;
+    ck_assert_int_eq(ops->describe(target, &extra), 0);
+    json_t *o = json_loads(extra, 0, NULL);
+    ck_assert(json_is_integer(json_object_get(o, "shm_seq_fd")));
+    json_decref(o);
+    free(extra);
+    void *peer = open_target();
+    ck_assert_msg(strstr(last_log, "table counter mapped"), "%s", last_log);
+    stale_view_is_refused(peer, 0);
+    ops->peer_close(initiator, peer);
+}
+END_TEST
+
+START_TEST(bad_seq_fd_falls_back_to_reads_by_pid)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    char pipe_fd[16];
+    snprintf(pipe_fd, sizeof pipe_fd, "%d", pfd[0]);
+    const char *bad[] = {NULL, "-1", "\"3\"", "99999", "2147483648", "1.5", pipe_fd, "0"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        void *peer = open_with_seq_fd(bad[i]);
+        ck_assert_msg(strstr(last_log, "table counter read by pid"), "%s: %s",
+                      bad[i] ? bad[i] : "absent", last_log);
+        stale_view_is_refused(peer, 2 * i);
+        ops->peer_close(initiator, peer);
+    }
+    close(pfd[0]);
+    close(pfd[1]);
+}
+END_TEST
+
+/* The target destroys its instance while a peer holds the mapping: the next
+ * copy fails as a closed peer and touches nothing, seen through the mapping
+ * alone (no confirmation by pid within the test: TE_SHM_TEST_VERIFY_MS). */
+START_TEST(destroyed_target_fails_mapped_copies)
+{
+    setenv("TE_SHM_TEST_VERIFY_MS", "600000", 1);
+    ops->destroy(initiator);
+    initiator = create();
+    unsetenv("TE_SHM_TEST_VERIFY_MS");
+    unsigned char reg[256], local[64];
+    memset(reg, 0xAB, sizeof reg);
+    memset(local, 0x33, sizeof local);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, reg, sizeof reg, NULL, &mr), 0);
+    void *peer = open_target();
+    ck_assert_msg(strstr(last_log, "table counter mapped"), "%s", last_log);
+    prep(0, peer, TE_OP_WRITE, local, reg + 128, sizeof local); /* the cache is current */
+    run_slices(0, 1);
+    ck_assert_int_eq(done_status[0], 0);
+    ops->destroy(target); /* with the buffer still registered */
+    target = NULL;
+    free(mr);             /* the destroyed instance's handle (plain calloc) */
+    prep(1, peer, TE_OP_WRITE, local, reg, sizeof local);
+    run_slices(1, 1);
+    ck_assert_int_eq(done_status[1], TE_ERR_PEER_CLOSED);
+    ck_assert_int_eq(reg[0], 0xAB);
+    ops->peer_close(initiator, peer);
+}
+END_TEST
+
 START_TEST(fault_inside_a_run_fails_only_its_slice)
 {
     long page = sysconf(_SC_PAGESIZE);
@@ -707,6 +817,9 @@ int main(void)
     tcase_add_test(tc, cuda_process_is_accepted);
     tcase_add_test(tc, copies_inside_registered_memory);
     tcase_add_test(tc, ranges_outside_the_live_table_are_refused);
+    tcase_add_test(tc, table_counter_is_mapped_and_sees_changes);
+    tcase_add_test(tc, bad_seq_fd_falls_back_to_reads_by_pid);
+    tcase_add_test(tc, destroyed_target_fails_mapped_copies);
     tcase_add_test(tc, fault_inside_a_run_fails_only_its_slice);
     tcase_add_test(tc, device_memory_fails_its_slice_as_not_this_transport);
     tcase_add_test(tc, many_small_slices_each_reported_once);
