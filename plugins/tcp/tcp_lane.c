@@ -3,10 +3,11 @@
  * pipelines requests (many in flight, headers and payloads gathered into one
  * sendmsg straight from user memory) and matches the in-order responses,
  * receiving READ data straight into user memory.  Idle lanes sleep in poll.
- * A lone small request to an idle lane is driven by the submitting thread
- * itself for a few hundred microseconds (send, then wait for the answer), so
- * a synchronous round trip costs no thread hand-off; if the answer is slow
- * the lane thread takes over.
+ * A lone small request goes to the first idle lane and is driven by the
+ * submitting thread itself for a few hundred microseconds (send, then a
+ * blocking receive of the answer), so a synchronous round trip costs no
+ * thread hand-off and two syscalls; if the answer is slow the lane thread
+ * takes over.
  *
  * With several NICs (tcp_rail.h) each rail (local address, remote address)
  * has its own lanes; slices go to the rail whose queue drains first at its
@@ -64,6 +65,7 @@ typedef struct lane {
     int64_t last_io_ns;   /* when a response last arrived */
     int rail;             /* index in peer->rails */
     int64_t progress_ns;  /* when bytes last moved while the lane had work */
+    bool blocking;        /* fd in blocking mode for a lent lane's receive (inline_wait) */
 } lane;
 
 struct tcp_peer {
@@ -197,6 +199,7 @@ static void reset_lane(lane *l, int status)
     if (l->fd >= 0)
         close(l->fd);
     l->fd = -1;
+    l->blocking = false;
     if (l->pipe_bytes) { /* bytes of the dead stream: start a clean pipe */
         close_pipe(l);
         open_pipe(l);
@@ -416,8 +419,9 @@ static int do_send(lane *l)
     }
 }
 
-/* Reads responses.  0 when the socket is drained, or a status. */
-static int do_recv(lane *l)
+/* Reads responses.  0 when the socket is drained, or a status.  `wait`: the
+ * first read may sleep (a lent lane in blocking mode, bounded by SO_RCVTIMEO). */
+static int do_recv(lane *l, bool wait)
 {
     bool v2 = l->peer->v2;
     for (;;) {
@@ -441,7 +445,9 @@ static int do_recv(lane *l)
                 continue;
             }
             if (want >= 16384) { /* big payloads land straight in user memory */
-                ssize_t n = recv(l->fd, (char *)s->local + l->data_off, want, MSG_DONTWAIT);
+                ssize_t n = recv(l->fd, (char *)s->local + l->data_off, want,
+                                 wait ? 0 : MSG_DONTWAIT);
+                wait = false;
                 if (n > 0) {
                     l->data_off += (uint64_t)n;
                     progress(l);
@@ -477,7 +483,8 @@ static int do_recv(lane *l)
             l->rlen -= l->rpos;
             l->rpos = 0;
         }
-        ssize_t n = recv(l->fd, l->rbuf + l->rlen, LANE_RBUF - l->rlen, MSG_DONTWAIT);
+        ssize_t n = recv(l->fd, l->rbuf + l->rlen, LANE_RBUF - l->rlen, wait ? 0 : MSG_DONTWAIT);
+        wait = false;
         if (n > 0) {
             if (!l->flying.head) {
                 TCP_LOG(l->peer->t, TE_LOG_WARN, "unexpected bytes from %s:%u", l->peer->host,
@@ -526,7 +533,33 @@ static void drop_stale_fd(lane *l)
     if (poll(&pf, 1, 0) > 0) {
         close(l->fd);
         l->fd = -1;
+        l->blocking = false;
     }
+}
+
+/* How long a submitting thread waits for the answer to a request it sent
+ * itself before leaving it to the lane thread. */
+#define DRIVE_NS 200000
+
+/* A lent lane waits for its answer in a blocking recv (one syscall, where
+ * ppoll and then recv are two), bounded by SO_RCVTIMEO = DRIVE_NS; the lane
+ * thread switches the socket back before it drives it.  Every other socket
+ * call of a lane passes MSG_DONTWAIT or polls first, except splice, which
+ * only the lane thread does.  false if the mode could not be changed. */
+static bool set_blocking(lane *l, bool on)
+{
+    if (l->fd < 0 || l->blocking == on)
+        return l->fd >= 0;
+    if (on) {
+        struct timeval tv = {0, DRIVE_NS / 1000};
+        if (setsockopt(l->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+            return false;
+    }
+    int fl = fcntl(l->fd, F_GETFL);
+    if (fl < 0 || fcntl(l->fd, F_SETFL, on ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) != 0)
+        return false;
+    l->blocking = on;
+    return true;
 }
 
 static void wake(lane *l)
@@ -615,6 +648,7 @@ static void lane_work(lane *l)
         return;
     }
     drop_stale_fd(l);
+    set_blocking(l, false); /* the lane thread never sleeps in a socket call */
     if (l->sending.head && l->fd < 0 && leave_paused_rail(l, now))
         return;
     if (l->sending.head && l->fd < 0) {
@@ -641,7 +675,7 @@ static void lane_work(lane *l)
     if (pf[0].revents)
         drain_efd(l);
     if (nfds == 2 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-        rc = do_recv(l);
+        rc = do_recv(l, false);
         if (!rc && !l->flying.head && !l->sending.head && (pf[1].revents & (POLLHUP | POLLERR)))
             rc = TE_ERR_PEER_CLOSED; /* the connection went away: reconnect later */
     }
@@ -794,10 +828,6 @@ static void encode(const tcp_peer *p, te_slice *s)
                                 (p->v2 ? TCP_OP_V2 : 0)));
 }
 
-/* How long a submitting thread waits for the answer to a request it sent
- * itself before leaving it to the lane thread. */
-#define DRIVE_NS 200000
-
 /* Sends one small request on an idle, connected lane from this thread and
  * waits briefly for its answer.  false when the lane is not available (the
  * caller queues the slice as usual). */
@@ -825,16 +855,27 @@ static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
         int64_t until = tcp_host_api->now_ns() + DRIVE_NS;
         if (s->deadline_ns && s->deadline_ns < until)
             until = s->deadline_ns;
+        /* A blocking receive may end up to DRIVE_NS after `until`: only with
+         * the deadline further away than that. */
+        bool may_block = !s->deadline_ns || s->deadline_ns > until + DRIVE_NS;
         while (!rc && (l->flying.head || l->sending.head)) {
             int64_t left = until - tcp_host_api->now_ns();
             if (left <= 0)
                 break;
+            if (may_block && !l->sending.head && set_blocking(l, true)) {
+                rc = do_recv(l, true); /* sleeps at most SO_RCVTIMEO */
+                continue;
+            }
+            if (!set_blocking(l, false)) {
+                rc = TE_ERR_SOCKET;
+                break;
+            }
             struct pollfd pf = {.fd = l->fd, .events = POLLIN | (l->sending.head ? POLLOUT : 0)};
             struct timespec ts = {left / 1000000000, left % 1000000000};
             if (ppoll(&pf, 1, &ts, NULL) <= 0)
                 continue;
             if (pf.revents & (POLLIN | POLLHUP | POLLERR))
-                rc = do_recv(l);
+                rc = do_recv(l, false);
             if (!rc && (pf.revents & POLLOUT))
                 rc = do_send(l);
         }
@@ -848,6 +889,17 @@ static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
     pthread_mutex_unlock(&l->lock);
     peer_unref(p);
     return true;
+}
+
+/* A lone request goes to the first idle lane: a caller alone keeps using one
+ * connection (and so one warm thread of the target's data port) instead of
+ * rotating; concurrent callers find the first lanes lent and take the next. */
+static bool drive_first_idle(tcp_peer *p, lane *lanes, int n, te_slice *s)
+{
+    for (int i = 0; i < n; i++)
+        if (drive_inline(p, &lanes[i], s))
+            return true;
+    return false;
 }
 
 /* Hands a run of encoded slices to a lane (starting its thread on first
@@ -928,11 +980,8 @@ static void submit_rails(tcp_peer *p, te_slice *const *slices, size_t count)
         te_slice *s = slices[i];
         int r = tcp_rail_pick(p->rails, p->nrails, s->length, now, -1);
         tcp_rail_sent(&p->rails[r], s->length, now);
-        if (count == 1) {
-            unsigned k = atomic_fetch_add(&p->next_lane, 1) % (unsigned)p->lanes_per_rail;
-            if (drive_inline(p, &rail_lanes(p, r)[k], s))
-                return;
-        }
+        if (count == 1 && drive_first_idle(p, rail_lanes(p, r), p->lanes_per_rail, s))
+            return;
         encode(p, s);
         slist_push(&per[r], s);
         n[r]++;
@@ -949,9 +998,9 @@ int tcp_peer_submit_host(tcp_peer *p, te_slice *const *slices, size_t count)
         submit_rails(p, slices, count);
         return 0;
     }
-    unsigned first = atomic_fetch_add(&p->next_lane, 1);
-    if (count == 1 && drive_inline(p, &p->lanes[first % (unsigned)p->nlanes], slices[0]))
+    if (count == 1 && drive_first_idle(p, p->lanes, p->nlanes, slices[0]))
         return 0;
+    unsigned first = atomic_fetch_add(&p->next_lane, 1);
     slist all = {0};
     for (size_t i = 0; i < count; i++) {
         encode(p, slices[i]);

@@ -187,6 +187,32 @@ START_TEST(socket_failures_finish_over_tcp)
 }
 END_TEST
 
+/* Small synchronous requests, which tcp drives from the calling thread (or
+ * the failover thread): the first fails over and lands, the next ones start
+ * on tcp while testfail is set aside, each verified. */
+START_TEST(small_sync_requests_fail_over_and_land)
+{
+    te_test_fill(local, 4096, 21, 0);
+    te_request w = req(TE_OP_WRITE, 0, 64);
+    ck_assert_int_eq(te_transfer_sync(src, &w, 1, NULL, NULL), 0);
+    ck_assert_int_eq(metric("failovers", "testfail", "tcp"), 1);
+    ck_assert_int_eq(te_test_check(remote, 64, 21, 0), -1);
+    for (uint64_t off = 64; off < 4096; off += 64) {
+        w = req(TE_OP_WRITE, off, 64);
+        ck_assert_int_eq(te_transfer_sync(src, &w, 1, NULL, NULL), 0);
+    }
+    ck_assert_int_eq(te_test_check(remote, 4096, 21, 0), -1);
+    memset(local, 0, 4096);
+    for (uint64_t off = 0; off < 4096; off += 64) {
+        te_request r = req(TE_OP_READ, off, 64);
+        ck_assert_int_eq(te_transfer_sync(src, &r, 1, NULL, NULL), 0);
+    }
+    ck_assert_int_eq(te_test_check(local, 4096, 21, 0), -1);
+    ck_assert_int_eq(metric("failovers", "testfail", "tcp"), 1);
+    ck_assert_int_eq(metric("transports", "tcp", "write_bytes"), 4096);
+}
+END_TEST
+
 /* A notification after failed-over slices is sent once, after they landed. */
 START_TEST(notification_follows_failed_over_slices_once)
 {
@@ -307,6 +333,7 @@ int main(void)
     TCase *tc = tcase_create("engines");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, socket_failures_finish_over_tcp);
+    tcase_add_test(tc, small_sync_requests_fail_over_and_land);
     tcase_add_test(tc, notification_follows_failed_over_slices_once);
     tcase_add_test(tc, a_refused_range_is_not_retried);
     tcase_add_test(tc, hints_pin_the_transport);

@@ -302,6 +302,45 @@ START_TEST(sigstop_mid_batches_from_many_threads)
 }
 END_TEST
 
+/* Small synchronous writes are driven by the calling thread (a blocking
+ * receive bounded by the lane's hand-over time, tcp_lane.c): to a stopped
+ * peer one still fails by its deadline, not later; to a killed one at once;
+ * the resumed peer serves them again. */
+static void small_sync_writes_land(uint64_t off, uint64_t seed, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char cmd[128];
+        te_test_fill(thread_mem(0), 64, seed + (uint64_t)i, 0);
+        te_request w = {TE_OP_WRITE, thread_mem(0), seg, peer.addr + off + (uint64_t)i * 64, 64};
+        ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
+        snprintf(cmd, sizeof cmd, "check %llu 64 %llu", (unsigned long long)(off + i * 64u),
+                 (unsigned long long)(seed + (uint64_t)i));
+        te_test_peer_expect(&peer, cmd, "OK");
+    }
+}
+
+START_TEST(small_sync_writes_to_a_stopped_or_killed_peer)
+{
+    small_sync_writes_land(0, 900, 20);
+    te_test_peer_kill(&peer, SIGSTOP);
+    te_request w = {TE_OP_WRITE, thread_mem(0), seg, peer.addr, 64};
+    double t0 = fault_now();
+    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_TIMEOUT);
+    double took = fault_now() - t0;
+    printf("  a small sync write to a stopped peer failed after %.2f s (deadline %d s)\n", took,
+           fault_secs(TIMEOUT_S));
+    ck_assert_double_gt(took, 0.9 * fault_secs(TIMEOUT_S));
+    ck_assert_double_lt(took, fault_secs(TIMEOUT_S) + 1.0 * fault_scale());
+    te_test_peer_kill(&peer, SIGCONT);
+    usleep((useconds_t)(200000 * fault_scale()));
+    small_sync_writes_land(4096, 950, 20);
+    te_test_peer_kill(&peer, SIGKILL);
+    t0 = fault_now();
+    ck_assert_int_ne(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
+    ck_assert_double_lt(fault_now() - t0, 1.0 * fault_scale());
+}
+END_TEST
+
 int main(void)
 {
     fault_setenv_secs("MC_TRANSFER_TIMEOUT", TIMEOUT_S);
@@ -314,6 +353,7 @@ int main(void)
     tcase_set_timeout(tc, 40 * fault_scale());
     tcase_add_test(tc, sigkill_mid_batches_from_many_threads);
     tcase_add_test(tc, sigstop_mid_batches_from_many_threads);
+    tcase_add_test(tc, small_sync_writes_to_a_stopped_or_killed_peer);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
