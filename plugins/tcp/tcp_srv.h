@@ -14,6 +14,7 @@
 #define SRV_OUT_BYTES (1u << 20)    /* READ payload bytes queued before a flush */
 #define SRV_MAX_DISCARD (1ull << 30) /* payload of a rejected write we still drain */
 #define SRV_RBUF (256 * 1024)       /* a loop's receive buffer, shared by its connections */
+#define SRV_LINGER_US 200           /* a lone connection's next request is awaited this long */
 
 enum { SRV_HEADER, SRV_PAYLOAD };
 
@@ -39,6 +40,8 @@ struct tcp_srv_conn {
     bool rdhup;             /* the peer's FIN is queued: read on to the end, short reads or not */
     bool served;            /* a whole header arrived once: idle timeout, not header timeout */
     bool sending;           /* a flush is under way: no new input until it ends */
+    bool blocking;          /* O_NONBLOCK cleared for tcp_srv_conn_linger (every other call
+                             * passes MSG_DONTWAIT) */
     /* Input: where in the current frame we are. */
     int state;
     uint8_t hdr[TCP_HDR_LEN];
@@ -66,6 +69,10 @@ tcp_srv_conn *tcp_srv_conn_new(tcp_transport *t, int fd, const char *peer);
  * requests (buf: the loop's receive buffer), sends answers.  0: waiting for
  * the socket; 1: out of budget with more to do (run again); -1: close. */
 int tcp_srv_conn_run(tcp_srv_conn *c, uint8_t *buf, size_t cap);
+/* Waits up to SRV_LINGER_US in one blocking recv for the next request of a
+ * connection that is between frames with nothing to send, and hands what
+ * came to the state machine.  1: bytes came (run it again), 0: none, -1: close. */
+int tcp_srv_conn_linger(tcp_srv_conn *c, uint8_t *buf, size_t cap);
 /* When the connection must be closed if nothing changes (ns, monotonic). */
 int64_t tcp_srv_conn_deadline(const tcp_srv_conn *c);
 /* Lets go of the pinned memory and buffers; the fd is the registry's. */

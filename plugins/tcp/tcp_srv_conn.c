@@ -5,11 +5,13 @@
  * pinned memory) and send a burst of them in one sendmsg, keeping partial
  * progress.  Sections: output, requests, input, the run step, GPU memory. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "tcp_srv.h"
@@ -353,6 +355,35 @@ int tcp_srv_conn_run(tcp_srv_conn *c, uint8_t *buf, size_t cap)
         if (input_step(c, buf, cap, &budget))
             return -1;
     }
+}
+
+/* The socket blocks in recv() from now on, for at most SRV_LINGER_US. */
+static bool make_blocking(tcp_srv_conn *c)
+{
+    struct timeval tv = {0, SRV_LINGER_US};
+    int fl = fcntl(c->fd, F_GETFL);
+    if (fl < 0 || setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+        return false;
+    c->blocking = true;
+    return true;
+}
+
+int tcp_srv_conn_linger(tcp_srv_conn *c, uint8_t *buf, size_t cap)
+{
+    if (c->state != SRV_HEADER || c->hlen || c->nout || c->stash || c->eof || c->sending ||
+        c->rd_ready || c->rdhup || !c->served || (!c->blocking && !make_blocking(c)))
+        return 0;
+    ssize_t n = recv(c->fd, buf, cap, 0);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (n == 0) {
+        c->eof = true; /* the next run closes it once every answer went out */
+        return 1;
+    }
+    c->rd_ready = (size_t)n == cap; /* a full buffer: more may wait */
+    srv_in in = {buf, (size_t)n, 0};
+    return feed(c, &in) || stash_rest(c, &in) ? -1 : 1;
 }
 
 int64_t tcp_srv_conn_deadline(const tcp_srv_conn *c)

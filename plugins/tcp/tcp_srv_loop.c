@@ -2,7 +2,8 @@
  * (MC_TCP_SERVER_THREADS, default min(4, CPUs)), each serving its share of
  * the connections edge-triggered, with a receive buffer shared by them, a
  * ready list so one busy connection cannot starve the others, and a tick that
- * closes connections whose header, idle or io deadline passed. */
+ * closes connections whose header, idle or io deadline passed.  A thread with
+ * a single connection awaits its next request in a blocking recv (linger). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -135,6 +136,30 @@ static void handle_event(tcp_srv_loop *L, const struct epoll_event *ev)
     run_conn(L, c);
 }
 
+/* A loop that serves one connection, whose client works synchronously: the
+ * next request follows the answer within microseconds, so the loop waits for
+ * it in a blocking recv (tcp_srv_conn_linger) instead of epoll_wait and then
+ * recv.  Left as soon as anything else could need the loop: a second
+ * connection, one handed over, a stop, or SRV_LINGER_US without a request
+ * (what arrives meanwhile waits at most that long). */
+static void linger(tcp_srv_loop *L)
+{
+    for (;;) {
+        tcp_srv_conn *c = L->list;
+        if (!c || c->lnext || L->ready || atomic_load(&L->incoming) || atomic_load(&L->stop))
+            return;
+        int rc = tcp_srv_conn_linger(c, L->buf, SRV_RBUF);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            drop(L, c);
+            return;
+        }
+        run_conn(L, c);
+        check_deadlines(L);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     tcp_srv_loop *L = arg;
@@ -148,6 +173,8 @@ static void *loop_main(void *arg)
             handle_event(L, &ev[i]);
         run_ready(L);
         check_deadlines(L);
+        if (n > 0)
+            linger(L);
     }
     adopt_incoming(L); /* so that they are closed below */
     while (L->list)

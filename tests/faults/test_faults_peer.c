@@ -3,6 +3,7 @@
  * READs hold the target's data, completed WRITEs are in its memory, and the
  * engine works with the resumed or a new peer. */
 #include <check.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -319,10 +320,46 @@ static void small_sync_writes_land(uint64_t off, uint64_t seed, int n)
     }
 }
 
+/* SIGSTOP is asynchronous: until the thread that takes it runs, the peer's
+ * other threads (its data port) still serve.  Waits until every one shows T. */
+static void wait_stopped(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    for (int tries = 0; tries < 5000; tries++) {
+        DIR *d = opendir(dir);
+        ck_assert_ptr_nonnull(d);
+        bool all = true, any = false;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.')
+                continue;
+            char path[400], buf[512];
+            snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
+            FILE *f = fopen(path, "r");
+            size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f)
+                fclose(f);
+            buf[n] = 0;
+            char *paren = strrchr(buf, ')');
+            if (!paren || paren[1] != ' ')
+                continue;
+            any = true;
+            all = all && (paren[2] == 'T' || paren[2] == 't');
+        }
+        closedir(d);
+        if (any && all)
+            return;
+        usleep(1000);
+    }
+    ck_abort_msg("peer %d did not stop", (int)pid);
+}
+
 START_TEST(small_sync_writes_to_a_stopped_or_killed_peer)
 {
     small_sync_writes_land(0, 900, 20);
     te_test_peer_kill(&peer, SIGSTOP);
+    wait_stopped(peer.pid);
     te_request w = {TE_OP_WRITE, thread_mem(0), seg, peer.addr, 64};
     double t0 = fault_now();
     ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_TIMEOUT);

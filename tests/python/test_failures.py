@@ -43,6 +43,24 @@ def test_dead_peer_fails_within_timeout(monkeypatch, make_peer):
     assert time.monotonic() - t0 < 8
 
 
+def wait_stopped(pid, timeout=5.0):
+    """SIGSTOP is asynchronous: until the thread that takes it runs, the
+    others (the data port's) still serve.  Waits until every thread shows T."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states and all(s in "tT" for s in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"peer {pid} did not stop")
+
+
 def test_hung_peer_times_out_and_recovers(monkeypatch, make_peer):
     monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "2")
     monkeypatch.setenv("MC_TE_SAME_HOST_TRANSPORT", "0")  # shm would reach a stopped process
@@ -52,6 +70,7 @@ def test_hung_peer_times_out_and_recovers(monkeypatch, make_peer):
     assert eng.transfer_sync_write(p.segment, loc.addr, p.addr, 1000) == 0
     os.kill(p.proc.pid, signal.SIGSTOP)
     try:
+        wait_stopped(p.proc.pid)
         t0 = time.monotonic()
         assert eng.transfer_sync_write(p.segment, loc.addr, p.addr, 1000) < 0
         elapsed = time.monotonic() - t0
