@@ -241,4 +241,8 @@ print("| shm ≥ 1.5 M ops/s at 4 KiB, batch 128 | {} | {} |".format(
     verdict(None if shmops4k is None else shmops4k >= 1.5e6)))
 print("| shm ≥ 0.8 × process_vm_writev of 64 KiB at 4 KiB, batch 128 | {} | {} |".format(
     ratio(shm4k, vmw), verdict(None if not (shm4k and vmw) else shm4k >= 0.8 * vmw)))
+print("| tcp 64 B sync write ≤ 1.1 × raw ping-pong (same run) | {} | {} |".format(
+    ratio(tcp64, pp), verdict(None if not (tcp64 and pp) else tcp64 <= 1.1 * pp)))
+print("| shm 64 B sync write ≤ 3 µs | {} | {} |".format(
+    "{:.2f} µs".format(shm64) if shm64 else "n/a", verdict(None if not shm64 else shm64 <= 3.0)))
 EOF
