@@ -648,7 +648,10 @@ static void lane_work(lane *l)
         return;
     }
     drop_stale_fd(l);
-    set_blocking(l, false); /* the lane thread never sleeps in a socket call */
+    if (l->fd >= 0 && !set_blocking(l, false)) { /* it never sleeps in a socket call */
+        lane_failed(l, TE_ERR_SOCKET);
+        return;
+    }
     if (l->sending.head && l->fd < 0 && leave_paused_rail(l, now))
         return;
     if (l->sending.head && l->fd < 0) {
