@@ -30,13 +30,16 @@ static int done_count[MAX_SLICES];
 static int done_status[MAX_SLICES];
 static size_t done_total;
 
-static char last_log[512]; /* the last message, for tests that read it */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_log[512]; /* the last message (under log_lock), for tests that read it */
 
 static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    pthread_mutex_lock(&log_lock);
     vsnprintf(last_log, sizeof last_log, fmt, ap);
+    pthread_mutex_unlock(&log_lock);
     va_end(ap);
     if (!getenv("TE_TEST_VERBOSE"))
         return;
@@ -212,6 +215,15 @@ static void prep(size_t i, void *peer, int op, void *local, void *remote, uint64
     slices[i] = (te_slice){.opcode = (uint32_t)op, .local = local,
                            .remote = (uint64_t)(uintptr_t)remote, .length = len, .peer = peer,
                            .remote_buffer = 0, .deadline_ns = h_now_ns() + 10000000000ll};
+}
+
+/* Whether the last log line contains `what`; a copy of it in `line`. */
+static bool last_log_has(const char *what, char *line, size_t len)
+{
+    pthread_mutex_lock(&log_lock);
+    snprintf(line, len, "%s", last_log);
+    pthread_mutex_unlock(&log_lock);
+    return strstr(line, what) != NULL;
 }
 
 /* ---- tests ----------------------------------------------------------------- */
@@ -464,7 +476,8 @@ START_TEST(table_counter_is_mapped_and_sees_changes)
     json_decref(o);
     free(extra);
     void *peer = open_target();
-    ck_assert_msg(strstr(last_log, "table counter mapped"), "%s", last_log);
+    char line[512];
+    ck_assert_msg(last_log_has("table counter mapped", line, sizeof line), "%s", line);
     stale_view_is_refused(peer, 0);
     ops->peer_close(initiator, peer);
 }
@@ -479,8 +492,9 @@ START_TEST(bad_seq_fd_falls_back_to_reads_by_pid)
     const char *bad[] = {NULL, "-1", "\"3\"", "99999", "2147483648", "1.5", pipe_fd, "0"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         void *peer = open_with_seq_fd(bad[i]);
-        ck_assert_msg(strstr(last_log, "table counter read by pid"), "%s: %s",
-                      bad[i] ? bad[i] : "absent", last_log);
+        char line[512];
+        ck_assert_msg(last_log_has("table counter read by pid", line, sizeof line), "%s: %s",
+                      bad[i] ? bad[i] : "absent", line);
         stale_view_is_refused(peer, 2 * i);
         ops->peer_close(initiator, peer);
     }
@@ -504,7 +518,8 @@ START_TEST(destroyed_target_fails_mapped_copies)
     void *mr;
     ck_assert_int_eq(ops->register_memory(target, reg, sizeof reg, NULL, &mr), 0);
     void *peer = open_target();
-    ck_assert_msg(strstr(last_log, "table counter mapped"), "%s", last_log);
+    char line[512];
+    ck_assert_msg(last_log_has("table counter mapped", line, sizeof line), "%s", line);
     prep(0, peer, TE_OP_WRITE, local, reg + 128, sizeof local); /* the cache is current */
     run_slices(0, 1);
     ck_assert_int_eq(done_status[0], 0);

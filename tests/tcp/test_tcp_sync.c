@@ -42,7 +42,7 @@ typedef struct caller {
     uint8_t *local;
     uint64_t base;  /* its part of the target's buffer */
     double until;
-    unsigned writes;
+    atomic_uint writes; /* read by the test while the stream runs */
     int error;
 } caller;
 
@@ -53,13 +53,14 @@ static void *stream(void *arg)
     te_segment_id seg;
     c->error = te_segment_open(c->e, te_engine_segment_name(target), &seg);
     for (uint64_t off = 0; !c->error && now_s() < c->until; off = (off + 64) % (SIZE / 2)) {
-        te_test_fill(c->local + off, 64, c->writes, 0);
+        unsigned k = atomic_load(&c->writes);
+        te_test_fill(c->local + off, 64, k, 0);
         te_request w = {TE_OP_WRITE, c->local + off, seg, (uint64_t)(uintptr_t)remote + c->base + off,
                         64};
         c->error = te_transfer_sync(c->e, &w, 1, NULL, NULL);
-        if (!c->error && te_test_check(remote + c->base + off, 64, c->writes, 0) >= 0)
+        if (!c->error && te_test_check(remote + c->base + off, 64, k, 0) >= 0)
             c->error = -1000; /* acknowledged but not in the target's memory */
-        c->writes++;
+        atomic_store(&c->writes, k + 1);
     }
     return NULL;
 }
@@ -79,14 +80,14 @@ START_TEST(a_new_connection_is_served_while_a_sync_caller_streams)
     b.until = t0 + 0.05; /* connect, then a few writes */
     stream(&b);
     double took = now_s() - t0;
-    unsigned before = a.writes;
+    unsigned before = atomic_load(&a.writes);
     pthread_join(th, NULL);
     printf("  second caller: %u writes in %.3f s while the first streamed (%u writes in all)\n",
-           b.writes, took, a.writes);
+           atomic_load(&b.writes), took, atomic_load(&a.writes));
     ck_assert_int_eq(b.error, 0);
     ck_assert_int_eq(a.error, 0);
-    ck_assert_uint_gt(b.writes, 0);
-    ck_assert_uint_gt(a.writes - before, 0); /* the first one went on meanwhile */
+    ck_assert_uint_gt(atomic_load(&b.writes), 0);
+    ck_assert_uint_gt(atomic_load(&a.writes) - before, 0); /* the first one went on meanwhile */
     /* A new connection waits at most one SRV_LINGER_US for the loop, not for
      * the stream's end (STREAM_S); loaded machines get slack. */
     ck_assert_double_lt(took, 1.0);
