@@ -84,6 +84,8 @@ static int tcp_create(te_host *host, const te_transport_params *params, void **i
         return TE_ERR_MEMORY;
     t->host = host;
     t->lanes_per_peer = (int)tcp_config_long(host, "MC_TCP_LANES_PER_PEER", 2, 1, TCP_MAX_LANES);
+    t->lane_min_bytes = (uint64_t)tcp_config_long(host, "MC_TCP_LANE_MIN_BYTES", 512 << 10, 0,
+                                                  1l << 30);
     t->connect_timeout_ms = tcp_config_long(host, "MC_HANDSHAKE_CONNECT_TIMEOUT", 5, 1, 600) * 1000;
     t->sock_buf = (int)tcp_config_long(host, "MC_TCP_SOCKET_BUFFER", 0, 0, 1 << 30);
     t->force_v1 = tcp_config_long(host, "MC_TCP_PROTO", 2, 1, 2) == 1;

@@ -102,6 +102,7 @@ struct tcp_transport {
     te_host *host;
     tcp_server server;
     int lanes_per_peer;
+    uint64_t lane_min_bytes; /* MC_TCP_LANE_MIN_BYTES: a submit's smallest run per lane */
     bool force_v1;
     int64_t connect_timeout_ms;
     int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */

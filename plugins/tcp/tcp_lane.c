@@ -927,11 +927,26 @@ static void queue_run(tcp_peer *p, lane *l, slist *run)
         wake(l);
 }
 
+/* How many lanes a submit's slices stripe over: all n, but each run at least
+ * MC_TCP_LANE_MIN_BYTES.  A run costs about four thread wake-ups whatever
+ * its size (the lane, the target's loop, the lane again, the waiter), so a
+ * small batch moves faster on one lane; submits from several threads still
+ * spread, since each starts at the next lane. */
+static size_t lanes_for(const tcp_peer *p, int n, const slist *list)
+{
+    uint64_t min = p->t->lane_min_bytes, bytes = 0;
+    for (const te_slice *s = list->head; min && s && bytes < min * (uint64_t)n; s = NEXT(s))
+        bytes += s->length;
+    uint64_t runs = min ? bytes / min : (uint64_t)n;
+    return runs < 1 ? 1 : runs < (uint64_t)n ? (size_t)runs : (size_t)n;
+}
+
 /* Consecutive slices go to one lane in runs, so small requests batch and
- * large requests (many slices) stripe over every lane of lanes[0..n). */
+ * large requests (many slices) stripe over the lanes of lanes[0..n). */
 static void spread(tcp_peer *p, lane *lanes, int n, slist *list, size_t count, unsigned first)
 {
-    size_t per_lane = (count + (size_t)n - 1) / (size_t)n;
+    size_t runs = lanes_for(p, n, list);
+    size_t per_lane = (count + runs - 1) / runs;
     for (unsigned k = 0; list->head; k++) {
         slist run = {0};
         for (size_t i = 0; i < per_lane && list->head; i++)
