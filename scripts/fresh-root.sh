@@ -26,14 +26,12 @@ fi
 ROOT=$(mktemp -d "${TE_FRESH_DIR:-/tmp}/te-fresh-root.XXXXXX")
 MOUNTS=()
 cleanup() {
-  local i
   # Processes a test left behind would keep the mounts busy.
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
     [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$ROOT" ] && kill -9 "$pid" 2>/dev/null
   done
-  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-    umount -l "${MOUNTS[$i]}" 2>/dev/null || true
-  done
+  # Everything under the root, also what its tests mounted (/run/netns).
+  [ ${#MOUNTS[@]} -eq 0 ] || umount -R -l "$ROOT" 2>/dev/null || true
   if [ -z "${TE_FRESH_KEEP:-}" ]; then
     rm -rf --one-file-system "$ROOT"
   else
@@ -54,6 +52,9 @@ mkdir -p "$ROOT/src"
 git -C "$SRC" ls-files -z --cached --others --exclude-standard |
   (cd "$SRC" && tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$ROOT/src"
 
+# The root is a mount point of its own, as / is on a machine: `ip netns`
+# (the lab tests) remounts / as a slave and fails where it is not one.
+mount --bind "$ROOT" "$ROOT" && mount --make-private "$ROOT" && MOUNTS+=("$ROOT")
 for m in proc sys dev dev/pts; do
   mkdir -p "$ROOT/$m"
 done
