@@ -102,7 +102,7 @@ void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status)
         unsigned a = slice_attempt(s);
         if (retryable(status) && a < (unsigned)in->cfg.retry_cnt && now < s->deadline_ns &&
             !atomic_load(&in->stopping)) {
-            slice_set_route(s, 0, a + 1);
+            slice_set_attempt(s, a + 1); /* keeps the rail it failed on */
             slice_list_push(&again, s);
             retried++;
         } else {
@@ -275,17 +275,18 @@ static rdma_ep *route_one(rdma_inst *in, te_slice *s, int64_t now, int *err)
     const rdma_mr *m = s->local_mr;
     const rdma_peer_buf *b = &p->desc->bufs[s->remote_buffer];
     unsigned attempt = slice_attempt(s);
-    rdma_path path;
+    rdma_path path, failed;
+    bool retry = attempt > 0 && slice_rail(s, &failed.local, &failed.peer);
     rail_query q = {.in = in, .peer = p, .now = now};
     uint64_t seq = atomic_fetch_add(&in->seq, 1);
     if (rdma_sched_path_rails(m->nics, m->nnics, m->npref, in->usable, b->nics, b->nnics,
-                              b->npref, seq, attempt, in->cfg.rail_pause_s ? rail_paused : NULL,
-                              &q, &path) ||
+                              b->npref, seq, attempt, retry ? &failed : NULL,
+                              in->cfg.rail_pause_s ? rail_paused : NULL, &q, &path) ||
         path.local >= p->nctx) {
         *err = rdma_fail(TE_ERR_DEVICE_NOT_FOUND, "no usable NIC pair for this slice");
         return NULL;
     }
-    slice_set_route(s, b->rkey[path.peer], attempt);
+    slice_set_route(s, b->rkey[path.peer], attempt, path.local, path.peer);
     s->transport_data[2] = NULL;
     return rail_ep(in, p, path.local, path.peer, true, err);
 }
@@ -382,9 +383,13 @@ static int wc_status(enum ibv_wc_status st)
     case IBV_WC_LOC_PROT_ERR:
     case IBV_WC_LOC_ACCESS_ERR:
         return TE_ERR_ADDRESS_NOT_REGISTERED; /* stale keys: the core refetches */
-    case IBV_WC_REM_INV_REQ_ERR:
     case IBV_WC_REM_OP_ERR:
         return TE_ERR_REMOTE;
+    case IBV_WC_REM_INV_REQ_ERR:
+        /* Slices are checked against the peer's descriptor before they are
+         * posted; soft-RoCE answers a message whose packets were lost on the
+         * way (a link cut, drops) with this NAK: a path error, retried. */
+        return TE_ERR_ENDPOINT;
     default:
         return TE_ERR_ENDPOINT; /* flushed, retries exhausted, ...: try another path */
     }

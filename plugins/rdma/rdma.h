@@ -216,6 +216,11 @@ typedef struct rdma_inst {
 
 /* ---- slice scratch: [0]/[1] list links, [2] rdma_qp when posted,
  *      [3] rkey << 32 | attempt ---------------------------------------------- */
+/* transport_data[3]: the rkey of the routed peer NIC (bits 32..63), the
+ * rail the slice was last routed on (bit 31: set; local context in bits
+ * 16..21, peer device in 22..30) and its attempt number (bits 0..15). */
+#define SLICE_RAIL_SET (1ull << 31)
+_Static_assert(RDMA_MAX_CTX <= 64 && RDMA_MAX_DEVICES <= 512, "a rail fits transport_data[3]");
 static inline unsigned slice_attempt(const te_slice *s)
 {
     return (unsigned)((uintptr_t)s->transport_data[3] & 0xffff);
@@ -224,9 +229,26 @@ static inline uint32_t slice_rkey(const te_slice *s)
 {
     return (uint32_t)((uint64_t)(uintptr_t)s->transport_data[3] >> 32);
 }
-static inline void slice_set_route(te_slice *s, uint32_t rkey, unsigned attempt)
+/* The rail of the last routing; false when the slice was never routed. */
+static inline bool slice_rail(const te_slice *s, int *local, int *peer)
 {
-    s->transport_data[3] = (void *)(uintptr_t)((uint64_t)rkey << 32 | (attempt & 0xffff));
+    uint64_t v = (uint64_t)(uintptr_t)s->transport_data[3];
+    *local = (int)(v >> 16 & 0x3f);
+    *peer = (int)(v >> 22 & 0x1ff);
+    return v & SLICE_RAIL_SET;
+}
+static inline void slice_set_route(te_slice *s, uint32_t rkey, unsigned attempt, int local,
+                                   int peer)
+{
+    uint64_t rail =
+        SLICE_RAIL_SET | (uint64_t)(local & 0x3f) << 16 | (uint64_t)(peer & 0x1ff) << 22;
+    s->transport_data[3] = (void *)(uintptr_t)((uint64_t)rkey << 32 | rail | (attempt & 0xffff));
+}
+/* The next attempt, keeping the rail it failed on. */
+static inline void slice_set_attempt(te_slice *s, unsigned attempt)
+{
+    uint64_t v = (uint64_t)(uintptr_t)s->transport_data[3];
+    s->transport_data[3] = (void *)(uintptr_t)((v & ~0xffffull) | (attempt & 0xffff));
 }
 
 void slice_list_push(slice_list *l, te_slice *s);

@@ -40,16 +40,23 @@ int rdma_sched_path(const int *local, int nlocal, int nlocal_pref, const bool *l
 typedef bool (*rdma_rail_paused_fn)(void *arg, int local, int peer);
 
 /*
- * rdma_sched_path, avoiding paused rails: when the pair it picks is paused,
- * the first pair that is not, walking the peer NICs (in the order retries
- * visit them) for each local NIC in turn, starting from the picked ones.
- * Every rail paused: the pick itself, so a request never fails only
- * because of pauses.  paused == NULL: rdma_sched_path.
+ * rdma_sched_path, avoiding paused rails and, on a retry, the rail the
+ * slice just failed on.
+ *  - failed (the rail of the previous attempt; NULL or attempt 0: none):
+ *    a retry starts one step from it instead of from seq's pick, moving
+ *    the peer NIC on odd attempts and the local NIC on even ones (the other
+ *    side when one side has a single usable NIC), so successive attempts
+ *    walk away from the failed rail whatever other slices did meanwhile;
+ *  - when that choice is the failed rail or paused, the first rail that is
+ *    neither, walking the peer NICs (in the order retries visit them) for
+ *    each local NIC in turn, starting from the choice.
+ * Every rail avoided: the choice itself, so a request never fails only
+ * because of pauses.  paused == NULL and failed == NULL: rdma_sched_path.
  */
 int rdma_sched_path_rails(const int *local, int nlocal, int nlocal_pref, const bool *local_usable,
                           const int *peer, int npeer, int npeer_pref, uint64_t seq,
-                          unsigned attempt, rdma_rail_paused_fn paused, void *arg,
-                          rdma_path *out);
+                          unsigned attempt, const rdma_path *failed, rdma_rail_paused_fn paused,
+                          void *arg, rdma_path *out);
 
 /* GID types as libibverbs numbers them (enum ibv_gid_type). */
 #define RDMA_GID_TYPE_IB 0

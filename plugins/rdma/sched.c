@@ -1,6 +1,8 @@
-/* sched.c - where slices go (local and peer NIC per attempt), which GID
- * a RoCE port uses and which idle endpoint gives its QPs up at the cap.  Pure functions: the unit tests cover multi-NIC
- * striping here because the soft-RoCE VM has a single device. */
+/* sched.c - where slices go (local and peer NIC per attempt, retries
+ * stepping away from the rail that failed, paused rails avoided), which GID
+ * a RoCE port uses and which idle endpoint gives its QPs up at the cap.
+ * Pure functions: the unit tests pin every case; test_rdma_rails_vm runs
+ * striping and link cuts over four soft-RoCE devices. */
 #include "rdma_sched.h"
 
 #include <string.h>
@@ -70,30 +72,87 @@ int rdma_sched_path(const int *local, int nlocal, int nlocal_pref, const bool *l
     return out->local >= 0 && out->peer >= 0 ? 0 : -1;
 }
 
+/* The k-th usable entry after v in list (v itself for k = 0, wrapping);
+ * -1 when v is not a usable entry of list. */
+static int step_from(const int *list, int n, int v, unsigned k, const bool *usable)
+{
+    int count = 0, pos = -1;
+    for (int i = 0; i < n; i++) {
+        if (!is_usable(usable, list[i]))
+            continue;
+        if (list[i] == v && pos < 0)
+            pos = count;
+        count++;
+    }
+    return pos < 0 ? -1 : nth_usable(list, 0, n, (uint64_t)pos + k, usable);
+}
+
+/* Whether a slice avoids a rail: the one it just failed on, or a paused one. */
+static bool avoided(const rdma_path *failed, rdma_rail_paused_fn paused, void *arg, int l, int p)
+{
+    if (failed && failed->local == l && failed->peer == p)
+        return true;
+    return paused && paused(arg, l, p);
+}
+
+/* A retry's first choice: one step from the failed rail, on the peer side
+ * for odd attempts and the local side for even ones (the other side when
+ * this one has a single usable NIC).  False when the failed rail's NICs are
+ * no longer usable entries of the lists. */
+static bool step_from_failed(const int *local, int nlocal, const bool *local_usable,
+                             const int *peer, int npeer, unsigned attempt,
+                             const rdma_path *failed, rdma_path *out)
+{
+    int nl = count_usable(local, nlocal, local_usable), np = count_usable(peer, npeer, NULL);
+    bool move_peer = (attempt % 2 == 1 && np > 1) || nl < 2;
+    int l = step_from(local, nlocal, failed->local, move_peer ? 0 : 1, local_usable);
+    int p = step_from(peer, npeer, failed->peer, move_peer ? 1 : 0, NULL);
+    if (l < 0 || p < 0)
+        return false;
+    *out = (rdma_path){.local = l, .peer = p};
+    return true;
+}
+
+/* From *out: steps 0..count-1 visit every usable rail once, the other
+ * peer NICs of the same local NIC first, then the next local NIC's.  Sets
+ * *out to the first rail not avoided; false when there is none. */
+static bool walk_rails(const int *local, int nlocal, const bool *local_usable, const int *peer,
+                       int npeer, const rdma_path *failed, rdma_rail_paused_fn paused, void *arg,
+                       rdma_path *out)
+{
+    rdma_path base = *out;
+    int nl = count_usable(local, nlocal, local_usable), np = count_usable(peer, npeer, NULL);
+    for (int i = 0; i < nl * np; i++) {
+        int l = step_from(local, nlocal, base.local, (unsigned)(i / np), local_usable);
+        int p = step_from(peer, npeer, base.peer, (unsigned)(i % np), NULL);
+        if (!avoided(failed, paused, arg, l, p)) {
+            *out = (rdma_path){.local = l, .peer = p};
+            return true;
+        }
+    }
+    return false;
+}
+
 int rdma_sched_path_rails(const int *local, int nlocal, int nlocal_pref, const bool *local_usable,
                           const int *peer, int npeer, int npeer_pref, uint64_t seq,
-                          unsigned attempt, rdma_rail_paused_fn paused, void *arg,
-                          rdma_path *out)
+                          unsigned attempt, const rdma_path *failed, rdma_rail_paused_fn paused,
+                          void *arg, rdma_path *out)
 {
     if (rdma_sched_path(local, nlocal, nlocal_pref, local_usable, peer, npeer, npeer_pref, seq,
                         attempt, out))
         return -1;
-    if (!paused || !paused(arg, out->local, out->peer))
+    if (attempt == 0)
+        failed = NULL;
+    if (failed)
+        step_from_failed(local, nlocal, local_usable, peer, npeer, attempt, failed, out);
+    rdma_path base = *out;
+    if (walk_rails(local, nlocal, local_usable, peer, npeer, failed, paused, arg, out))
         return 0;
-    /* Attempts a, a+1, ..., a+count-1 of rdma_sched_pick visit every usable
-     * entry once, starting from attempt a's choice. */
-    unsigned la = attempt / 2, pa = (attempt + 1) / 2;
-    int nl = count_usable(local, nlocal, local_usable), np = count_usable(peer, npeer, NULL);
-    for (int i = 1; i < nl * np; i++) {
-        int l = rdma_sched_pick(local, nlocal, nlocal_pref, seq, la + (unsigned)(i / np),
-                                local_usable);
-        int p = rdma_sched_pick(peer, npeer, npeer_pref, seq, pa + (unsigned)(i % np), NULL);
-        if (!paused(arg, l, p)) {
-            *out = (rdma_path){.local = l, .peer = p};
-            return 0;
-        }
-    }
-    return 0; /* every rail is paused: use the pick anyway */
+    /* Every other rail paused: the failed rail (one error) before a paused one. */
+    if (failed && walk_rails(local, nlocal, local_usable, peer, npeer, NULL, paused, arg, out))
+        return 0;
+    *out = base; /* every rail is avoided: use the choice anyway */
+    return 0;
 }
 
 /* ---- GIDs ------------------------------------------------------------------ */

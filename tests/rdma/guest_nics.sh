@@ -3,7 +3,9 @@
 # (run_in_vm.sh --nics N): every device of RDMA_DEVS is listed by
 # ibv_devices with an active port, rxe1 reaches rxe0 over the VM's bridge
 # (ibv_rc_pingpong between two devices), and a cut link (its bridge port
-# down) takes that device's port down and leaves the others up.
+# down) takes that device's port down and leaves the others up.  With four
+# devices, test_rdma_rails_vm runs in between: an engine on two of them and
+# its peer on the other two (striping, link cuts in the middle of a run).
 set -euo pipefail
 pass=0 fail=0
 check() {   # NAME COMMAND...: run it, count it
@@ -35,6 +37,15 @@ between() {   # server device, client device, client's target address
   wait $spid || { cat /tmp/server.log; return 1; }
 }
 check "ibv_rc_pingpong ${devs[1]} -> ${devs[0]}" between "${devs[0]}" "${devs[1]}" "${ips[0]}"
+
+if ((${#devs[@]} >= 4)); then
+  build=$(cd "$(dirname "$0")/../.." && pwd)
+  t0=$SECONDS
+  check "engines with two NICs each: striping, link cuts mid-run" \
+    env TE_TEST_BIN_DIR="$build/tests" CK_FORK=yes MC_LOG_LEVEL="${MC_LOG_LEVEL:-WARNING}" \
+    timeout 600 "$build/tests/test_rdma_rails_vm"
+  echo "== test_rdma_rails_vm: $((SECONDS - t0)) s"
+fi
 
 last=$((${#devs[@]} - 1))
 ip link set "${ndevs[last]}-sw" down

@@ -2,7 +2,8 @@
 # run_in_vm.sh - ctest driver of the `rdma` label: boots the soft-RoCE VM of
 # vm/run-in-vm.sh (or TE_RDMA_VM_SCRIPT) once and runs every RDMA check inside
 # it (guest_checks.sh).  `run_in_vm.sh --nics N` instead boots N rxe devices
-# and checks them (guest_nics.sh; always the project's own VM script).
+# and checks them, with N >= 4 engines on two NICs each too (guest_nics.sh,
+# test_rdma_rails_vm; always the project's own VM script).
 # Exits 77 (skipped) with the reason when no VM can run here.
 set -euo pipefail
 build=${TE_BUILD_DIR:?TE_BUILD_DIR is not set}
@@ -24,8 +25,9 @@ if ! { [[ $script == "$own" ]] && bash "$own" --ready; }; then
 fi
 guest=$build/tests/rdma/guest_checks.sh
 ((nics == 1)) || guest=$build/tests/rdma/guest_nics.sh
-[[ -x $build/tests/test_rdma_vm && -f $guest ]] ||
-  { echo "test_rdma_vm or $guest is not built in $build"; exit 1; }
+bin=$build/tests/test_rdma_vm
+((nics < 4)) || bin=$build/tests/test_rdma_rails_vm
+[[ -x $bin && -f $guest ]] || { echo "$bin or $guest is not built in $build"; exit 1; }
 
 # Runtime libraries of the host-built binaries that the guest image lacks
 # (libte: jansson, hwloc; etcd plugin: curl; Check: subunit).  RDMA_VM_* are

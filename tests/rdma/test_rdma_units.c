@@ -1,7 +1,8 @@
 /* test_rdma_units.c - the RDMA transport's pure parts on a host without
- * RDMA: slice/NIC scheduling over several NICs (the soft-RoCE VM has only
- * one, so striping and failover between NICs are pinned here), rail pausing
- * and the paths that avoid paused rails, GID ranking, the QP cap's choice of
+ * RDMA: slice/NIC scheduling over several NICs (striping, retries stepping
+ * away from the failed rail, every case pinned here; test_rdma_rails_vm runs
+ * them on soft-RoCE), rail pausing and the paths that avoid paused rails,
+ * GID ranking, the QP cap's choice of
  * an idle endpoint to retire, and validation of everything a peer sends
  * (handshake, descriptor). */
 #include <check.h>
@@ -197,8 +198,9 @@ START_TEST(paths_skip_a_paused_rail)
     for (uint64_t seq = 0; seq < 100; seq++)
         for (unsigned a = 0; a < 4; a++) {
             rdma_path path, plain;
-            ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, a, grid_paused,
-                                                   &g, &path), 0);
+            ck_assert_int_eq(
+                rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, a, NULL, grid_paused, &g, &path),
+                0);
             ck_assert_int_eq(rdma_sched_path(l, 2, 2, NULL, p, 2, 2, seq, a, &plain), 0);
             hits[path.local][path.peer]++;
             if (plain.local != 0 || plain.peer != 0) { /* unpaused picks are kept */
@@ -216,8 +218,8 @@ START_TEST(paths_skip_a_paused_rail)
     /* The pause over, the rail carries slices again. */
     g.now += PAUSE;
     rdma_path path;
-    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 0, 0, grid_paused, &g, &path),
-                     0);
+    ck_assert_int_eq(
+        rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 0, 0, NULL, grid_paused, &g, &path), 0);
     ck_assert_int_eq(path.local, 0);
     ck_assert_int_eq(path.peer, 0);
 }
@@ -236,8 +238,9 @@ START_TEST(paths_find_the_last_unpaused_rail)
     for (uint64_t seq = 0; seq < 30; seq++)
         for (unsigned a = 0; a < 10; a++) {
             rdma_path path;
-            ck_assert_int_eq(rdma_sched_path_rails(l, 3, 1, usable, p, 3, 1, seq, a, grid_paused,
-                                                   &g, &path), 0);
+            ck_assert_int_eq(rdma_sched_path_rails(l, 3, 1, usable, p, 3, 1, seq, a, NULL,
+                                                   grid_paused, &g, &path),
+                             0);
             ck_assert_msg(path.local == 2 && path.peer == 1, "seq %llu attempt %u: %d -> %d",
                           (unsigned long long)seq, a, path.local, path.peer);
         }
@@ -255,8 +258,9 @@ START_TEST(paths_use_paused_rails_when_all_are_paused)
         for (unsigned a = 0; a < 6; a++) {
             rdma_path path, plain;
             g.calls = 0;
-            ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, a, grid_paused,
-                                                   &g, &path), 0);
+            ck_assert_int_eq(
+                rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, a, NULL, grid_paused, &g, &path),
+                0);
             ck_assert_int_eq(g.calls, 4); /* each rail looked at once */
             ck_assert_int_eq(rdma_sched_path(l, 2, 2, NULL, p, 2, 2, seq, a, &plain), 0);
             ck_assert_int_eq(path.local, plain.local); /* the plain pick, retries walk on */
@@ -265,14 +269,116 @@ START_TEST(paths_use_paused_rails_when_all_are_paused)
     /* No usable local NIC is still an error, paused or not. */
     bool none[2] = {false, false};
     rdma_path path;
-    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, none, p, 2, 2, 0, 0, grid_paused, &g, &path),
-                     -1);
+    ck_assert_int_eq(
+        rdma_sched_path_rails(l, 2, 2, none, p, 2, 2, 0, 0, NULL, grid_paused, &g, &path), -1);
     /* Without a pause callback it is rdma_sched_path. */
-    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 3, 1, NULL, NULL, &path), 0);
+    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 3, 1, NULL, NULL, NULL, &path),
+                     0);
     rdma_path plain;
     rdma_sched_path(l, 2, 2, NULL, p, 2, 2, 3, 1, &plain);
     ck_assert_int_eq(path.local, plain.local);
     ck_assert_int_eq(path.peer, plain.peer);
+}
+END_TEST
+
+/* A slice's attempts on 2 x 2 rails with one NIC dead, as the data path
+ * runs them: a fresh seq per routing (other slices take seq values in
+ * between), the rail of each failed attempt passed to the next.  Returns
+ * how many attempts it took to reach a live rail (or max + 1). */
+static unsigned attempts_to_live_rail(uint64_t seq0, int dead_local, int dead_peer, unsigned max)
+{
+    int l[2] = {0, 1}, p[2] = {2, 3}; /* the peer's NICs by their own indexes */
+    rdma_path path, failed;
+    for (unsigned a = 0; a <= max; a++) {
+        ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq0 + 7 * a, a,
+                                               a ? &failed : NULL, NULL, NULL, &path),
+                         0);
+        if (path.local != dead_local && path.peer != dead_peer)
+            return a;
+        failed = path;
+    }
+    return max + 1;
+}
+
+START_TEST(retries_step_away_from_the_failed_rail)
+{
+    int l[2] = {0, 1}, p[2] = {2, 3};
+    for (uint64_t seq = 0; seq < 8; seq++) {
+        rdma_path path, failed = {.local = 1, .peer = 3};
+        /* Odd attempts move the peer NIC, even ones the local NIC, whatever seq says. */
+        ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, 1, &failed, NULL,
+                                               NULL, &path), 0);
+        ck_assert(path.local == 1 && path.peer == 2);
+        ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, 2, &failed, NULL,
+                                               NULL, &path), 0);
+        ck_assert(path.local == 0 && path.peer == 3);
+        /* Attempt 0 has no failed rail: seq's pick, even where it is that rail. */
+        ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, seq, 0, &failed, NULL,
+                                               NULL, &path), 0);
+        ck_assert_int_eq(path.local, (int)(seq % 2));
+        ck_assert_int_eq(path.peer, 2 + (int)(seq % 2));
+    }
+}
+END_TEST
+
+START_TEST(a_dead_nic_is_left_within_two_retries)
+{
+    for (uint64_t seq = 0; seq < 64; seq++) {
+        /* A dead peer NIC: the next attempt moves the peer side. */
+        unsigned a = attempts_to_live_rail(seq, -1, 3, 9);
+        ck_assert_msg(a <= 1, "seq %llu: %u attempts", (unsigned long long)seq, a);
+        /* A dead local NIC: the peer side first, then the local side. */
+        a = attempts_to_live_rail(seq, 1, -1, 9);
+        ck_assert_msg(a <= 2, "seq %llu: %u attempts", (unsigned long long)seq, a);
+    }
+}
+END_TEST
+
+START_TEST(a_retry_moves_the_side_that_has_another_nic)
+{
+    int two[2] = {0, 1}, one[1] = {5};
+    rdma_path path, failed = {.local = 0, .peer = 5};
+    /* One peer NIC: an odd attempt moves the local NIC instead. */
+    ck_assert_int_eq(rdma_sched_path_rails(two, 2, 2, NULL, one, 1, 1, 0, 1, &failed, NULL, NULL,
+                                           &path), 0);
+    ck_assert(path.local == 1 && path.peer == 5);
+    /* One local NIC: an even attempt moves the peer NIC. */
+    failed = (rdma_path){.local = 5, .peer = 1};
+    ck_assert_int_eq(rdma_sched_path_rails(one, 1, 1, NULL, two, 2, 2, 0, 2, &failed, NULL, NULL,
+                                           &path), 0);
+    ck_assert(path.local == 5 && path.peer == 0);
+    /* One rail only: retried on it. */
+    failed = (rdma_path){.local = 5, .peer = 5};
+    ck_assert_int_eq(rdma_sched_path_rails(one, 1, 1, NULL, one, 1, 1, 0, 3, &failed, NULL, NULL,
+                                           &path), 0);
+    ck_assert(path.local == 5 && path.peer == 5);
+}
+END_TEST
+
+START_TEST(a_retry_skips_paused_rails_and_lost_nics)
+{
+    int l[2] = {0, 1}, p[2] = {0, 1};
+    rail_grid g = {.now = SEC};
+    grid_pause(&g, 1, 0);
+    rdma_path path, failed = {.local = 1, .peer = 1};
+    /* The step from (1,1) is (1,0), paused: the walk goes on to (0,0). */
+    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 0, 1, &failed, grid_paused, &g,
+                                           &path), 0);
+    ck_assert(path.local == 0 && path.peer == 0);
+    /* The failed rail's local NIC went down: seq's pick among the usable ones,
+     * never the failed rail. */
+    bool usable[2] = {true, false};
+    for (uint64_t seq = 0; seq < 8; seq++) {
+        ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, usable, p, 2, 2, seq, 3, &failed, NULL,
+                                               NULL, &path), 0);
+        ck_assert_int_eq(path.local, 0);
+    }
+    /* Every other rail paused: the failed one is used again rather than none. */
+    grid_pause(&g, 0, 0);
+    grid_pause(&g, 0, 1);
+    ck_assert_int_eq(rdma_sched_path_rails(l, 2, 2, NULL, p, 2, 2, 0, 1, &failed, grid_paused, &g,
+                                           &path), 0);
+    ck_assert(path.local == 1 && path.peer == 1);
 }
 END_TEST
 
@@ -726,6 +832,10 @@ int main(void)
     tcase_add_test(tc, paths_skip_a_paused_rail);
     tcase_add_test(tc, paths_find_the_last_unpaused_rail);
     tcase_add_test(tc, paths_use_paused_rails_when_all_are_paused);
+    tcase_add_test(tc, retries_step_away_from_the_failed_rail);
+    tcase_add_test(tc, a_dead_nic_is_left_within_two_retries);
+    tcase_add_test(tc, a_retry_moves_the_side_that_has_another_nic);
+    tcase_add_test(tc, a_retry_skips_paused_rails_and_lost_nics);
     suite_add_tcase(s, tc);
     tc = tcase_create("wire");
     tcase_add_test(tc, gid_text_round_trips_and_rejects_junk);
