@@ -42,6 +42,8 @@ static const flag_def flags[] = {
     NUM(sweep, K_BOOL, "block sizes 4K,16K,...,64M (powers of 4)"),
     NUM(metrics, K_BOOL, "print the engine's own counters (te_get_metrics) at the end"),
     NUM(load_cuda, K_BOOL, "initiator: load the CUDA runtime first, as a GPU worker has"),
+    STR(register_only, "SIZE[,COUNT]: only time registering COUNT (default 1) untouched regions "
+                       "of SIZE (e.g. 64G or 1G,64), no transfers"),
     NUM(control_fd, K_INT, NULL), /* internal: loopback's target */
     NUM(help, K_BOOL, "this text"),
 };
@@ -152,6 +154,24 @@ static const flag_def *find_flag(const char *name, size_t len)
     return NULL;
 }
 
+/* --register_only SIZE[,COUNT] into register_size and register_count. */
+static int parse_register_only(bench_opts *o)
+{
+    char size[64];
+    const char *comma = strchr(o->register_only, ',');
+    size_t n = comma ? (size_t)(comma - o->register_only) : strlen(o->register_only);
+    memcpy(size, o->register_only, n);
+    size[n] = '\0';
+    o->register_count = 1;
+    if (parse_size(size, &o->register_size) || o->register_size == 0 ||
+        (comma && (parse_size(comma + 1, &o->register_count) || o->register_count == 0 ||
+                   o->register_count > (1u << 20))) ||
+        o->register_size > UINT64_MAX / o->register_count)
+        return fprintf(stderr, "te-bench: --register_only wants SIZE[,COUNT] (SIZE > 0, "
+                               "1 <= COUNT <= 1M), e.g. 64G or 1G,64\n"), 2;
+    return 0;
+}
+
 /* Turns mode/operation text into enums and checks ranges. */
 static int finish(bench_opts *o)
 {
@@ -172,6 +192,8 @@ static int finish(bench_opts *o)
         o->buffer_size < 4096)
         return fprintf(stderr, "te-bench: block_size, batch_size (<= 1M), threads (1..256), "
                                "duration and buffer_size (>= 4096) must be positive\n"), 2;
+    if (o->register_only[0])
+        return parse_register_only(o);
     if (o->mode == BENCH_INITIATOR && !o->segment_id[0] && !o->help)
         return fprintf(stderr, "te-bench: the initiator needs --segment_id (the target "
                                "prints it), or use --mode loopback\n"), 2;

@@ -301,6 +301,12 @@ int main(int argc, char **argv)
         return rc;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o.register_only[0]) {
+        te_engine *e = start_engine(&o);
+        rc = e ? bench_register_only(&o, e) : 1;
+        te_engine_destroy(e);
+        return rc;
+    }
     switch (o.mode) {
     case BENCH_TARGET:
         return run_target(&o);

@@ -29,6 +29,8 @@ typedef struct bench_opts {
     double duration;
     bool verify, json, sweep, help, metrics;
     bool load_cuda; /* initiator: load the CUDA runtime first */
+    char register_only[64]; /* "SIZE[,COUNT]": measure registration only */
+    uint64_t register_size, register_count; /* parsed from register_only */
     int control_fd; /* loopback: the socket to the initiator, -1 otherwise */
 } bench_opts;
 
@@ -50,6 +52,11 @@ typedef struct bench_target {
 /* Runs every configuration (one, or the sweep) and prints results.
  * Returns 0, or 1 when a transfer or the verification failed. */
 int bench_run_all(const bench_opts *o, const bench_target *t);
+
+/* --register_only: maps register_count untouched regions of register_size
+ * bytes, times registering and unregistering them one by one and in one
+ * batch, prints the figures.  0, or 1 when a call failed. */
+int bench_register_only(const bench_opts *o, te_engine *e);
 
 /* Anonymous memory, populated so page faults stay out of the figures. */
 void *bench_alloc(size_t len);

@@ -1,5 +1,6 @@
 /* test_te_bench.c - smoke tests of te-bench: one loopback command verifies
  * data and prints one parseable JSON line per configuration (shm and tcp);
+ * --register_only registers 64 GiB of untouched memory without touching it;
  * bad flags exit with status 2. */
 #include <check.h>
 #include <jansson.h>
@@ -151,6 +152,29 @@ START_TEST(human_summary_without_json)
 }
 END_TEST
 
+/* 64 GiB in 4 regions, never touched: registration must not touch, pin or
+ * populate them (that would not even fit in a small box's memory). */
+START_TEST(register_only_leaves_untouched_memory_untouched)
+{
+    const char *envs[] = {"MC_TE_TRANSPORTS=tcp", "MC_TE_TRANSPORTS=shm"};
+    for (int i = 0; i < 2; i++) {
+        int n;
+        ck_assert_int_eq(run_bench(envs[i], "--register_only 16G,4 --json", &n), 0);
+        ck_assert_int_eq(n, 1);
+        json_t *o = json_loads(lines[0], 0, NULL);
+        ck_assert_msg(json_is_object(o), "not JSON: %s", lines[0]);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "regions")), 4);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "total_bytes")), 64ll << 30);
+        json_int_t before = json_integer_value(json_object_get(o, "rss_before_kib"));
+        json_int_t after = json_integer_value(json_object_get(o, "rss_after_kib"));
+        ck_assert_int_gt(before, 0);
+        ck_assert_int_lt(after - before, 64 * 1024); /* KiB */
+        ck_assert(json_is_number(json_object_get(o, "register_batch_s")));
+        json_decref(o);
+    }
+}
+END_TEST
+
 START_TEST(bad_flags_exit_2)
 {
     int n;
@@ -158,6 +182,9 @@ START_TEST(bad_flags_exit_2)
     ck_assert_int_eq(run_bench(NULL, "--mode sideways 2>/dev/null", &n), 2);
     ck_assert_int_eq(run_bench(NULL, "--block_size=12Q 2>/dev/null", &n), 2);
     ck_assert_int_eq(run_bench(NULL, "--mode initiator 2>/dev/null", &n), 2); /* no segment */
+    ck_assert_int_eq(run_bench(NULL, "--register_only 0 2>/dev/null", &n), 2);
+    ck_assert_int_eq(run_bench(NULL, "--register_only 1G,0 2>/dev/null", &n), 2);
+    ck_assert_int_eq(run_bench(NULL, "--register_only 1G,x 2>/dev/null", &n), 2);
     ck_assert_int_eq(run_bench(NULL, "--help", &n), 0);
 }
 END_TEST
@@ -173,6 +200,7 @@ int main(void)
     tcase_add_test(tc, metrics_match_the_run);
     tcase_add_test(tc, sweep_prints_one_line_per_block_size);
     tcase_add_test(tc, human_summary_without_json);
+    tcase_add_test(tc, register_only_leaves_untouched_memory_untouched);
     tcase_add_test(tc, bad_flags_exit_2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
