@@ -9,6 +9,12 @@
  * thread hand-off and two syscalls; if the answer is slow the lane thread
  * takes over.
  *
+ * A lane's thread, its eventfd and its connection exist only while it is in
+ * use: a lane idle for MC_TCP_IDLE_TIMEOUT_MS, or whose idle connection the
+ * peer closed, closes everything and its thread ends; the next slice starts
+ * them again.  So an engine that talked to many peers holds threads and
+ * descriptors only for the peers it talked to recently.
+ *
  * With several NICs (tcp_rail.h) each rail (local address, remote address)
  * has its own lanes; slices go to the rail whose queue drains first at its
  * measured rate, and the slices of a lane whose connection fails or stalls
@@ -48,10 +54,10 @@ typedef struct lane {
     tcp_peer *peer;
     pthread_mutex_t lock;
     slist queued; /* handed over by submit, under lock */
-    bool stop, started;
+    bool stop, started; /* started: the thread, efd and rbuf exist */
     bool busy;    /* the lane thread is working the socket (under lock) */
     bool lent;    /* a submitting thread drives the lane (under lock) */
-    int efd;
+    int efd;      /* wakes the thread; -1 while none runs (written under lock) */
     /* Owned by the lane thread, or by the thread the idle lane is lent to. */
     int fd;
     int pipe[2];          /* for vmsplice of large payloads, -1 if unavailable */
@@ -119,10 +125,8 @@ static void peer_unref(tcp_peer *p)
 {
     if (atomic_fetch_sub(&p->refs, 1) != 1)
         return;
-    for (int i = 0; i < p->nlanes; i++) {
-        pthread_mutex_destroy(&p->lanes[i].lock);
-        close(p->lanes[i].efd);
-    }
+    for (int i = 0; i < p->nlanes; i++)
+        pthread_mutex_destroy(&p->lanes[i].lock); /* threads closed their efds */
     for (int i = 0; i < p->nrails; i++)
         tcp_rail_destroy(&p->rails[i]);
     free(p);
@@ -562,8 +566,11 @@ static bool set_blocking(lane *l, bool on)
     return true;
 }
 
+/* Caller holds l->lock: the thread cannot close the eventfd meanwhile. */
 static void wake(lane *l)
 {
+    if (l->efd < 0)
+        return;
     uint64_t one = 1;
     ssize_t w = write(l->efd, &one, sizeof one);
     (void)w;
@@ -688,6 +695,74 @@ static void lane_work(lane *l)
         lane_failed(l, rc);
 }
 
+/* Releases what a running lane holds (caller holds l->lock, nothing is
+ * queued, sending or flying): the next queue_run starts it afresh. */
+static void lane_release(lane *l)
+{
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+    l->blocking = false;
+    if (l->efd >= 0)
+        close(l->efd);
+    l->efd = -1;
+    free(l->rbuf);
+    l->rbuf = NULL;
+    close_pipe(l);
+    l->send_off = 0;
+    l->in_data = false;
+    l->rpos = l->rlen = 0;
+    l->started = false;
+}
+
+/* Whether an idle lane should end: its connection is gone (closed by us
+ * after an error, or readable while nothing is in flight: the peer closed
+ * it or sent junk) or unused for the idle timeout.  Under l->lock, so no
+ * submitter can lend or feed the lane meanwhile; then it is released. */
+static bool lane_retire(lane *l, int64_t idle_ns)
+{
+    pthread_mutex_lock(&l->lock);
+    bool idle = !l->lent && !l->stop && !l->queued.head && !l->sending.head &&
+                !l->flying.head && !l->pipe_bytes;
+    bool done = idle && l->fd < 0;
+    const char *why = "no connection";
+    if (idle && !done) {
+        struct pollfd pf = {.fd = l->fd, .events = POLLIN | POLLRDHUP};
+        done = tcp_host_api->now_ns() - l->last_io_ns >= idle_ns;
+        why = "idle";
+        if (!done && poll(&pf, 1, 0) > 0) {
+            done = true;
+            why = "connection closed by the peer";
+        }
+    }
+    if (done) {
+        TCP_LOG(l->peer->t, TE_LOG_DEBUG, "lane to %s:%u ends (%s)", lane_host(l), l->peer->port,
+                why);
+        lane_release(l);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return done;
+}
+
+/* An idle lane sleeps until woken, until the peer closes its connection or
+ * until the idle timeout.  true when the lane retired: its thread ends. */
+static bool idle_wait(lane *l, int fd, int64_t last_io_ns)
+{
+    int64_t idle_ns = l->peer->t->server.idle_timeout_ns;
+    int64_t left = last_io_ns + idle_ns - tcp_host_api->now_ns();
+    if (fd >= 0 && left > 0) {
+        /* POLLRDHUP alone: the peer's FIN (or an error) wakes us, an answer
+         * to a lender's request does not (a wake-up per sync round trip). */
+        struct pollfd pe[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = fd, .events = POLLRDHUP}};
+        int r = poll(pe, 2, (int)(left / 1000000) + 1);
+        if (r > 0 && pe[0].revents)
+            drain_efd(l);
+        if (r > 0 && !pe[1].revents)
+            return false; /* woken: work, or a submitter lent the lane */
+    }
+    return lane_retire(l, idle_ns);
+}
+
 static void *lane_main(void *arg)
 {
     lane *l = arg;
@@ -700,26 +775,35 @@ static void *lane_main(void *arg)
             slist_append(&l->sending, &l->queued);
         l->busy = !lent && (l->sending.head || l->flying.head || l->pipe_bytes);
         bool busy = l->busy;
+        /* A lender owns the socket (and its clock) until it gives it back. */
+        int fd = lent ? -1 : l->fd;
+        int64_t last_io_ns = l->last_io_ns;
         pthread_mutex_unlock(&l->lock);
         if (busy && !was_busy)
             progress(l); /* the stall clock starts with the work */
         if (stop) {
-            reset_lane(l, TE_ERR_STATE);
+            reset_lane(l, TE_ERR_STATE); /* outside the lock: completions may free the peer */
+            pthread_mutex_lock(&l->lock);
+            lane_release(l);
+            pthread_mutex_unlock(&l->lock);
             break;
         }
         if (busy) {
             lane_work(l);
             continue;
         }
-        /* Idle or lent: only the eventfd wakes us, and the socket is left
-         * to whoever drives it. */
+        if (!lent) {
+            if (idle_wait(l, fd, last_io_ns))
+                break;
+            continue;
+        }
+        /* Lent: only the eventfd wakes us, the socket is the lender's; a
+         * lender that leaves the lane idle does not wake us, so the idle
+         * timeout is checked again after one timeout's sleep at most. */
         struct pollfd pe = {.fd = l->efd, .events = POLLIN};
-        if (poll(&pe, 1, -1) > 0)
+        if (poll(&pe, 1, (int)(l->peer->t->server.idle_timeout_ns / 1000000)) > 0)
             drain_efd(l);
     }
-    free(l->rbuf);
-    l->rbuf = NULL;
-    close_pipe(l);
     tcp_transport *t = p->t;
     peer_unref(p);
     tcp_lane_exited(t);
@@ -728,13 +812,21 @@ static void *lane_main(void *arg)
 
 static int lane_start(lane *l)
 {
+    l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     l->rbuf = malloc(LANE_RBUF);
-    if (!l->rbuf)
+    if (l->efd < 0 || !l->rbuf) {
+        if (l->efd >= 0)
+            close(l->efd);
+        l->efd = -1;
+        free(l->rbuf);
+        l->rbuf = NULL;
         return TE_ERR_MEMORY;
+    }
     if (l->peer->t->use_splice)
         open_pipe(l);
     else
         l->pipe[0] = l->pipe[1] = -1;
+    l->last_io_ns = tcp_host_api->now_ns(); /* the idle timeout counts from here */
     atomic_fetch_add(&l->peer->refs, 1);
     tcp_lane_started(l->peer->t);
     pthread_t th;
@@ -749,6 +841,8 @@ static int lane_start(lane *l)
         close_pipe(l);
         free(l->rbuf);
         l->rbuf = NULL;
+        close(l->efd);
+        l->efd = -1;
         return TE_ERR_MEMORY;
     }
     l->started = true;
@@ -791,19 +885,9 @@ tcp_peer *tcp_peer_new_rails(tcp_transport *t, const char *host, uint16_t port, 
         l->peer = p;
         l->rail = p->nrails > 0 ? i / p->lanes_per_rail : 0;
         l->fd = -1;
-        l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        l->efd = -1; /* made with the thread, on first use */
+        l->pipe[0] = l->pipe[1] = -1;
         pthread_mutex_init(&l->lock, NULL);
-        if (l->efd < 0) {
-            for (int j = 0; j <= i; j++) {
-                pthread_mutex_destroy(&p->lanes[j].lock);
-                if (p->lanes[j].efd >= 0)
-                    close(p->lanes[j].efd);
-            }
-            for (int j = 0; j < p->nrails; j++)
-                tcp_rail_destroy(&p->rails[j]);
-            free(p);
-            return NULL;
-        }
     }
     return p;
 }
@@ -816,10 +900,8 @@ void tcp_peer_free(tcp_peer *p)
         lane *l = &p->lanes[i];
         pthread_mutex_lock(&l->lock);
         l->stop = true;
+        wake(l);
         pthread_mutex_unlock(&l->lock);
-        uint64_t one = 1;
-        ssize_t w = write(l->efd, &one, sizeof one);
-        (void)w;
     }
     peer_unref(p);
 }
@@ -911,9 +993,12 @@ static void queue_run(tcp_peer *p, lane *l, slist *run)
 {
     pthread_mutex_lock(&l->lock);
     int rc = l->started ? 0 : lane_start(l);
-    bool was_empty = !l->queued.head;
-    if (!rc)
+    if (!rc) {
+        bool was_empty = !l->queued.head;
         slist_append(&l->queued, run);
+        if (was_empty)
+            wake(l); /* under the lock: the thread cannot retire meanwhile */
+    }
     pthread_mutex_unlock(&l->lock);
     if (rc) {
         te_slice *s;
@@ -923,8 +1008,6 @@ static void queue_run(tcp_peer *p, lane *l, slist *run)
         }
         return;
     }
-    if (was_empty)
-        wake(l);
 }
 
 /* How many lanes a submit's slices stripe over: all n, but each run at least
