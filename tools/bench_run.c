@@ -235,17 +235,23 @@ static void progress(const run *r, double start, const char *what)
             (double)ops * (double)r->cfg->block / s / 1e9, (double)ops / s);
 }
 
-static void wait_duration(const run *r, double start, double duration, const char *what)
+/* The progress line: on a terminal only (stderr), never with --json (whose
+ * reader wants clean output), rewritten in place once a second. */
+static void wait_duration(const run *r, double start, double duration, const char *what,
+                          bool show)
 {
-    bool tty = isatty(STDERR_FILENO);
+    bool tty = show && isatty(STDERR_FILENO);
+    double next_print = start + 1.0;
     while (!atomic_load(&r->stop)) {
         double left = start + duration - bench_now();
         if (left <= 0)
             break;
         struct timespec ts = {0, (long)((left < 0.25 ? left : 0.25) * 1e9)};
         nanosleep(&ts, NULL);
-        if (tty)
+        if (tty && bench_now() >= next_print) {
             progress(r, start, what);
+            next_print += 1.0;
+        }
     }
     if (tty)
         fprintf(stderr, "\r\033[K");
@@ -320,7 +326,7 @@ static int measure(const bench_opts *o, const bench_target *t, const bench_cfg *
     char what[64], sz[32];
     snprintf(what, sizeof what, "%s %s x%zu", o->operation, human_size(c->block, sz, sizeof sz),
              c->batch);
-    wait_duration(&r, start, o->duration, what);
+    wait_duration(&r, start, o->duration, what, !o->json);
     atomic_store(&r.stop, true);
     for (int i = 0; i < c->threads; i++)
         pthread_join(r.w[i].tid, NULL);
