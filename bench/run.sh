@@ -5,8 +5,9 @@
 # medians and ratios as markdown tables to paste into README.md.
 #
 # usage: bench/run.sh [--build DIR] [--repeat N] [--duration S] [--sizes "4096 65536 ..."]
-#                     [--operation write|read] [--iperf-time S] [--raw FILE]
-# needs: DIR/bin/te-bench, DIR/bin/te-memcpy-bw (cmake --build DIR), iperf3, python3.
+#                     [--operation write|read] [--iperf-time S] [--raw FILE] [--plot FILE.png]
+# needs: DIR/bin/te-bench, DIR/bin/te-memcpy-bw (cmake --build DIR), iperf3, python3;
+# --plot: matplotlib for /usr/bin/python3 (apt-get install python3-matplotlib).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,6 +18,7 @@ iperf_time=5
 sizes="4096 65536 1048576 4194304"
 operation=write
 raw=""
+plot=""
 
 while [ $# -gt 0 ]; do
     arg=$1
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
         --operation) operation=$2; shift 2 ;;
         --iperf-time) iperf_time=$2; shift 2 ;;
         --raw) raw=$2; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --plot) plot=$2; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +45,16 @@ done
 for tool in iperf3 python3; do
     command -v $tool >/dev/null || { echo "bench/run.sh: $tool is not installed" >&2; exit 1; }
 done
+
+# The plot needs matplotlib: Debian's python3-matplotlib is for /usr/bin/python3 (the
+# python3 first on PATH may be another one).  Checked before minutes of measuring.
+plot_python=${TE_PLOT_PYTHON:-/usr/bin/python3}
+[ -x "$plot_python" ] || plot_python=python3
+if [ -n "$plot" ] && ! "$plot_python" -c 'import matplotlib' 2>/dev/null; then
+    echo "bench/run.sh: --plot needs matplotlib for $plot_python;" \
+         "install it with: apt-get install python3-matplotlib" >&2
+    exit 1
+fi
 
 out=$(mktemp -d)
 iperf_pid=""
@@ -246,3 +259,5 @@ print("| tcp 64 B sync write ≤ 1.1 × raw ping-pong (same run) | {} | {} |".fo
 print("| shm 64 B sync write ≤ 3 µs | {} | {} |".format(
     "{:.2f} µs".format(shm64) if shm64 else "n/a", verdict(None if not shm64 else shm64 <= 3.0)))
 EOF
+
+[ -z "$plot" ] || "$plot_python" "$here/plot.py" "$results" "$plot" "$operation" "$repeat"

@@ -777,7 +777,7 @@ static void *lane_main(void *arg)
         bool busy = l->busy;
         /* A lender owns the socket (and its clock) until it gives it back. */
         int fd = lent ? -1 : l->fd;
-        int64_t last_io_ns = l->last_io_ns;
+        int64_t last_io_ns = lent ? 0 : l->last_io_ns;
         pthread_mutex_unlock(&l->lock);
         if (busy && !was_busy)
             progress(l); /* the stall clock starts with the work */
