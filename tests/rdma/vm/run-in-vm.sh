@@ -94,8 +94,15 @@ if [[ $mode == rebuild || ! -f $image/initrd.cpio ]] || ! command -v qemu-system
   [[ $mode != rebuild ]] || rm -rf "$image"
   if [[ ! -f $image/initrd.cpio ]]; then
     t0=$SECONDS
-    apt-get update -qq
-    TE_VM_GUEST_PKGS=$guest_pkgs bash "$here/build-image.sh" "$image"
+    # Three tries: a mirror that fails once (seen in CI) must not fail a test.
+    for try in 1 2 3; do
+      if apt-get update -qq && TE_VM_GUEST_PKGS=$guest_pkgs bash "$here/build-image.sh" "$image"; then
+        break
+      fi
+      ((try < 3)) || { log "building the image failed 3 times"; exit 125; }
+      log "building the image failed (try $try of 3); again in $((try * 15)) s"
+      sleep $((try * 15))
+    done
     log "image built in $((SECONDS - t0)) s: $image ($(du -sh "$image" | cut -f1))"
     # Images of other recipes unused for two days go.
     find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -mtime +2 \
