@@ -15,4 +15,18 @@ cmake -S . -B "$BUILD" -DTE_WERROR=ON -DPython3_EXECUTABLE=/usr/bin/python3 "${E
 cmake --build "$BUILD" -j"$(nproc)"
 cd "$BUILD"
 export TSAN_OPTIONS="suppressions=$PWD/../tests/tsan.supp ${TSAN_OPTIONS:-}"
-ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-}
+rc=0
+ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-} || rc=$?
+# The last lines of each failed test once more, together at the end, where a
+# long log's reader (or CI's excerpt of it) looks first.
+if ((rc)) && [[ -s Testing/Temporary/LastTestsFailed.log ]]; then
+  echo "=== failed tests, last lines of each:"
+  cut -d: -f2- Testing/Temporary/LastTestsFailed.log | while read -r name; do
+    echo "--- $name"
+    awk -v t="$name" '$0 ~ ("Testing: " t "$") {on = 1; next}
+                      on && /^<end of output>/ {exit}
+                      on' Testing/Temporary/LastTest.log | tail -n 25
+  done
+  echo "=== end of failed tests"
+fi
+exit $rc
