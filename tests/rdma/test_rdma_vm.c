@@ -313,21 +313,34 @@ static double cpu_s(void)
 START_TEST(idle_engine_does_not_spin)
 {
     write_verified(0, 1 << 20, 5); /* endpoints up, workers have seen traffic */
-    double c0 = cpu_s();
-    sleep(2);
-    double used = cpu_s() - c0;
-    printf("idle engine: %.3f s CPU in 2 s\n", used);
+    /* The least of up to three windows: a spinning thread burns every one,
+     * a loaded host's stray wake-up only one. */
+    double used = 1e9;
+    for (int w = 0; w < 3 && used >= 0.2; w++) {
+        double c0 = cpu_s();
+        sleep(2);
+        double u = cpu_s() - c0;
+        printf("idle engine: %.3f s CPU in 2 s\n", u);
+        used = u < used ? u : used;
+    }
     ck_assert_msg(used < 0.2, "an idle engine used %.3f s of CPU in 2 s", used);
 }
 END_TEST
 
-/* Submits n writes of len bytes, kills the peer after delay_ms, and checks
- * the batch fails no later than a second after its deadline. */
+/* Submits n writes of len bytes, kills the peer after delay_ms (or after a
+ * quarter of the batch's expected time, timed with one write first, where the
+ * device is fast enough to finish before delay_ms), and checks the batch
+ * fails no later than a second after its deadline. */
 static void kill_mid_transfer(int n, uint64_t len, int delay_ms)
 {
     te_request reqs[16];
     for (int i = 0; i < n; i++)
         reqs[i] = (te_request){TE_OP_WRITE, local, seg, peer.addr + (uint64_t)i * len, len};
+    double t1 = now_s();
+    ck_assert_int_eq(te_transfer_sync(eng, &reqs[0], 1, NULL, NULL), 0);
+    int quarter_ms = (int)((now_s() - t1) * n * 1000 / 4);
+    if (quarter_ms < delay_ms)
+        delay_ms = quarter_ms > 1 ? quarter_ms : 1;
     te_batch_id b;
     int st;
     ck_assert_int_eq(te_batch_allocate(eng, (size_t)n, &b), 0);
