@@ -106,6 +106,118 @@ static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
 
 static void stop_everything(te_engine *e);
 
+/* Where peers reach us: the host part in P2P, else MC_TCP_BIND_ADDRESS or
+ * the first LAN address (like the original). */
+static int choose_advertised_host(te_engine *e, const char *host)
+{
+    if (e->p2p)
+        snprintf(e->advertised_host, sizeof e->advertised_host, "%s", host);
+    else if (e->cfg.bind_address[0])
+        snprintf(e->advertised_host, sizeof e->advertised_host, "%s", e->cfg.bind_address);
+    else if (te_net_first_lan_address(e->cfg.use_ipv6, e->advertised_host,
+                                      sizeof e->advertised_host))
+        return te_fail(TE_ERR_SOCKET, "initialize: no LAN address to advertise; set "
+                                      "MC_TCP_BIND_ADDRESS (e.g. 127.0.0.1 on a loopback-only host)");
+    return 0;
+}
+
+/* Steps 1-2: the metadata plugin (loaded, not started) and, from it, whether
+ * we are peer-to-peer; then the address we advertise and the RPC listener,
+ * which decide our segment name. */
+static int load_metadata_and_listen(te_engine *e, const char *local_hostname, const char *plugin)
+{
+    char host[256];
+    uint16_t port;
+    if (te_parse_host_port(local_hostname, host, sizeof host, &port, e->cfg.handshake_port))
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "initialize: local_hostname '%s' is not host[:port]",
+                       local_hostname);
+    int rc = te_plugin_load(plugin, TE_PLUGIN_METADATA, &e->metadata_plugin);
+    if (rc)
+        return rc;
+    e->p2p = (e->metadata_plugin->metadata.caps & TE_METADATA_CAP_PEER_TO_PEER) != 0;
+    rc = choose_advertised_host(e, host);
+    if (!rc)
+        rc = start_rpc(e, host, port);
+    if (rc)
+        return rc;
+    if (e->p2p)
+        te_format_host_port(host, e->rpc_port, e->segment_name, sizeof e->segment_name);
+    else
+        snprintf(e->segment_name, sizeof e->segment_name, "%s", local_hostname);
+    return 0;
+}
+
+/* Step 3: the metadata store, then failover (before any transport can
+ * report a slice), the transports and the notification sender. */
+static int start_store_and_transports(te_engine *e, const char *plugin, const char *conn,
+                                      const char *protocol, const char *device_name)
+{
+    int rc = e->metadata_plugin->metadata.create(&e->host, conn, &e->metadata);
+    if (rc)
+        return te_fail(rc, "metadata store %s (%s) failed to start: %s", plugin, conn,
+                       te_last_error());
+    snprintf(e->device_filter, sizeof e->device_filter, "%s", device_name ? device_name : "");
+    rc = te_failover_start(e);
+    if (!rc)
+        rc = te_transports_start(e, protocol, device_name);
+    if (!rc)
+        rc = te_sender_start(e);
+    return rc;
+}
+
+/* Step 4: our own segment, always id 0. */
+static int add_own_segment(te_engine *e)
+{
+    pthread_mutex_lock(&e->seg_lock);
+    e->segments = calloc(16, sizeof *e->segments);
+    e->segment_cap = e->segments ? 16 : 0;
+    if (e->segments && (e->segments[0].name = strdup(e->segment_name)) &&
+        (e->segments[0].io = calloc(1, sizeof *e->segments[0].io)))
+        e->segment_count = 1;
+    pthread_mutex_unlock(&e->seg_lock);
+    return e->segment_count ? 0 : TE_ERR_MEMORY;
+}
+
+/* Step 5: our descriptor and, with a central store, where our RPC port is. */
+static int publish_self(te_engine *e)
+{
+    int rc = te_engine_publish(e);
+    if (rc || e->p2p)
+        return rc;
+    char key[1024], *json = NULL;
+    rc = te_meta_rpc_key(e->cfg.cluster_id, e->segment_name, key, sizeof key);
+    if (!rc)
+        rc = te_rpc_meta_encode(e->advertised_host, e->rpc_port, &json);
+    if (!rc)
+        rc = e->metadata_plugin->metadata.put(e->metadata, key, json);
+    free(json);
+    if (rc)
+        rc = te_fail(rc, "publishing rpc_meta of %s failed: %s", e->segment_name,
+                     te_last_error());
+    return rc;
+}
+
+/* The steps in order, under init_lock; the caller undoes whatever a failed
+ * step left started (stop_everything copes with any prefix of them). */
+static int initialize_steps(te_engine *e, const char *local_hostname, const char *metadata_server,
+                            const char *protocol, const char *device_name,
+                            const char *metadata_type, char *plugin, size_t plen)
+{
+    const char *conn = NULL;
+    int rc = te_choose_metadata(metadata_server, metadata_type, plugin, plen, &conn);
+    if (!rc)
+        rc = load_metadata_and_listen(e, local_hostname, plugin);
+    if (!rc)
+        rc = start_store_and_transports(e, plugin, conn, protocol, device_name);
+    if (!rc)
+        rc = add_own_segment(e);
+    if (!rc)
+        rc = publish_self(e);
+    if (!rc)
+        rc = te_metrics_start(e);
+    return rc;
+}
+
 int te_engine_initialize(te_engine *e, const char *local_hostname, const char *metadata_server,
                          const char *protocol, const char *device_name, const char *metadata_type)
 {
@@ -116,90 +228,14 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
         pthread_mutex_unlock(&e->init_lock);
         return te_fail(TE_ERR_STATE, "initialize: engine already initialized");
     }
-    char plugin[64], host[256];
-    const char *conn = NULL;
-    uint16_t port;
-    int rc = te_choose_metadata(metadata_server, metadata_type, plugin, sizeof plugin, &conn);
-    if (rc)
-        goto fail;
-    rc = te_parse_host_port(local_hostname, host, sizeof host, &port, e->cfg.handshake_port);
+    char plugin[64];
+    int rc = initialize_steps(e, local_hostname, metadata_server, protocol, device_name,
+                              metadata_type, plugin, sizeof plugin);
     if (rc) {
-        rc = te_fail(TE_ERR_INVALID_ARGUMENT, "initialize: local_hostname '%s' is not host[:port]",
-                     local_hostname);
-        goto fail;
+        stop_everything(e);
+        pthread_mutex_unlock(&e->init_lock);
+        return rc;
     }
-    rc = te_plugin_load(plugin, TE_PLUGIN_METADATA, &e->metadata_plugin);
-    if (rc)
-        goto fail;
-    e->p2p = (e->metadata_plugin->metadata.caps & TE_METADATA_CAP_PEER_TO_PEER) != 0;
-
-    /* Where peers reach us: the host part in P2P, else MC_TCP_BIND_ADDRESS or
-     * the first LAN address (like the original). */
-    if (e->p2p)
-        snprintf(e->advertised_host, sizeof e->advertised_host, "%s", host);
-    else if (e->cfg.bind_address[0])
-        snprintf(e->advertised_host, sizeof e->advertised_host, "%s", e->cfg.bind_address);
-    else if (te_net_first_lan_address(e->cfg.use_ipv6, e->advertised_host,
-                                      sizeof e->advertised_host)) {
-        rc = te_fail(TE_ERR_SOCKET, "initialize: no LAN address to advertise; set "
-                                    "MC_TCP_BIND_ADDRESS (e.g. 127.0.0.1 on a loopback-only host)");
-        goto fail;
-    }
-    rc = start_rpc(e, host, port);
-    if (rc)
-        goto fail;
-    if (e->p2p)
-        te_format_host_port(host, e->rpc_port, e->segment_name, sizeof e->segment_name);
-    else
-        snprintf(e->segment_name, sizeof e->segment_name, "%s", local_hostname);
-
-    rc = e->metadata_plugin->metadata.create(&e->host, conn, &e->metadata);
-    if (rc) {
-        rc = te_fail(rc, "metadata store %s (%s) failed to start: %s", plugin, conn,
-                     te_last_error());
-        goto fail;
-    }
-    snprintf(e->device_filter, sizeof e->device_filter, "%s", device_name ? device_name : "");
-    rc = te_failover_start(e); /* before any transport can report a slice */
-    if (!rc)
-        rc = te_transports_start(e, protocol, device_name);
-    if (rc)
-        goto fail;
-    rc = te_sender_start(e);
-    if (rc)
-        goto fail;
-    /* Our own segment is always id 0. */
-    pthread_mutex_lock(&e->seg_lock);
-    e->segments = calloc(16, sizeof *e->segments);
-    e->segment_cap = e->segments ? 16 : 0;
-    if (e->segments && (e->segments[0].name = strdup(e->segment_name)) &&
-        (e->segments[0].io = calloc(1, sizeof *e->segments[0].io)))
-        e->segment_count = 1;
-    pthread_mutex_unlock(&e->seg_lock);
-    if (!e->segment_count) {
-        rc = TE_ERR_MEMORY;
-        goto fail;
-    }
-    rc = te_engine_publish(e);
-    if (rc)
-        goto fail;
-    if (!e->p2p) {
-        char key[1024], *json = NULL;
-        rc = te_meta_rpc_key(e->cfg.cluster_id, e->segment_name, key, sizeof key);
-        if (!rc)
-            rc = te_rpc_meta_encode(e->advertised_host, e->rpc_port, &json);
-        if (!rc)
-            rc = e->metadata_plugin->metadata.put(e->metadata, key, json);
-        free(json);
-        if (rc) {
-            rc = te_fail(rc, "publishing rpc_meta of %s failed: %s", e->segment_name,
-                         te_last_error());
-            goto fail;
-        }
-    }
-    rc = te_metrics_start(e);
-    if (rc)
-        goto fail;
     te_rpc_install_builtin(e);
     e->initialized = true;
     pthread_mutex_unlock(&e->init_lock);
@@ -208,10 +244,6 @@ int te_engine_initialize(te_engine *e, const char *local_hostname, const char *m
            e->rpc_port);
     te_clear_error();
     return 0;
-fail:
-    stop_everything(e);
-    pthread_mutex_unlock(&e->init_lock);
-    return rc;
 }
 
 int te_engine_rpc_port(const te_engine *e)
