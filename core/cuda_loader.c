@@ -4,6 +4,9 @@
 #include "cuda_loader.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <link.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +44,50 @@ void *cudl_open_driver(int load, char *why, size_t why_len)
     if (!h && why)
         snprintf(why, why_len, "CUDA driver libcuda.so.1 %s: %s",
                  load ? "cannot be loaded" : "is not loaded", dlerror());
+    return h;
+}
+
+/* The loaded object whose file name starts with "libcuda.so", if any. */
+static int find_libcuda(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    const char *name = info->dlpi_name;
+    const char *base = name ? strrchr(name, '/') : NULL;
+    base = base ? base + 1 : name;
+    if (!base || strncmp(base, "libcuda.so", strlen("libcuda.so")) != 0)
+        return 0;
+    snprintf(arg, PATH_MAX, "%s", name);
+    return 1;
+}
+
+/*
+ * Asked for every registration and every shm slice that needs a location, so
+ * it must cost next to nothing.  dlopen("libcuda.so.1", RTLD_NOLOAD) by bare
+ * name searches the library path (about 30 openat calls and 0.6 ms a call);
+ * a walk of the loaded-object list (dl_iterate_phdr) makes no system call,
+ * and by full path RTLD_NOLOAD matches the loaded object without a search.
+ * CUDA may be loaded after the first call, so until it is found every call
+ * looks again; once found, the handle is kept for the process (the driver is
+ * never unloaded under a running CUDA application, and our reference makes
+ * sure).
+ */
+void *cudl_loaded_driver(void)
+{
+    static _Atomic(void *) driver;
+    void *h = atomic_load_explicit(&driver, memory_order_acquire);
+    if (h)
+        return h;
+    char path[PATH_MAX];
+    if (!dl_iterate_phdr(find_libcuda, path))
+        return NULL;
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!h)
+        return NULL;
+    void *none = NULL;
+    if (!atomic_compare_exchange_strong(&driver, &none, h)) {
+        dlclose(h); /* another thread kept its reference first */
+        return none;
+    }
     return h;
 }
 

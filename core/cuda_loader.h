@@ -20,6 +20,12 @@ void *cudl_open_runtime(char *why, size_t why_len);
  * NULL, and why in `why` (may be NULL), if it is not there. */
 void *cudl_open_driver(int load, char *why, size_t why_len);
 
+/* The driver if the process has already loaded it (under any libcuda.so*
+ * name), else NULL: never loads CUDA, makes no system call, and may be called
+ * on every registration (see cuda_loader.c).  Thread-safe; the handle is kept
+ * for the process once found. */
+void *cudl_loaded_driver(void);
+
 /* dlsym into the function pointer at fn_ptr; 0, and why in `why` (may be
  * NULL), if lib lacks it. */
 int cudl_sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len);

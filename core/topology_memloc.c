@@ -3,9 +3,6 @@
  * the NUMA node of its first page (move_pages), "*" when unknown. */
 #include "topology.h"
 
-#include <dlfcn.h>
-#include <limits.h>
-#include <link.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cuda_loader.h"
 #include "log.h"
 
 /* From cuda.h (stable driver ABI since CUDA 9.2). */
@@ -26,54 +24,23 @@ typedef int (*cu_pointer_get_attribute_fn)(void *data, int attribute, unsigned l
 /*
  * Device memory can only exist in a process that has loaded the CUDA driver
  * (libcuda.so.1, which the runtime loads on its first call), so we only use
- * a driver that is already loaded: a CPU-only process never loads or
- * initialises CUDA because of us.  The driver API is asked rather than
- * libcudart's cudaPointerGetAttributes, whose struct layout changed across
- * versions and which leaves a sticky "last error" the application would
- * later see.  CUDA may be loaded after the first registration, so until it
- * is found every call looks again.  That look is a walk of the loaded-object
- * list (dl_iterate_phdr: no system call): dlopen("libcuda.so.1",
- * RTLD_NOLOAD) by bare name searched the library path (about 30 openat calls
- * and 0.6 ms per call), which made registering many regions, and every shm
- * slice that asks for a location, cost far more than the memory needs.
- * Once found, the handle is kept for the process (the driver is never
- * unloaded under a running CUDA application, and our reference makes sure).
+ * a driver that is already loaded (cudl_loaded_driver): a CPU-only process
+ * never loads or initialises CUDA because of us, and the look costs no
+ * system call.  The driver API is asked rather than libcudart's
+ * cudaPointerGetAttributes, whose struct layout changed across versions and
+ * which leaves a sticky "last error" the application would later see.
  */
-static _Atomic(cu_pointer_get_attribute_fn) cu_get_attr;
-
-/* The loaded object whose file name starts with "libcuda.so", if any. */
-static int find_libcuda(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    const char *name = info->dlpi_name;
-    const char *base = name ? strrchr(name, '/') : NULL;
-    base = base ? base + 1 : name;
-    if (!base || strncmp(base, "libcuda.so", strlen("libcuda.so")) != 0)
-        return 0;
-    snprintf(arg, PATH_MAX, "%s", name);
-    return 1;
-}
-
 static cu_pointer_get_attribute_fn cuda_driver(void)
 {
+    static _Atomic(cu_pointer_get_attribute_fn) cu_get_attr;
     cu_pointer_get_attribute_fn get = atomic_load_explicit(&cu_get_attr, memory_order_acquire);
     if (get)
         return get;
-    char path[PATH_MAX];
-    if (!dl_iterate_phdr(find_libcuda, path))
+    void *lib = cudl_loaded_driver();
+    if (!lib || !cudl_sym(lib, "cuPointerGetAttribute", &get, NULL, 0))
         return NULL;
-    /* By full path, RTLD_NOLOAD matches the loaded object without a search. */
-    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (!lib)
-        return NULL;
-    *(void **)&get = dlsym(lib, "cuPointerGetAttribute");
-    if (!get) {
-        dlclose(lib);
-        return NULL;
-    }
-    cu_pointer_get_attribute_fn none = NULL;
-    if (!atomic_compare_exchange_strong(&cu_get_attr, &none, get))
-        dlclose(lib); /* another thread kept its reference first */
+    /* Every thread that gets here stores the same function. */
+    atomic_store_explicit(&cu_get_attr, get, memory_order_release);
     return get;
 }
 
