@@ -30,6 +30,11 @@ bool te_path_usable(const te_path_health *h, int64_t now_ns)
     return now_ns >= atomic_load_explicit(&h->until_ns, memory_order_relaxed);
 }
 
+bool te_path_was_set_aside(const te_path_health *h)
+{
+    return atomic_load_explicit(&h->until_ns, memory_order_relaxed) != 0;
+}
+
 bool te_path_failed(te_path_health *h, const te_cooldown *c, int64_t now_ns)
 {
     int64_t until = atomic_load(&h->until_ns);

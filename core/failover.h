@@ -45,6 +45,8 @@ typedef struct te_failover {
 int64_t te_cooldown_ns(const te_cooldown *c, int strikes);
 /* Whether a path may be chosen at time now. */
 bool te_path_usable(const te_path_health *h, int64_t now_ns);
+/* Whether the path was ever set aside (else it is usable without a clock read). */
+bool te_path_was_set_aside(const te_path_health *h);
 /* A failure seen at now: a path in use gets one more strike and is set aside
  * (true: newly set aside); failures while it is already set aside (slices
  * that were in flight) add none. */

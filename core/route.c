@@ -107,7 +107,7 @@ bool te_route_local_device(const te_region *pin, const void *addr)
 static void route_input(te_engine *e, const te_segment *seg, const te_region *pin,
                         const void *local, bool remote_device, te_route_in *in)
 {
-    int64_t now = te_now_ns();
+    int64_t now = 0; /* read only when a path was ever set aside */
     in->count = e->transport_count;
     in->local_registered = pin != NULL;
     in->local_device = te_route_local_device(pin, local);
@@ -115,7 +115,10 @@ static void route_input(te_engine *e, const te_segment *seg, const te_region *pi
     for (int t = 0; t < e->transport_count; t++) {
         in->caps[t] = e->transports[t].ops->caps;
         in->reached[t] = seg->peers[t] != NULL;
-        in->usable[t] = !seg->health || te_path_usable(&seg->health[t], now);
+        bool aside = seg->health && te_path_was_set_aside(&seg->health[t]);
+        if (aside && !now)
+            now = te_now_ns();
+        in->usable[t] = !aside || te_path_usable(&seg->health[t], now);
     }
 }
 

@@ -44,7 +44,9 @@ START_TEST(a_failing_path_is_set_aside_once_per_episode)
     te_cooldown c = {.base_ns = 100, .max_ns = 1000};
     te_path_health h = {0};
     ck_assert(te_path_usable(&h, 0));
+    ck_assert(!te_path_was_set_aside(&h));     /* routes skip the clock read */
     ck_assert(te_path_failed(&h, &c, 1000));   /* strike 1: aside until 1100 */
+    ck_assert(te_path_was_set_aside(&h));
     ck_assert(!te_path_failed(&h, &c, 1050));  /* in-flight slices add nothing */
     ck_assert(!te_path_usable(&h, 1099));
     ck_assert(te_path_usable(&h, 1100));       /* tried again later */
