@@ -98,9 +98,12 @@ int te_memreg_remove(te_memreg *m, uint64_t addr, te_region **out)
     m->count--;
     pthread_rwlock_unlock(&m->lock);
 
+    /* No pin can start now (the region left the array under the write lock);
+     * wait for those held.  An unpin that drops the count to zero after the
+     * mark broadcasts under pin_lock, which we hold until we sleep. */
     pthread_mutex_lock(&m->pin_lock);
-    r->dying = 1;
-    while (r->pins > 0)
+    atomic_fetch_or(&r->pin_state, TE_REGION_DYING);
+    while (atomic_load(&r->pin_state) != TE_REGION_DYING)
         pthread_cond_wait(&m->pin_cond, &m->pin_lock);
     pthread_mutex_unlock(&m->pin_lock);
     *out = r;
@@ -117,9 +120,7 @@ int te_memreg_pin(te_memreg *m, uint64_t addr, uint64_t len, te_region **out)
     if (i < m->count) {
         te_region *r = m->regions[i];
         if (r->addr <= addr && addr + len <= r->addr + r->length) {
-            pthread_mutex_lock(&m->pin_lock);
-            r->pins++;
-            pthread_mutex_unlock(&m->pin_lock);
+            atomic_fetch_add(&r->pin_state, 1); /* lock-free: pins are per request */
             *out = r;
             rc = 0;
         }
@@ -130,9 +131,10 @@ int te_memreg_pin(te_memreg *m, uint64_t addr, uint64_t len, te_region **out)
 
 void te_memreg_unpin(te_memreg *m, te_region *r)
 {
-    pthread_mutex_lock(&m->pin_lock);
-    if (--r->pins == 0 && r->dying)
-        pthread_cond_broadcast(&m->pin_cond);
+    if (atomic_fetch_sub(&r->pin_state, 1) != (TE_REGION_DYING | 1))
+        return;
+    pthread_mutex_lock(&m->pin_lock); /* the last pin of a region being removed */
+    pthread_cond_broadcast(&m->pin_cond);
     pthread_mutex_unlock(&m->pin_lock);
 }
 

@@ -3,6 +3,7 @@
 #define TE_CORE_MEMREG_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,9 +15,13 @@ typedef struct te_region {
     char location[64];
     void *mr[TE_MAX_TRANSPORTS]; /* each transport's handle */
     uint64_t seq;                /* registration order, for the descriptor */
-    int pins;                    /* guarded by te_memreg.pin_lock */
-    int dying;
+    /* Pins in the low bits, TE_REGION_DYING once it is being removed: one
+     * atomic word, so that unpin touches the region only in its own RMW
+     * (the remover may free it right after). */
+    _Atomic unsigned pin_state;
 } te_region;
+
+#define TE_REGION_DYING 0x80000000u
 
 typedef struct te_memreg {
     pthread_rwlock_t lock;  /* the sorted array */

@@ -2,8 +2,12 @@
  * parsing, segment descriptor decoding, metadata keys, RPC frame headers,
  * the registration table. */
 #include <check.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "memreg.h"
@@ -228,6 +232,73 @@ START_TEST(registration_table)
 }
 END_TEST
 
+typedef struct pinner {
+    te_memreg *m;
+    atomic_int pins; /* pins that succeeded */
+    atomic_bool stop;
+} pinner;
+
+/* Pins and unpins [1000, 1100) until a pin fails (the region was removed). */
+static void *pin_loop(void *arg)
+{
+    pinner *p = arg;
+    te_region *r;
+    while (te_memreg_pin(p->m, 1000, 100, &r) == 0) {
+        atomic_fetch_add(&p->pins, 1);
+        te_memreg_unpin(p->m, r);
+    }
+    return NULL;
+}
+
+static void *unpin_slowly(void *arg)
+{
+    void **a = arg;
+    struct timespec pause = {0, 20000000};
+    for (int i = 0; i < 3; i++) {
+        nanosleep(&pause, NULL);
+        atomic_fetch_add((atomic_int *)a[2], 1);
+        te_memreg_unpin(a[0], a[1]);
+    }
+    return NULL;
+}
+
+/* Removal waits for every pin held, however they are released; pins that
+ * race with it from other threads either land before it (and it waits for
+ * them) or fail after. */
+START_TEST(removal_waits_for_the_last_pin)
+{
+    te_memreg m;
+    te_memreg_init(&m);
+    ck_assert_int_eq(te_memreg_insert(&m, region(1000, 100)), 0);
+    te_region *r;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(te_memreg_pin(&m, 1000, 100, &r), 0);
+    atomic_int unpinned = 0;
+    void *args[3] = {&m, r, &unpinned};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, unpin_slowly, args), 0);
+    te_region *out;
+    ck_assert_int_eq(te_memreg_remove(&m, 1000, &out), 0);
+    ck_assert_int_eq(atomic_load(&unpinned), 3);
+    pthread_join(th, NULL);
+    free(out);
+
+    ck_assert_int_eq(te_memreg_insert(&m, region(1000, 100)), 0);
+    pinner p = {.m = &m};
+    pthread_t ths[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&ths[i], NULL, pin_loop, &p), 0);
+    while (atomic_load(&p.pins) < 10000)
+        sched_yield();
+    ck_assert_int_eq(te_memreg_remove(&m, 1000, &out), 0);
+    ck_assert_uint_eq(atomic_load(&out->pin_state), TE_REGION_DYING); /* none held */
+    for (int i = 0; i < 4; i++)
+        pthread_join(ths[i], NULL);
+    free(out);
+    te_memreg_destroy(&m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("units");
@@ -238,6 +309,7 @@ int main(void)
     tcase_add_test(tc, metadata_keys);
     tcase_add_test(tc, rpc_frame_headers);
     tcase_add_test(tc, registration_table);
+    tcase_add_test(tc, removal_waits_for_the_last_pin);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
