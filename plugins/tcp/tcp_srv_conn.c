@@ -22,6 +22,7 @@
 typedef struct srv_in { /* bytes read, being handed to the state machine */
     const uint8_t *p;
     size_t n, off;
+    int64_t now; /* read once per buffer by its first request, 0 until then */
 } srv_in;
 
 static int serve_device(tcp_srv_conn *c, srv_in *in, int op, uint64_t addr, uint64_t size,
@@ -148,7 +149,11 @@ static int start_request(tcp_srv_conn *c, srv_in *in)
     c->hlen = 0;
     c->served = true;
     c->v2 = (opcode & TCP_OP_V2) != 0;
-    c->deadline = tcp_host_api->now_ns() + c->s->io_timeout_ns;
+    /* The requests of one buffer (up to SRV_RBUF bytes) share a clock read:
+     * the io timeout is seconds, a read is tens of ns. */
+    if (!in->now)
+        in->now = tcp_host_api->now_ns();
+    c->deadline = in->now + c->s->io_timeout_ns;
     if (op != TCP_OP_READ && op != TCP_OP_WRITE) {
         TCP_LOG(c->t, TE_LOG_WARN, "closing a data connection: unknown opcode 0x%x", opcode);
         return -1;
@@ -277,7 +282,7 @@ static int receive_direct(tcp_srv_conn *c, size_t *budget)
 static int input_step(tcp_srv_conn *c, uint8_t *buf, size_t cap, size_t *budget)
 {
     if (c->stash) {
-        srv_in in = {c->stash + c->stash_pos, c->stash_len - c->stash_pos, 0};
+        srv_in in = {c->stash + c->stash_pos, c->stash_len - c->stash_pos, 0, 0};
         return feed(c, &in) || stash_rest(c, &in) ? -1 : 0;
     }
     ssize_t n;
@@ -287,7 +292,7 @@ static int input_step(tcp_srv_conn *c, uint8_t *buf, size_t cap, size_t *budget)
         *budget = (size_t)n < *budget ? *budget - (size_t)n : 0;
         if ((size_t)n < cap && !c->rdhup)
             c->rd_ready = false; /* drained: the next bytes raise a new edge */
-        srv_in in = {buf, (size_t)n, 0};
+        srv_in in = {buf, (size_t)n, 0, 0};
         return feed(c, &in) || stash_rest(c, &in) ? -1 : 0;
     }
     if (n > 0)
@@ -382,7 +387,7 @@ int tcp_srv_conn_linger(tcp_srv_conn *c, uint8_t *buf, size_t cap)
         return 1;
     }
     c->rd_ready = (size_t)n == cap; /* a full buffer: more may wait */
-    srv_in in = {buf, (size_t)n, 0};
+    srv_in in = {buf, (size_t)n, 0, 0};
     return feed(c, &in) || stash_rest(c, &in) ? -1 : 1;
 }
 
@@ -479,5 +484,6 @@ static int serve_device(tcp_srv_conn *c, srv_in *in, int op, uint64_t addr, uint
     }
     tcp_host_api->unpin_range(c->t->host, pin);
     c->rd_ready = c->wr_ready = true; /* the blocking calls may have eaten an edge */
+    in->now = 0;                       /* they took time: the next request reads the clock */
     return rc ? -1 : 0;
 }
