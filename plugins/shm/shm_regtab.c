@@ -168,17 +168,28 @@ int shm_peer_read(pid_t pid, void *dst, uint64_t addr, size_t len)
     return (size_t)n == len ? 0 : -EFAULT;
 }
 
+/* The peer's table header by pid, checked: 0, -errno from the read, or
+ * -ESTALE when it is not our table (another process now, or not a te engine). */
+static int read_header(const shm_peer *p, shm_regtab *t)
+{
+    int rc = shm_peer_read(p->pid, t, p->tab_addr, sizeof *t);
+    if (rc)
+        return rc;
+    return t->magic == SHM_REGTAB_MAGIC && t->token == p->token ? 0 : -ESTALE;
+}
+
+/* read_header's failure as a status for the core. */
+static int header_status(int rc)
+{
+    return rc == -ESTALE ? TE_ERR_PEER_CLOSED : shm_errno_status(-rc);
+}
+
 int shm_peer_probe(shm_peer *p, bool force_eperm)
 {
     if (force_eperm)
         return -EPERM;
     shm_regtab t;
-    int rc = shm_peer_read(p->pid, &t, p->tab_addr, sizeof t);
-    if (rc)
-        return rc;
-    if (t.magic != SHM_REGTAB_MAGIC || t.token != p->token)
-        return -ESTALE; /* another process now, or not a te engine */
-    return 0;
+    return read_header(p, &t);
 }
 
 static void short_pause(void)
@@ -192,11 +203,9 @@ static int verify_by_pid(shm_peer *p, uint64_t *seq)
 {
     int64_t now = shm_host->now_ns();
     shm_regtab t;
-    int rc = shm_peer_read(p->pid, &t, p->tab_addr, sizeof t);
+    int rc = read_header(p, &t);
     if (rc)
-        return shm_errno_status(-rc);
-    if (t.magic != SHM_REGTAB_MAGIC || t.token != p->token)
-        return TE_ERR_PEER_CLOSED;
+        return header_status(rc);
     *seq = t.seq;
     atomic_store(&p->verified_ns, now);
     return 0;
@@ -231,11 +240,9 @@ static bool ranges_valid(const shm_range *r, size_t n)
 static int read_table(shm_peer *p, uint64_t s1)
 {
     shm_regtab t;
-    int rc = shm_peer_read(p->pid, &t, p->tab_addr, sizeof t);
+    int rc = read_header(p, &t);
     if (rc)
-        return shm_errno_status(-rc);
-    if (t.magic != SHM_REGTAB_MAGIC || t.token != p->token)
-        return TE_ERR_PEER_CLOSED;
+        return header_status(rc);
     if (t.seq != s1 || t.count > SHM_MAX_RANGES)
         return 1;
     shm_range *r = t.count ? malloc(t.count * sizeof *r) : NULL;
