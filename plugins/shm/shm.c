@@ -15,25 +15,7 @@
 
 const te_host_api *shm_host;
 
-/* ---- identity ------------------------------------------------------------ */
-
-/* Processes can copy each other's memory by pid only under one kernel (boot
- * id) and in one pid namespace: the core's host identity with the namespace. */
-static int host_identity(te_host *host, char *out, size_t len)
-{
-    const char *forced = shm_host->config(host, "TE_SHM_TEST_HOST_ID");
-    if (forced) {
-        snprintf(out, len, "%s", forced);
-        return 0;
-    }
-    return shm_host->host_identity(1, out, len);
-}
-
-static bool env_flag(te_host *host, const char *name)
-{
-    const char *v = shm_host->config(host, name);
-    return v && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"));
-}
+/* ---- configuration ------------------------------------------------------- */
 
 static int worker_count(te_host *host)
 {
@@ -92,14 +74,16 @@ static int shm_create(te_host *host, const te_transport_params *params, void **i
         shm_host->set_error("shm: needs plugin ABI 1.1 (host_identity)");
         return TE_ERR_DEVICE_NOT_FOUND;
     }
-    if (host_identity(host, in->host_id, sizeof in->host_id)) {
+    /* Processes can copy each other's memory by pid only under one kernel
+     * (boot id) and in one pid namespace: the core's host identity with the
+     * namespace. */
+    if (shm_host->host_identity(1, in->host_id, sizeof in->host_id)) {
         free(in);
         shm_host->set_error("shm: cannot read /proc/sys/kernel/random/boot_id");
         return TE_ERR_DEVICE_NOT_FOUND;
     }
-    in->force_eperm = env_flag(host, "TE_SHM_TEST_FORCE_EPERM");
-    const char *verify = shm_host->config(host, "TE_SHM_TEST_VERIFY_MS");
-    in->verify_ns = verify ? strtoll(verify, NULL, 10) * 1000000 : SHM_VERIFY_NS;
+    in->verify_ns = SHM_VERIFY_NS;
+    shm_testing_apply(in); /* nothing outside the test build */
     pthread_mutex_init(&in->reg_lock, NULL);
     int rc = shm_regtab_create(in);
     if (rc) {

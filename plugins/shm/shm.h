@@ -94,8 +94,8 @@ typedef struct shm_inst {
     te_host *host;
     char host_id[320];
     pid_t pid;
-    bool force_eperm; /* TE_SHM_TEST_FORCE_EPERM: tests only */
-    int64_t verify_ns; /* SHM_VERIFY_NS, or TE_SHM_TEST_VERIFY_MS: tests only */
+    bool force_eperm;  /* the probe acts as if EPERM: set by shm_testing.c only */
+    int64_t verify_ns; /* SHM_VERIFY_NS; shm_testing.c may change it */
     /* Target side: the published table and the ranges it points at. */
     pthread_mutex_t reg_lock;
     shm_regtab *tab;
@@ -129,6 +129,18 @@ int shm_errno_status(int err);
 
 /* shm.c: whether a location ("cpu:0", "cuda:1", "*") is CPU memory. */
 bool shm_is_cpu_location(const char *where);
+
+/* shm_testing.c, compiled only into the test build of the plugin
+ * (tests/shm, TE_SHM_TESTING): the tests' overrides of a new instance.  The
+ * shipped plugin has none. */
+#ifdef TE_SHM_TESTING
+void shm_testing_apply(shm_inst *in);
+#else
+static inline void shm_testing_apply(shm_inst *in)
+{
+    (void)in;
+}
+#endif
 
 /* shm_pool.c */
 int shm_pool_start(shm_pool *pool, struct shm_inst *inst, int nthreads, uint64_t inline_bytes);

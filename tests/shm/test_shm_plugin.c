@@ -1,4 +1,5 @@
-/* test_shm_plugin.c - libte_shm.so through its ABI with a stand-in host:
+/* test_shm_plugin.c - libte_shm.so (its test build, tests/shm/CMakeLists.txt)
+ * through its ABI with a stand-in host:
  * descriptor validation, the live registration table (stale ranges refused),
  * partial faults, deadlines, exactly-once reports, idle workers, and who
  * copies (the submitting thread, the workers, or both) with mixed batches. */
@@ -116,11 +117,14 @@ static const te_transport_ops *ops;
 static void *target, *initiator;
 static te_slice slices[MAX_SLICES];
 
-static void load_plugin(void)
+/* The test build of the plugin (with shm_testing.c's seams), or with
+ * shipped, the one that is installed. */
+static const te_transport_ops *load_from(bool shipped)
 {
     char path[4096];
-    const char *dir = getenv("TE_BUILD_DIR");
-    snprintf(path, sizeof path, "%s/lib/te-plugins/libte_shm.so", dir ? dir : ".");
+    const char *dir = getenv(shipped ? "TE_BUILD_DIR" : "TE_SHM_TESTING_DIR");
+    snprintf(path, sizeof path, "%s%s/libte_shm.so", dir ? dir : ".",
+             shipped ? "/lib/te-plugins" : "");
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
     te_plugin_init_fn init;
@@ -130,8 +134,14 @@ static void load_plugin(void)
     ck_assert_int_eq(init(&host_api, &d), 0);
     ck_assert_str_eq(d->name, "shm");
     ck_assert_int_eq(d->kind, TE_PLUGIN_TRANSPORT);
-    ops = d->ops;
-    ck_assert_int_eq(ops->caps & TE_TRANSPORT_CAP_REMOTE, 0);
+    const te_transport_ops *t = d->ops;
+    ck_assert_int_eq(t->caps & TE_TRANSPORT_CAP_REMOTE, 0);
+    return t;
+}
+
+static void load_plugin(void)
+{
+    ops = load_from(false);
 }
 
 static void *create(void)
@@ -359,6 +369,28 @@ START_TEST(forced_kernel_refusal_is_declined)
     ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
     free(d);
     unsetenv("TE_SHM_TEST_FORCE_EPERM");
+}
+END_TEST
+
+/* The shipped plugin has no test seam: the switch that makes the test
+ * build decline (above) changes nothing there. */
+START_TEST(shipped_plugin_ignores_test_switches)
+{
+    ops->destroy(initiator);
+    ops->destroy(target);
+    initiator = target = NULL;
+    ops = load_from(true);
+    setenv("TE_SHM_TEST_HOST_ID", "another-host", 1);
+    target = create();
+    unsetenv("TE_SHM_TEST_HOST_ID");
+    setenv("TE_SHM_TEST_FORCE_EPERM", "1", 1);
+    initiator = create();
+    unsetenv("TE_SHM_TEST_FORCE_EPERM");
+    char *d = descriptor_of(target);
+    void *peer;
+    ck_assert_int_eq(open_with(d, &peer), 0);
+    ops->peer_close(initiator, peer);
+    free(d);
 }
 END_TEST
 
@@ -828,6 +860,7 @@ int main(void)
     tcase_add_test(tc, malformed_or_foreign_descriptors_are_declined);
     tcase_add_test(tc, dead_pid_is_declined);
     tcase_add_test(tc, forced_kernel_refusal_is_declined);
+    tcase_add_test(tc, shipped_plugin_ignores_test_switches);
     tcase_add_test(tc, gpu_memory_on_either_side_is_accepted);
     tcase_add_test(tc, cuda_process_is_accepted);
     tcase_add_test(tc, copies_inside_registered_memory);
