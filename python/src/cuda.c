@@ -4,6 +4,7 @@
  * recorded on the engine (get_cuda_transfer_errors) instead of killing the
  * process. */
 #include "pyte.h"
+#include "cuda_methods.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,24 +212,24 @@ out:
 
 #define ARGS PyObject *self, PyObject *args, PyObject *kw
 
-static PyObject *m_transfer_write_on_cuda(ARGS)
+PyObject *pyte_m_transfer_write_on_cuda(ARGS)
 {
     return single(self, args, kw, TE_OP_WRITE, "transfer_write_on_cuda");
 }
-static PyObject *m_transfer_read_on_cuda(ARGS)
+PyObject *pyte_m_transfer_read_on_cuda(ARGS)
 {
     return single(self, args, kw, TE_OP_READ, "transfer_read_on_cuda");
 }
-static PyObject *m_batch_transfer_write_on_cuda(ARGS)
+PyObject *pyte_m_batch_transfer_write_on_cuda(ARGS)
 {
     return batch(self, args, kw, TE_OP_WRITE, "batch_transfer_write_on_cuda");
 }
-static PyObject *m_batch_transfer_read_on_cuda(ARGS)
+PyObject *pyte_m_batch_transfer_read_on_cuda(ARGS)
 {
     return batch(self, args, kw, TE_OP_READ, "batch_transfer_read_on_cuda");
 }
 
-static PyObject *m_get_cuda_transfer_errors(PyObject *self, PyObject *unused)
+PyObject *pyte_m_get_cuda_transfer_errors(PyObject *self, PyObject *unused)
 {
     pyte_core *c = CORE(self);
     PyObject *list = PyList_New(0);
@@ -256,41 +257,3 @@ static PyObject *m_get_cuda_transfer_errors(PyObject *self, PyObject *unused)
     }
     return list;
 }
-
-#define KWM(name, doc) {#name, (PyCFunction)(void (*)(void))m_##name, METH_VARARGS | METH_KEYWORDS, doc}
-#define ON_CUDA_DOC                                                                          \
-    "The transfer starts when the CUDA stream `stream_ptr` (an int cudaStream_t, e.g.\n"     \
-    "torch.cuda.current_stream().cuda_stream; 0 = default stream) reaches this point;\n"   \
-    "returns None at once.  Raises RuntimeError if the CUDA runtime is not available,\n"   \
-    "the segment cannot be opened, the lists differ in length, cudaLaunchHostFunc fails,\n" \
-    "or an earlier transfer on a CUDA stream failed and was not read yet.\n"                \
-    "Unlike the original (which calls _exit(1)), a transfer that fails inside the stream\n" \
-    "callback leaves the destination unmodified or partially written, logs an error and\n"  \
-    "is recorded: get_cuda_transfer_errors() returns and clears the records, and until\n"   \
-    "then every *_on_cuda call raises RuntimeError, so the failure cannot go unnoticed."
-
-PyMethodDef pyte_cuda_methods[] = {
-    KWM(transfer_write_on_cuda,
-        "transfer_write_on_cuda($self, /, target_hostname, buffer, peer_buffer_address, length,\n"
-        "                       stream_ptr=0, transport_hint='')\n--\n\n"
-        "Writes `length` bytes at `buffer` to `peer_buffer_address` of the target, in\n"
-        "stream order.\n" ON_CUDA_DOC),
-    KWM(transfer_read_on_cuda,
-        "transfer_read_on_cuda($self, /, target_hostname, buffer, peer_buffer_address, length,\n"
-        "                      stream_ptr=0, transport_hint='')\n--\n\n"
-        "Reads `length` bytes at `peer_buffer_address` of the target into `buffer`, in\n"
-        "stream order.\n" ON_CUDA_DOC),
-    KWM(batch_transfer_write_on_cuda,
-        "batch_transfer_write_on_cuda($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                             lengths, stream_ptr=0, transport_hint='')\n--\n\n"
-        "A batch of writes in stream order.\n" ON_CUDA_DOC),
-    KWM(batch_transfer_read_on_cuda,
-        "batch_transfer_read_on_cuda($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                            lengths, stream_ptr=0, transport_hint='')\n--\n\n"
-        "A batch of reads in stream order.\n" ON_CUDA_DOC),
-    {"get_cuda_transfer_errors", m_get_cuda_transfer_errors, METH_NOARGS,
-     "get_cuda_transfer_errors($self, /)\n--\n\n"
-     "Extension: returns (and clears) the messages of transfers on CUDA streams that\n"
-     "failed since the last call, oldest first (at most 64 kept, then a count).  An empty\n"
-     "list means every *_on_cuda transfer that ran so far succeeded."},
-    {0}};

@@ -2,6 +2,7 @@
  * initialization, engine information, managed buffers, bytes I/O, memory
  * registration, topology, notifications and probes. */
 #include "pyte.h"
+#include "engine_methods.h"
 
 #include <string.h>
 
@@ -26,16 +27,7 @@ static int do_initialize(PyObject *self, const char *host, const char *server, c
     return rc ? -1 : 0;
 }
 
-PyDoc_STRVAR(initialize_doc,
-    "initialize($self, /, local_hostname, metadata_server, protocol, device_name='')\n--\n\n"
-    "Initializes the engine.  local_hostname is 'host[:port]' (in P2P mode the port\n"
-    "is ignored and the segment name becomes 'host:<rpc port>'); metadata_server is\n"
-    "'P2PHANDSHAKE', 'etcd://h:p', 'http://url' or a bare 'h:p' (etcd); protocol\n"
-    "names the transport ('tcp', 'rdma': without a usable RDMA device 'rdma' falls\n"
-    "back to 'tcp'); device_name is a comma separated NIC filter.\n"
-    "Returns 0 on success, -1 on failure (see mooncake.engine.last_error()).");
-
-static PyObject *m_initialize(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_initialize(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("local_hostname", "metadata_server", "protocol", "device_name");
     const char *host, *server, *proto, *device = "";
@@ -45,14 +37,7 @@ static PyObject *m_initialize(PyObject *self, PyObject *args, PyObject *kw)
     return PyLong_FromLong(do_initialize(self, host, server, proto, device, NULL));
 }
 
-PyDoc_STRVAR(initialize_ext_doc,
-    "initialize_ext($self, /, local_hostname, metadata_server, protocol, device_name,\n"
-    "               metadata_type)\n--\n\n"
-    "Like initialize(), with the metadata store named explicitly: metadata_type is\n"
-    "'etcd', 'http', 'p2p', ... and applies when metadata_server has no '://'.\n"
-    "Returns 0 on success, -1 on failure.");
-
-static PyObject *m_initialize_ext(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_initialize_ext(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("local_hostname", "metadata_server", "protocol", "device_name", "metadata_type");
     const char *host, *server, *proto, *device, *mtype;
@@ -64,17 +49,18 @@ static PyObject *m_initialize_ext(PyObject *self, PyObject *args, PyObject *kw)
 
 /* ---- engine information -------------------------------------------------------- */
 
-static PyObject *m_get_rpc_port(PyObject *self, PyObject *unused)
+PyObject *pyte_m_get_rpc_port(PyObject *self, PyObject *unused)
 {
     return PyLong_FromLong(te_engine_rpc_port(ENGINE(self)));
 }
 
-static PyObject *m_get_engine(PyObject *self, PyObject *unused)
+PyObject *pyte_m_get_engine(PyObject *self, PyObject *unused)
 {
-    return pyte_inner_new(CORE(self));
+    pyte_state *st = pyte_state_of(Py_TYPE(self));
+    return st ? pyte_inner_new(st, CORE(self)) : NULL;
 }
 
-static PyObject *m_get_engine_ptr(PyObject *self, PyObject *unused)
+PyObject *pyte_m_get_engine_ptr(PyObject *self, PyObject *unused)
 {
     return PyLong_FromVoidPtr(ENGINE(self));
 }
@@ -94,7 +80,7 @@ static uint64_t first_buffer(te_engine *e, const char *name)
     return addr;
 }
 
-static PyObject *m_get_first_buffer_address(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_get_first_buffer_address(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("segment_name");
     const char *name;
@@ -109,7 +95,7 @@ static PyObject *m_get_first_buffer_address(PyObject *self, PyObject *args, PyOb
 
 /* ---- managed buffers ------------------------------------------------------------ */
 
-static PyObject *m_allocate_managed_buffer(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_allocate_managed_buffer(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("length");
     uint64_t length, addr;
@@ -122,7 +108,7 @@ static PyObject *m_allocate_managed_buffer(PyObject *self, PyObject *args, PyObj
     return PyLong_FromUnsignedLongLong(addr);
 }
 
-static PyObject *m_free_managed_buffer(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_free_managed_buffer(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("buffer_addr", "length");
     uint64_t addr, length;
@@ -162,7 +148,7 @@ static void copy_bytes(void *dst, const void *src, size_t len)
     Py_END_ALLOW_THREADS
 }
 
-static PyObject *m_write_bytes_to_buffer(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_write_bytes_to_buffer(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("dest_address", "src_ptr", "length");
     uint64_t dest, length;
@@ -182,7 +168,7 @@ static PyObject *m_write_bytes_to_buffer(PyObject *self, PyObject *args, PyObjec
     return result;
 }
 
-static PyObject *m_read_bytes_from_buffer(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_read_bytes_from_buffer(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("source_address", "length");
     uint64_t src, length;
@@ -203,7 +189,7 @@ static PyObject *m_read_bytes_from_buffer(PyObject *self, PyObject *args, PyObje
 
 /* ---- registration ---------------------------------------------------------------- */
 
-static PyObject *m_register_memory(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_register_memory(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("buffer_addr", "capacity", "location");
     uint64_t addr, len;
@@ -218,7 +204,7 @@ static PyObject *m_register_memory(PyObject *self, PyObject *args, PyObject *kw)
     return PyLong_FromLong(rc);
 }
 
-static PyObject *m_unregister_memory(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_unregister_memory(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("buffer_addr");
     uint64_t addr;
@@ -232,7 +218,7 @@ static PyObject *m_unregister_memory(PyObject *self, PyObject *args, PyObject *k
     return PyLong_FromLong(rc);
 }
 
-static PyObject *m_batch_register_memory(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_batch_register_memory(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("buffer_addresses", "capacities", "location");
     PyObject *a, *c;
@@ -258,7 +244,7 @@ static PyObject *m_batch_register_memory(PyObject *self, PyObject *args, PyObjec
     return PyLong_FromLong(rc);
 }
 
-static PyObject *m_batch_unregister_memory(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_batch_unregister_memory(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("buffer_addresses");
     PyObject *a;
@@ -278,7 +264,7 @@ static PyObject *m_batch_unregister_memory(PyObject *self, PyObject *args, PyObj
 
 /* ---- topology, notifications, probes ----------------------------------------------- */
 
-static PyObject *m_get_local_topology(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_get_local_topology(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("device_name");
     const char *filter = NULL;
@@ -294,15 +280,16 @@ static PyObject *m_get_local_topology(PyObject *self, PyObject *args, PyObject *
     return out;
 }
 
-static PyObject *m_get_notifies(PyObject *self, PyObject *unused)
+PyObject *pyte_m_get_notifies(PyObject *self, PyObject *unused)
 {
     te_notify *v = NULL;
     size_t n = 0;
-    PyObject *list = PyList_New(0);
+    pyte_state *st = pyte_state_of(Py_TYPE(self));
+    PyObject *list = st ? PyList_New(0) : NULL;
     if (!list || te_notifies_drain(ENGINE(self), &v, &n))
         return list; /* like the original: an empty list when draining fails */
     for (size_t i = 0; i < n; i++) {
-        PyObject *o = pyte_notify_new(v[i].name, v[i].msg);
+        PyObject *o = pyte_notify_new(st, v[i].name, v[i].msg);
         if (!o || PyList_Append(list, o) < 0) {
             Py_XDECREF(o);
             Py_CLEAR(list);
@@ -315,7 +302,7 @@ static PyObject *m_get_notifies(PyObject *self, PyObject *unused)
 }
 
 /* An addition beyond the original API: the engine's counters (docs/metrics.md). */
-static PyObject *m_get_metrics(PyObject *self, PyObject *unused)
+PyObject *pyte_m_get_metrics(PyObject *self, PyObject *unused)
 {
     char *text = NULL;
     int rc = te_get_metrics(ENGINE(self), &text);
@@ -331,7 +318,7 @@ static PyObject *m_get_metrics(PyObject *self, PyObject *unused)
 }
 
 /* An addition beyond the original API: which transport serves a target. */
-static PyObject *m_get_segment_transport(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_get_segment_transport(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("segment_name");
     const char *name, *transport = NULL;
@@ -352,7 +339,7 @@ static PyObject *m_get_segment_transport(PyObject *self, PyObject *args, PyObjec
     return PyUnicode_FromString(transport);
 }
 
-static PyObject *m_send_probe(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_send_probe(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("peer_server_name");
     const char *peer;
@@ -365,7 +352,7 @@ static PyObject *m_send_probe(PyObject *self, PyObject *args, PyObject *kw)
     return PyLong_FromLong(rc);
 }
 
-static PyObject *m_warmup_efa_segment(PyObject *self, PyObject *args, PyObject *kw)
+PyObject *pyte_m_warmup_efa_segment(PyObject *self, PyObject *args, PyObject *kw)
 {
     KW("segment_name");
     const char *name;
@@ -373,89 +360,3 @@ static PyObject *m_warmup_efa_segment(PyObject *self, PyObject *args, PyObject *
         return NULL;
     return PyLong_FromLong(0);
 }
-
-#define KWM(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS, doc}
-#define NOA(name, fn, doc) {name, fn, METH_NOARGS, doc}
-
-PyMethodDef pyte_engine_methods[] = {
-    KWM("initialize", m_initialize, initialize_doc),
-    KWM("initialize_ext", m_initialize_ext, initialize_ext_doc),
-    NOA("get_rpc_port", m_get_rpc_port,
-        "get_rpc_port($self, /)\n--\n\n"
-        "The port of the engine's RPC (handshake/metadata/notify) listener; in P2P mode\n"
-        "peers address this engine as 'host:<this port>'.  Negative before initialize()."),
-    NOA("get_engine", m_get_engine,
-        "get_engine($self, /)\n--\n\n"
-        "The inner engine (InnerTransferEngine): int(x) / x.address is the C\n"
-        "te_engine pointer, kept alive as long as the returned object lives."),
-    NOA("get_engine_ptr", m_get_engine_ptr,
-        "get_engine_ptr($self, /)\n--\n\nThe C te_engine pointer as an int."),
-    KWM("get_first_buffer_address", m_get_first_buffer_address,
-        "get_first_buffer_address($self, /, segment_name)\n--\n\n"
-        "Address of the first buffer (registration order) of a segment, this engine's\n"
-        "own name included; 0 if the segment is unknown or has no buffer."),
-    KWM("allocate_managed_buffer", m_allocate_managed_buffer,
-        "allocate_managed_buffer($self, /, length)\n--\n\n"
-        "Allocates registered memory from size classes 8 KiB << i (up to 256 MiB),\n"
-        "carved from registered regions of MC_MANAGED_REGION_MB MiB (default 256);\n"
-        "larger requests get their own registration.  Returns the address, or 0."),
-    KWM("free_managed_buffer", m_free_managed_buffer,
-        "free_managed_buffer($self, /, buffer_addr, length)\n--\n\n"
-        "Returns a managed buffer; length must be the allocated length (same size class).\n"
-        "Returns 0, -3 for an address that is not a live managed buffer, -1 for a length\n"
-        "of another size class."),
-    KWM("write_bytes_to_buffer", m_write_bytes_to_buffer,
-        "write_bytes_to_buffer($self, /, dest_address, src_ptr, length)\n--\n\n"
-        "Copies the first `length` bytes of src_ptr (a str, written as UTF-8, or any\n"
-        "bytes-like object) to\n"
-        "dest_address.  Returns 0.  Raises ValueError if length exceeds src_ptr or the\n"
-        "destination is not inside memory registered or allocated through this engine."),
-    KWM("read_bytes_from_buffer", m_read_bytes_from_buffer,
-        "read_bytes_from_buffer($self, /, source_address, length)\n--\n\n"
-        "Returns `length` bytes read at source_address.  Raises ValueError if the range\n"
-        "is not inside memory registered or allocated through this engine."),
-    KWM("register_memory", m_register_memory,
-        "register_memory($self, /, buffer_addr, capacity, location='*')\n--\n\n"
-        "Registers [buffer_addr, +capacity) for transfers and publishes it.  location is\n"
-        "'cpu:N', 'cuda:N' or '*' (detect).  Returns 0, -1 for a zero length or NULL\n"
-        "address, -7 if it overlaps a registered range, another negative code otherwise."),
-    KWM("unregister_memory", m_unregister_memory,
-        "unregister_memory($self, /, buffer_addr)\n--\n\n"
-        "Unregisters the range starting at buffer_addr after transfers using it end.\n"
-        "Returns 0, or -3 if no registered range starts there."),
-    KWM("batch_register_memory", m_batch_register_memory,
-        "batch_register_memory($self, /, buffer_addresses, capacities, location='*')\n--\n\n"
-        "Registers several ranges, all or nothing, with one metadata publish.  Returns 0,\n"
-        "-1 if the lists differ in length, or register_memory's codes."),
-    KWM("batch_unregister_memory", m_batch_unregister_memory,
-        "batch_unregister_memory($self, /, buffer_addresses)\n--\n\n"
-        "Unregisters several ranges with one metadata publish.  Returns 0, or the first\n"
-        "failure (-3 for an address that is not registered; the others are still removed)."),
-    KWM("get_local_topology", m_get_local_topology,
-        "get_local_topology($self, /, device_name=None)\n--\n\n"
-        "The local NIC topology (priority matrix) as JSON text, filtered by a comma\n"
-        "separated device list; '{}' when nothing can be discovered."),
-    NOA("get_notifies", m_get_notifies,
-        "get_notifies($self, /)\n--\n\n"
-        "Removes and returns every notification received so far, oldest first, as a\n"
-        "list of TransferNotify."),
-    NOA("get_metrics", m_get_metrics,
-        "get_metrics($self, /)\n--\n\n"
-        "The engine's counters as a dict (an addition beyond the original API): bytes and\n"
-        "requests per transport and per peer segment, failures by cause, retries,\n"
-        "in-flight requests, registered bytes and a latency histogram (docs/metrics.md).\n"
-        "Raises RuntimeError before initialize()."),
-    KWM("get_segment_transport", m_get_segment_transport,
-        "get_segment_transport($self, /, segment_name)\n--\n\n"
-        "The name of the transport that carries requests to a target ('tcp', 'shm',\n"
-        "'rdma', 'nvlink'; an addition beyond the original API): 'shm' for a target on\n"
-        "this host unless MC_TE_SAME_HOST_TRANSPORT=0.  Raises RuntimeError when the\n"
-        "target cannot be resolved or before initialize()."),
-    KWM("send_probe", m_send_probe,
-        "send_probe($self, /, peer_server_name)\n--\n\n"
-        "Checks that a peer's RPC port answers.  Returns 0, -102 (ERR_SOCKET) when it\n"
-        "cannot be connected to, -200 when a metadata server does not know the peer,\n"
-        "or another negative code."),
-    KWM("warmup_efa_segment", m_warmup_efa_segment,
-        "warmup_efa_segment($self, /, segment_name)\n--\n\nNo EFA here: returns 0."),
-    {0}};

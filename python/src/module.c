@@ -1,222 +1,23 @@
-/* module.c - the mooncake.engine module: the TransferEngine type (its
- * lifetime; methods live in *_methods.c and cuda.c), TransferNotify,
- * TransferOpcode, InnerTransferEngine and the module-level names. */
+/* module.c - the mooncake.engine module: its state (the heap types, one set
+ * per module object), multi-phase init, the TransferEngine type (its
+ * lifetime and its one method table; the methods live in *_methods.c and
+ * cuda.c), TransferOpcode and the module-level names.  TransferNotify is in
+ * notify.c, InnerTransferEngine in inner.c. */
 #include "pyte.h"
 
 #include <string.h>
 
-#include "structmember.h"
+#include "cuda_methods.h"
+#include "engine_methods.h"
+#include "transfer_methods.h"
 
-PyObject *pyte_opcode_enum;
+static struct PyModuleDef module_def;
 
-/* ---- TransferNotify ------------------------------------------------------------ */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *name; /* str */
-    PyObject *msg;  /* str */
-} notify_object;
-
-static int notify_init(PyObject *self, PyObject *args, PyObject *kw)
+pyte_state *pyte_state_of(PyTypeObject *tp)
 {
-    static char *kwlist[] = {"name", "msg", NULL};
-    notify_object *n = (notify_object *)self;
-    PyObject *name = NULL, *msg = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|UU:TransferNotify", kwlist, &name, &msg))
-        return -1;
-    PyObject *empty = PyUnicode_FromString("");
-    if (!empty)
-        return -1;
-    Py_XSETREF(n->name, Py_NewRef(name ? name : empty));
-    Py_XSETREF(n->msg, Py_NewRef(msg ? msg : empty));
-    Py_DECREF(empty);
-    return 0;
-}
-
-static void notify_dealloc(PyObject *self)
-{
-    notify_object *n = (notify_object *)self;
-    Py_XDECREF(n->name);
-    Py_XDECREF(n->msg);
-    Py_TYPE(self)->tp_free(self);
-}
-
-static PyObject *notify_get(PyObject *self, void *which)
-{
-    notify_object *n = (notify_object *)self;
-    PyObject *v = which ? n->msg : n->name;
-    return v ? Py_NewRef(v) : PyUnicode_FromString("");
-}
-
-static int notify_set(PyObject *self, PyObject *value, void *which)
-{
-    notify_object *n = (notify_object *)self;
-    if (!value || !PyUnicode_Check(value)) {
-        PyErr_Format(PyExc_TypeError, "TransferNotify.%s must be a str", which ? "msg" : "name");
-        return -1;
-    }
-    if (which)
-        Py_XSETREF(n->msg, Py_NewRef(value));
-    else
-        Py_XSETREF(n->name, Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *notify_repr(PyObject *self)
-{
-    notify_object *n = (notify_object *)self;
-    return PyUnicode_FromFormat("TransferNotify(name=%R, msg=%R)", n->name ? n->name : Py_None,
-                                n->msg ? n->msg : Py_None);
-}
-
-static PyObject *notify_richcompare(PyObject *a, PyObject *b, int op)
-{
-    if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(b, &pyte_notify_type))
-        Py_RETURN_NOTIMPLEMENTED;
-    notify_object *x = (notify_object *)a, *y = (notify_object *)b;
-    int eq = PyObject_RichCompareBool(x->name, y->name, Py_EQ);
-    if (eq == 1)
-        eq = PyObject_RichCompareBool(x->msg, y->msg, Py_EQ);
-    if (eq < 0)
-        return NULL;
-    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
-}
-
-static PyGetSetDef notify_getset[] = {
-    {"name", notify_get, notify_set, "The notification's name (str).", NULL},
-    {"msg", notify_get, notify_set, "The notification's message (str).", (void *)1},
-    {0}};
-
-PyDoc_STRVAR(notify_doc,
-    "TransferNotify(name='', msg='')\n--\n\n"
-    "A notification: sent to the target after a transfer_sync / batch_transfer_sync\n"
-    "completes, and returned by get_notifies() on the receiving side.\n"
-    "`name` and `msg` are read/write str attributes.");
-
-PyTypeObject pyte_notify_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mooncake.engine.TransferNotify",
-    .tp_basicsize = sizeof(notify_object),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = notify_doc,
-    .tp_new = PyType_GenericNew,
-    .tp_init = notify_init,
-    .tp_dealloc = notify_dealloc,
-    .tp_repr = notify_repr,
-    .tp_richcompare = notify_richcompare,
-    .tp_getset = notify_getset,
-};
-
-PyObject *pyte_notify_new(const char *name, const char *msg)
-{
-    notify_object *n = PyObject_New(notify_object, &pyte_notify_type);
-    if (!n)
-        return NULL;
-    n->name = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace");
-    n->msg = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
-    if (!n->name || !n->msg) {
-        Py_DECREF(n);
-        return NULL;
-    }
-    return (PyObject *)n;
-}
-
-static char *utf8_copy(PyObject *s, const char *what)
-{
-    Py_ssize_t len;
-    const char *p = s ? PyUnicode_AsUTF8AndSize(s, &len) : "";
-    if (!p)
-        return NULL;
-    if (s && (size_t)len != strlen(p)) {
-        PyErr_Format(PyExc_ValueError, "TransferNotify.%s contains a NUL character", what);
-        return NULL;
-    }
-    char *c = PyMem_RawMalloc(strlen(p) + 1);
-    if (!c) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    strcpy(c, p);
-    return c;
-}
-
-int pyte_notify_strings(PyObject *notify, char **name, char **msg)
-{
-    *name = *msg = NULL;
-    if (!PyObject_TypeCheck(notify, &pyte_notify_type)) {
-        PyErr_Format(PyExc_TypeError, "notify must be a TransferNotify or None, got %.100s",
-                     Py_TYPE(notify)->tp_name);
-        return -1;
-    }
-    notify_object *n = (notify_object *)notify;
-    *name = utf8_copy(n->name, "name");
-    *msg = *name ? utf8_copy(n->msg, "msg") : NULL;
-    if (!*msg) {
-        PyMem_RawFree(*name);
-        *name = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- InnerTransferEngine ------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    pyte_core *core;
-} inner_object;
-
-static void inner_dealloc(PyObject *self)
-{
-    pyte_core *c = ((inner_object *)self)->core;
-    Py_BEGIN_ALLOW_THREADS
-    pyte_core_unref(c);
-    Py_END_ALLOW_THREADS
-    Py_TYPE(self)->tp_free(self);
-}
-
-static PyObject *inner_int(PyObject *self)
-{
-    return PyLong_FromVoidPtr(((inner_object *)self)->core->engine);
-}
-
-static PyObject *inner_address(PyObject *self, void *unused)
-{
-    return inner_int(self);
-}
-
-static PyObject *inner_repr(PyObject *self)
-{
-    return PyUnicode_FromFormat("<mooncake.engine.InnerTransferEngine at %p>",
-                                (void *)((inner_object *)self)->core->engine);
-}
-
-static PyNumberMethods inner_number = {.nb_int = inner_int, .nb_index = inner_int};
-
-static PyGetSetDef inner_getset[] = {
-    {"address", inner_address, NULL, "The C te_engine pointer as an int.", NULL}, {0}};
-
-PyTypeObject pyte_inner_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mooncake.engine.InnerTransferEngine",
-    .tp_basicsize = sizeof(inner_object),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The C engine (te_engine *) behind a TransferEngine; keeps it alive.\n"
-              "int(x) and x.address give the pointer, for C code built on te.h.",
-    .tp_dealloc = inner_dealloc,
-    .tp_repr = inner_repr,
-    .tp_as_number = &inner_number,
-    .tp_getset = inner_getset,
-};
-
-PyObject *pyte_inner_new(pyte_core *core)
-{
-    inner_object *o = PyObject_New(inner_object, &pyte_inner_type);
-    if (!o)
-        return NULL;
-    pyte_core_ref(core);
-    o->core = core;
-    return (PyObject *)o;
+    /* By def, not PyType_GetModuleState: tp may be a Python subclass. */
+    PyObject *m = PyType_GetModuleByDef(tp, &module_def);
+    return m ? PyModule_GetState(m) : NULL;
 }
 
 /* ---- TransferEngine ------------------------------------------------------------ */
@@ -246,6 +47,7 @@ static int engine_init(PyObject *self, PyObject *args, PyObject *kw)
 
 static void engine_dealloc(PyObject *self)
 {
+    PyTypeObject *tp = Py_TYPE(self);
     pyte_core *c = ((pyte_engine_object *)self)->core;
     if (c) {
         /* Destroying the engine waits for in-flight transfers. */
@@ -253,7 +55,8 @@ static void engine_dealloc(PyObject *self)
         pyte_core_unref(c);
         Py_END_ALLOW_THREADS
     }
-    Py_TYPE(self)->tp_free(self);
+    tp->tp_free(self);
+    Py_DECREF(tp); /* instances of heap types own a reference to it */
 }
 
 PyDoc_STRVAR(engine_doc,
@@ -263,34 +66,30 @@ PyDoc_STRVAR(engine_doc,
     "initialize() first.  Every method may be called from many threads; blocking\n"
     "calls release the GIL.  MC_TRANSFER_TIMEOUT is read when the object is created.");
 
-PyTypeObject pyte_engine_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mooncake.engine.TransferEngine",
-    .tp_basicsize = sizeof(pyte_engine_object),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = engine_doc,
-    .tp_new = engine_new,
-    .tp_init = engine_init,
-    .tp_dealloc = engine_dealloc,
+/* Complete at compile time: each file's X-macro list, then the sentinel. */
+static PyMethodDef engine_methods[] = {
+    PYTE_ENGINE_METHODS(PYTE_DEF_KW, PYTE_DEF_NOA)
+    PYTE_TRANSFER_METHODS(PYTE_DEF_KW, PYTE_DEF_NOA)
+    PYTE_CUDA_METHODS(PYTE_DEF_KW, PYTE_DEF_NOA)
+    {NULL, NULL, 0, NULL}};
+
+static PyType_Slot engine_slots[] = {
+    {Py_tp_doc, (void *)engine_doc},
+    {Py_tp_new, engine_new},
+    {Py_tp_init, engine_init},
+    {Py_tp_dealloc, engine_dealloc},
+    {Py_tp_methods, engine_methods},
+    {0, NULL}};
+
+/* No GC: the object holds no Python references (a subclass gets its own). */
+static PyType_Spec engine_spec = {
+    .name = "mooncake.engine.TransferEngine",
+    .basicsize = sizeof(pyte_engine_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = engine_slots,
 };
 
 /* ---- module -------------------------------------------------------------------- */
-
-static PyMethodDef all_methods[64];
-
-static int join_methods(void)
-{
-    PyMethodDef *tables[] = {pyte_engine_methods, pyte_transfer_methods, pyte_cuda_methods};
-    size_t k = 0;
-    for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
-        for (PyMethodDef *m = tables[t]; m->ml_name; m++) {
-            if (k + 1 >= sizeof all_methods / sizeof *all_methods)
-                return -1;
-            all_methods[k++] = *m;
-        }
-    pyte_engine_type.tp_methods = all_methods;
-    return 0;
-}
 
 static int set_str_attr(PyObject *o, const char *name, const char *value)
 {
@@ -334,37 +133,34 @@ static PyMethodDef module_methods[] = {
      "calling thread ('' if none).  The original returns bare codes such as -1."},
     {0}};
 
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "mooncake.engine",
-    .m_doc = "Mooncake Transfer Engine API over the C transfer engine (libte).",
-    .m_size = -1,
-    .m_methods = module_methods,
-};
-
-static int add_types(PyObject *m)
+/* Creates a heap type bound to m, keeps it in *slot and adds it as `name`. */
+static int add_type(PyObject *m, PyType_Spec *spec, PyTypeObject **slot, const char *name)
 {
-    if (join_methods() < 0 || PyType_Ready(&pyte_notify_type) < 0 ||
-        PyType_Ready(&pyte_inner_type) < 0 || PyType_Ready(&pyte_engine_type) < 0)
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(m, spec, NULL);
+    if (!*slot)
         return -1;
-    if (PyModule_AddObjectRef(m, "TransferNotify", (PyObject *)&pyte_notify_type) < 0 ||
-        PyModule_AddObjectRef(m, "InnerTransferEngine", (PyObject *)&pyte_inner_type) < 0 ||
-        PyModule_AddObjectRef(m, "TransferEngine", (PyObject *)&pyte_engine_type) < 0)
-        return -1;
-    pyte_opcode_enum = make_opcode_enum();
-    if (!pyte_opcode_enum || PyModule_AddObjectRef(m, "TransferOpcode", pyte_opcode_enum) < 0 ||
-        PyDict_SetItemString(pyte_engine_type.tp_dict, "TransferOpcode", pyte_opcode_enum) < 0)
-        return -1;
-    PyType_Modified(&pyte_engine_type);
+    return PyModule_AddObjectRef(m, name, (PyObject *)*slot);
+}
+
+/* TransferOpcode as a module name, a TransferEngine attribute, and its
+ * members Read / Write as module names. */
+static int add_opcode(PyObject *m, PyTypeObject *engine_type)
+{
+    PyObject *e = make_opcode_enum();
+    int rc = e ? PyModule_AddObjectRef(m, "TransferOpcode", e) : -1;
+    /* TransferEngine is immutable to Python code: set its dict directly. */
+    if (rc == 0)
+        rc = PyDict_SetItemString(engine_type->tp_dict, "TransferOpcode", e);
+    if (rc == 0)
+        PyType_Modified(engine_type);
     const char *names[] = {"Read", "Write"};
-    for (size_t i = 0; i < 2; i++) {
-        PyObject *v = PyObject_GetAttrString(pyte_opcode_enum, names[i]);
-        if (!v || PyModule_AddObject(m, names[i], v) < 0) {
-            Py_XDECREF(v);
-            return -1;
-        }
+    for (size_t i = 0; rc == 0 && i < 2; i++) {
+        PyObject *v = PyObject_GetAttrString(e, names[i]);
+        rc = v ? PyModule_AddObjectRef(m, names[i], v) : -1;
+        Py_XDECREF(v);
     }
-    return 0;
+    Py_XDECREF(e);
+    return rc;
 }
 
 static int add_constants(PyObject *m)
@@ -374,18 +170,66 @@ static int add_constants(PyObject *m)
     for (size_t i = 0; i < sizeof off / sizeof *off; i++)
         if (PyModule_AddObjectRef(m, off[i], Py_False) < 0)
             return -1;
+    if (PyModule_AddStringConstant(m, "__version__", "0.1.0") < 0)
+        return -1;
     return PyModule_AddObjectRef(m, "SUPPORT_CUDA", pyte_cuda_available() ? Py_True : Py_False);
 }
 
+/* Py_mod_exec: runs once per module object (each import in a subinterpreter). */
+static int module_exec(PyObject *m)
+{
+    pyte_state *st = PyModule_GetState(m);
+    if (!st)
+        return -1;
+    if (add_type(m, &pyte_notify_spec, &st->notify_type, "TransferNotify") < 0 ||
+        add_type(m, &pyte_inner_spec, &st->inner_type, "InnerTransferEngine") < 0 ||
+        add_type(m, &engine_spec, &st->engine_type, "TransferEngine") < 0)
+        return -1;
+    return add_opcode(m, st->engine_type) < 0 || add_constants(m) < 0 ? -1 : 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    pyte_state *st = PyModule_GetState(m);
+    if (st) {
+        Py_VISIT(st->engine_type);
+        Py_VISIT(st->inner_type);
+        Py_VISIT(st->notify_type);
+    }
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    pyte_state *st = PyModule_GetState(m);
+    if (st) {
+        Py_CLEAR(st->engine_type);
+        Py_CLEAR(st->inner_type);
+        Py_CLEAR(st->notify_type);
+    }
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear(m);
+}
+
+static PyModuleDef_Slot module_slots[] = {{Py_mod_exec, module_exec}, {0, NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mooncake.engine",
+    .m_doc = "Mooncake Transfer Engine API over the C transfer engine (libte).",
+    .m_size = sizeof(pyte_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
 PyMODINIT_FUNC PyInit_engine(void)
 {
-    PyObject *m = PyModule_Create(&module_def);
-    if (!m)
-        return NULL;
-    if (add_types(m) < 0 || add_constants(m) < 0 ||
-        PyModule_AddStringConstant(m, "__version__", "0.1.0") < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+    return PyModuleDef_Init(&module_def);
 }

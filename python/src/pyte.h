@@ -12,22 +12,9 @@
 
 #include "te/te.h"
 
-#if PY_VERSION_HEX < 0x030A0000
-static inline PyObject *pyte_newref(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#define Py_NewRef(o) pyte_newref((PyObject *)(o))
-static inline int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *v)
-{
-    Py_INCREF(v);
-    if (PyModule_AddObject(m, name, v) < 0) {
-        Py_DECREF(v);
-        return -1;
-    }
-    return 0;
-}
+/* PyType_GetModuleByDef (module state reached from a method) arrived in 3.11. */
+#if PY_VERSION_HEX < 0x030B0000
+#error "mooncake.engine needs Python 3.11 or newer"
 #endif
 
 /* GIL-free from here on: everything below pyte_core_* may be called without
@@ -95,17 +82,27 @@ typedef struct {
     pyte_core *core;
 } pyte_engine_object;
 
-extern PyTypeObject pyte_engine_type;
-extern PyTypeObject pyte_inner_type;
-extern PyTypeObject pyte_notify_type;
-extern PyObject *pyte_opcode_enum; /* TransferOpcode */
+/* The module's state (one per module object: multi-phase init, so each
+ * import in a subinterpreter has its own types). */
+typedef struct pyte_state {
+    PyTypeObject *engine_type;
+    PyTypeObject *inner_type;
+    PyTypeObject *notify_type;
+} pyte_state;
 
-/* An InnerTransferEngine holding a reference to core. */
-PyObject *pyte_inner_new(pyte_core *core);
+/* The state of the module that defined tp (or a base of tp); NULL with
+ * TypeError when tp is not from this module (module.c). */
+pyte_state *pyte_state_of(PyTypeObject *tp);
 
-/* TransferNotify's fields as new C strings; 0, or -1 with an exception. */
-int pyte_notify_strings(PyObject *notify, char **name, char **msg);
-PyObject *pyte_notify_new(const char *name, const char *msg);
+/* inner.c: InnerTransferEngine; a new one holds a reference to core. */
+extern PyType_Spec pyte_inner_spec;
+PyObject *pyte_inner_new(pyte_state *st, pyte_core *core);
+
+/* notify.c: TransferNotify.  Its fields as new C strings: 0, or -1 with an
+ * exception (TypeError when notify is no TransferNotify of st's module). */
+extern PyType_Spec pyte_notify_spec;
+int pyte_notify_strings(pyte_state *st, PyObject *notify, char **name, char **msg);
+PyObject *pyte_notify_new(pyte_state *st, const char *name, const char *msg);
 
 /* args.c: "O&" converters and sequence helpers.  Integers go through
  * __index__; negative or >= 2**64 raises ValueError. */
@@ -117,10 +114,17 @@ uint64_t pyte_batch_id_from(PyObject *o, int *ok);
  * (*out NULL when n is 0). */
 int pyte_u64_list(PyObject *seq, const char *what, uint64_t **out, size_t *n);
 
-/* engine_methods.c / transfer_methods.c / cuda.c: the method tables. */
-extern PyMethodDef pyte_engine_methods[];
-extern PyMethodDef pyte_transfer_methods[];
-extern PyMethodDef pyte_cuda_methods[];
-int pyte_cuda_available(void);
+/* TransferEngine's methods.  Each *_methods.h lists its file's methods as
+ * X-macro entries KW(name, doc) / NOA(name, doc); expanded with the DECLARE
+ * pair they declare pyte_m_<name>, with the DEF pair they are entries of the
+ * type's one static method table (module.c).  Nothing is assembled at import. */
+#define PYTE_DECLARE_KW(name, doc) \
+    PyObject *pyte_m_##name(PyObject *self, PyObject *args, PyObject *kw);
+#define PYTE_DECLARE_NOA(name, doc) PyObject *pyte_m_##name(PyObject *self, PyObject *unused);
+#define PYTE_DEF_KW(name, doc) \
+    {#name, (PyCFunction)(void (*)(void))pyte_m_##name, METH_VARARGS | METH_KEYWORDS, doc},
+#define PYTE_DEF_NOA(name, doc) {#name, pyte_m_##name, METH_NOARGS, doc},
+
+int pyte_cuda_available(void); /* cuda.c */
 
 #endif

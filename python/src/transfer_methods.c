@@ -2,6 +2,7 @@
  * (te_transfer_sync), asynchronous (batch ids) and status queries, with the
  * original binding's return codes.  The GIL is released while they run. */
 #include "pyte.h"
+#include "transfer_methods.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,15 +31,16 @@ static void call_free(call *c)
     PyMem_RawFree(c->nmsg);
 }
 
-static int parse_notify(PyObject *notify, call *c)
+static int parse_notify(PyObject *self, PyObject *notify, call *c)
 {
     if (!notify || notify == Py_None)
         return 0;
-    return pyte_notify_strings(notify, &c->nname, &c->nmsg);
+    pyte_state *st = pyte_state_of(Py_TYPE(self)); /* whose TransferNotify to accept */
+    return st ? pyte_notify_strings(st, notify, &c->nname, &c->nmsg) : -1;
 }
 
-static int parse_single(PyObject *args, PyObject *kw, enum shape shape, const char *fname,
-                        call *c)
+static int parse_single(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
+                        const char *fname, call *c)
 {
     static char *kw_fixed[] = {"target_hostname", "buffer", "peer_buffer_address", "length",
                                "transport_hint", NULL};
@@ -60,7 +62,7 @@ static int parse_single(PyObject *args, PyObject *kw, enum shape shape, const ch
                                          &buf, pyte_conv_u64, &peer, pyte_conv_u64, &len,
                                          pyte_conv_opcode, &c->opcode, &notify, &hint);
     }
-    if (!ok || parse_notify(notify, c))
+    if (!ok || parse_notify(self, notify, c))
         return -1;
     c->hint = hint;
     c->one = (te_request){.opcode = c->opcode, .local = (void *)(uintptr_t)buf,
@@ -103,8 +105,8 @@ out:
 
 /* Returns -1 with an exception, else 0 with *mismatch set when the lists
  * differ in length (the caller returns its failure code then). */
-static int parse_batch(PyObject *args, PyObject *kw, enum shape shape, const char *fname,
-                       call *c, int *mismatch)
+static int parse_batch(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
+                       const char *fname, call *c, int *mismatch)
 {
     static char *kw_fixed[] = {"target_hostname", "buffers", "peer_buffer_addresses", "lengths",
                                "transport_hint", NULL};
@@ -131,7 +133,7 @@ static int parse_batch(PyObject *args, PyObject *kw, enum shape shape, const cha
         ok = PyArg_ParseTupleAndKeywords(args, kw, fmt, kw_notify, &c->target, &bufs, &peers,
                                          &lens, pyte_conv_opcode, &c->opcode, &notify, &hint);
     }
-    if (!ok || parse_notify(notify, c))
+    if (!ok || parse_notify(self, notify, c))
         return -1;
     c->hint = hint;
     return build_requests(c, bufs, peers, lens, mismatch);
@@ -185,7 +187,7 @@ static PyObject *sync_single(PyObject *self, PyObject *args, PyObject *kw, enum 
 {
     call c;
     int rc;
-    if (parse_single(args, kw, shape, fname, &c) || pyte_check_hint(CORE(self), c.hint)) {
+    if (parse_single(self, args, kw, shape, fname, &c) || pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -203,7 +205,8 @@ static PyObject *sync_batch(PyObject *self, PyObject *args, PyObject *kw, enum s
 {
     call c;
     int mismatch = 0, rc = -1;
-    if (parse_batch(args, kw, shape, fname, &c, &mismatch) || pyte_check_hint(CORE(self), c.hint)) {
+    if (parse_batch(self, args, kw, shape, fname, &c, &mismatch) ||
+        pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -224,7 +227,8 @@ static PyObject *async_batch(PyObject *self, PyObject *args, PyObject *kw, enum 
     call c;
     int mismatch = 0;
     uint64_t id = 0;
-    if (parse_batch(args, kw, shape, fname, &c, &mismatch) || pyte_check_hint(CORE(self), c.hint)) {
+    if (parse_batch(self, args, kw, shape, fname, &c, &mismatch) ||
+        pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
     }
@@ -243,48 +247,48 @@ static PyObject *async_batch(PyObject *self, PyObject *args, PyObject *kw, enum 
 
 #define ARGS PyObject *self, PyObject *args, PyObject *kw
 
-static PyObject *m_transfer_sync_write(ARGS)
+PyObject *pyte_m_transfer_sync_write(ARGS)
 {
     return sync_single(self, args, kw, FIXED, TE_OP_WRITE, "transfer_sync_write");
 }
-static PyObject *m_transfer_sync_read(ARGS)
+PyObject *pyte_m_transfer_sync_read(ARGS)
 {
     return sync_single(self, args, kw, FIXED, TE_OP_READ, "transfer_sync_read");
 }
-static PyObject *m_transfer_sync(ARGS)
+PyObject *pyte_m_transfer_sync(ARGS)
 {
     return sync_single(self, args, kw, NOTIFY, 0, "transfer_sync");
 }
-static PyObject *m_batch_transfer_sync_write(ARGS)
+PyObject *pyte_m_batch_transfer_sync_write(ARGS)
 {
     return sync_batch(self, args, kw, FIXED, TE_OP_WRITE, "batch_transfer_sync_write");
 }
-static PyObject *m_batch_transfer_sync_read(ARGS)
+PyObject *pyte_m_batch_transfer_sync_read(ARGS)
 {
     return sync_batch(self, args, kw, FIXED, TE_OP_READ, "batch_transfer_sync_read");
 }
-static PyObject *m_batch_transfer_sync(ARGS)
+PyObject *pyte_m_batch_transfer_sync(ARGS)
 {
     return sync_batch(self, args, kw, NOTIFY, 0, "batch_transfer_sync");
 }
-static PyObject *m_batch_transfer_async_write(ARGS)
+PyObject *pyte_m_batch_transfer_async_write(ARGS)
 {
     return async_batch(self, args, kw, FIXED, TE_OP_WRITE, "batch_transfer_async_write");
 }
-static PyObject *m_batch_transfer_async_read(ARGS)
+PyObject *pyte_m_batch_transfer_async_read(ARGS)
 {
     return async_batch(self, args, kw, FIXED, TE_OP_READ, "batch_transfer_async_read");
 }
-static PyObject *m_batch_transfer_async(ARGS)
+PyObject *pyte_m_batch_transfer_async(ARGS)
 {
     return async_batch(self, args, kw, OPCODE, 0, "batch_transfer_async");
 }
 
-static PyObject *m_transfer_submit_write(ARGS)
+PyObject *pyte_m_transfer_submit_write(ARGS)
 {
     call c;
     uint64_t id;
-    if (parse_single(args, kw, FIXED, "transfer_submit_write", &c) ||
+    if (parse_single(self, args, kw, FIXED, "transfer_submit_write", &c) ||
         pyte_check_hint(CORE(self), c.hint)) {
         call_free(&c);
         return NULL;
@@ -319,7 +323,7 @@ static int check_status(te_engine *e, uint64_t id)
     }
 }
 
-static PyObject *m_transfer_check_status(ARGS)
+PyObject *pyte_m_transfer_check_status(ARGS)
 {
     static char *kwlist[] = {"batch_id", NULL};
     PyObject *o;
@@ -362,7 +366,7 @@ static int wait_all(te_engine *e, uint64_t *ids, size_t n)
     return failed ? -1 : 0;
 }
 
-static PyObject *m_get_batch_transfer_status(ARGS)
+PyObject *pyte_m_get_batch_transfer_status(ARGS)
 {
     static char *kwlist[] = {"batch_ids", NULL};
     PyObject *o;
@@ -387,71 +391,3 @@ static PyObject *m_get_batch_transfer_status(ARGS)
     PyMem_RawFree(ids);
     return PyLong_FromLong(rc);
 }
-
-/* ---- table ---------------------------------------------------------------------- */
-
-#define KWM(name, doc) {#name, (PyCFunction)(void (*)(void))m_##name, METH_VARARGS | METH_KEYWORDS, doc}
-#define SYNC_RET "Returns 0 on success, -1 on failure (timeout: MC_TRANSFER_TIMEOUT seconds\n" \
-                 "plus 1 ns per byte)."
-#define ASYNC_RET "Returns a batch id for get_batch_transfer_status(), or 0 on failure."
-/* transport_hint (every transfer method): '' lets the engine choose per
- * request; a transport name pins it (docs/transports.md); an unknown name
- * raises ValueError. */
-
-PyMethodDef pyte_transfer_methods[] = {
-    KWM(transfer_sync_write,
-        "transfer_sync_write($self, /, target_hostname, buffer, peer_buffer_address, length,\n"
-        "                    transport_hint='')\n--\n\n"
-        "Writes `length` bytes at local address `buffer` to `peer_buffer_address` in the\n"
-        "segment `target_hostname`.  " SYNC_RET),
-    KWM(transfer_sync_read,
-        "transfer_sync_read($self, /, target_hostname, buffer, peer_buffer_address, length,\n"
-        "                   transport_hint='')\n--\n\n"
-        "Reads `length` bytes at `peer_buffer_address` of segment `target_hostname` into\n"
-        "local address `buffer`.  " SYNC_RET),
-    KWM(transfer_sync,
-        "transfer_sync($self, /, target_hostname, buffer, peer_buffer_address, length, opcode,\n"
-        "              notify=None, transport_hint='')\n--\n\n"
-        "One transfer in direction `opcode` (TransferOpcode); with a TransferNotify, the\n"
-        "target receives it once the transfer has completed.  " SYNC_RET),
-    KWM(transfer_submit_write,
-        "transfer_submit_write($self, /, target_hostname, buffer, peer_buffer_address, length,\n"
-        "                      transport_hint='')\n--\n\n"
-        "Starts one write and returns its batch id for transfer_check_status(), or -1\n"
-        "on failure."),
-    KWM(transfer_check_status,
-        "transfer_check_status($self, /, batch_id)\n--\n\n"
-        "State of a transfer_submit_write(): 1 completed, 0 in progress, -1 failed (also\n"
-        "for an unknown id), -2 timed out.  The batch id is freed on 1 and -1."),
-    KWM(batch_transfer_sync_write,
-        "batch_transfer_sync_write($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                          lengths, transport_hint='')\n--\n\n"
-        "Writes each buffers[i] to peer_buffer_addresses[i] (lengths[i] bytes), as one\n"
-        "batch.  " SYNC_RET "  Lists of different lengths give -1."),
-    KWM(batch_transfer_sync_read,
-        "batch_transfer_sync_read($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                         lengths, transport_hint='')\n--\n\n"
-        "Reads each peer_buffer_addresses[i] into buffers[i] (lengths[i] bytes), as one\n"
-        "batch.  " SYNC_RET "  Lists of different lengths give -1."),
-    KWM(batch_transfer_sync,
-        "batch_transfer_sync($self, /, target_hostname, buffers, peer_buffer_addresses, lengths,\n"
-        "                    opcode, notify=None, transport_hint='')\n--\n\n"
-        "A batch in direction `opcode`, then the optional TransferNotify.  " SYNC_RET),
-    KWM(batch_transfer_async_write,
-        "batch_transfer_async_write($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                           lengths, transport_hint='')\n--\n\n"
-        "Starts a batch of writes.  " ASYNC_RET),
-    KWM(batch_transfer_async_read,
-        "batch_transfer_async_read($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                          lengths, transport_hint='')\n--\n\n"
-        "Starts a batch of reads.  " ASYNC_RET),
-    KWM(batch_transfer_async,
-        "batch_transfer_async($self, /, target_hostname, buffers, peer_buffer_addresses,\n"
-        "                     lengths, opcode, transport_hint='')\n--\n\n"
-        "Starts a batch in direction `opcode`.  " ASYNC_RET),
-    KWM(get_batch_transfer_status,
-        "get_batch_transfer_status($self, /, batch_ids)\n--\n\n"
-        "Waits (sleeping, GIL released) until every batch has completed, one fails or\n"
-        "its deadline passes, and frees every given batch id once.  Returns 0 if all\n"
-        "completed, -1 otherwise (also for an unknown id)."),
-    {0}};
