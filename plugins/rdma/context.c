@@ -245,6 +245,12 @@ static int open_ctx(rdma_inst *in, struct ibv_device *dev, rdma_ctx *c, char *wh
         snprintf(why, why_len, "cannot open the device: %s", strerror(errno));
         return -1;
     }
+    /* The watchdog polls the device's events; it must never block on them. */
+    int fl = fcntl(c->verbs->async_fd, F_GETFL);
+    if (fl < 0 || fcntl(c->verbs->async_fd, F_SETFL, fl | O_NONBLOCK)) {
+        snprintf(why, why_len, "cannot make the event channel non-blocking: %s", strerror(errno));
+        return -1;
+    }
     struct ibv_device_attr da;
     if (ibv_query_device(c->verbs, &da)) {
         snprintf(why, why_len, "cannot query the device");
@@ -271,6 +277,40 @@ static int open_ctx(rdma_inst *in, struct ibv_device *dev, rdma_ctx *c, char *wh
         return -1;
     }
     return 0;
+}
+
+static void set_port_down(rdma_ctx *c, bool down, const char *event)
+{
+    rdma_inst *in = c->inst;
+    if (atomic_exchange(&c->port_down, down) == down)
+        return;
+    atomic_fetch_add(&in->ports_down, down ? 1 : -1);
+    if (down)
+        RLOG(in, TE_LOG_WARN,
+             "%s port %d: %s; its endpoints are reset and its work moves to other NICs or "
+             "transports until the port is active again",
+             c->name, c->port, event);
+    else
+        RLOG(in, TE_LOG_INFO, "%s port %d: %s; the NIC is used again", c->name, c->port, event);
+}
+
+void rdma_ctx_read_events(rdma_ctx *c)
+{
+    struct ibv_async_event ev;
+    while (c->verbs && !ibv_get_async_event(c->verbs, &ev)) {
+        enum ibv_event_type type = ev.event_type;
+        bool ours = (type != IBV_EVENT_PORT_ERR && type != IBV_EVENT_PORT_ACTIVE) ||
+                    ev.element.port_num == c->port;
+        ibv_ack_async_event(&ev);
+        if (!ours)
+            continue;
+        if (type == IBV_EVENT_PORT_ERR || type == IBV_EVENT_DEVICE_FATAL)
+            set_port_down(c, true, ibv_event_type_str(type));
+        else if (type == IBV_EVENT_PORT_ACTIVE)
+            set_port_down(c, false, ibv_event_type_str(type));
+        else
+            RLOG(c->inst, TE_LOG_DEBUG, "%s: event %s", c->name, ibv_event_type_str(type));
+    }
 }
 
 static void close_ctx(rdma_ctx *c)

@@ -279,11 +279,19 @@ static rdma_ep *route_one(rdma_inst *in, te_slice *s, int64_t now, int *err)
     bool retry = attempt > 0 && slice_rail(s, &failed.local, &failed.peer);
     rail_query q = {.in = in, .peer = p, .now = now};
     uint64_t seq = atomic_fetch_add(&in->seq, 1);
-    if (rdma_sched_path_rails(m->nics, m->nnics, m->npref, in->usable, b->nics, b->nnics,
+    bool up[RDMA_MAX_CTX];
+    const bool *usable = in->usable;
+    if (atomic_load_explicit(&in->ports_down, memory_order_relaxed) > 0) {
+        for (int c = 0; c < in->nctx; c++)
+            up[c] = in->usable[c] && !atomic_load(&in->ctxs[c].port_down);
+        usable = up;
+    }
+    if (rdma_sched_path_rails(m->nics, m->nnics, m->npref, usable, b->nics, b->nnics,
                               b->npref, seq, attempt, retry ? &failed : NULL,
                               in->cfg.rail_pause_s ? rail_paused : NULL, &q, &path) ||
         path.local >= p->nctx) {
-        *err = rdma_fail(TE_ERR_DEVICE_NOT_FOUND, "no usable NIC pair for this slice");
+        *err = rdma_fail(TE_ERR_DEVICE_NOT_FOUND, "no usable NIC pair for this slice%s",
+                         usable == up ? " (a port is down)" : "");
         return NULL;
     }
     slice_set_route(s, b->rkey[path.peer], attempt, path.local, path.peer);
@@ -596,15 +604,29 @@ static rdma_ep **snapshot_eps(rdma_ctx *ctx, int *n)
     return eps;
 }
 
+/* An endpoint on a port that is down (ep->lock held): slices on the wire
+ * flush back as errors and waiting ones leave, so that both are routed
+ * again (to another NIC, or back to the core to fail over). */
+static void drain_ep_locked(rdma_ep *ep, slice_list *failed)
+{
+    if (ep->qps)
+        rdma_ep_reset_locked(ep, "its port is down");
+    slice_list_append(failed, &ep->pending);
+}
+
 static void scan(rdma_inst *in)
 {
     int64_t now = rdma_host_api->now_ns();
     slice_list expired = {0}, failed = {0};
     for (int c = 0; c < in->nctx; c++) {
         int n;
+        rdma_ctx_read_events(&in->ctxs[c]);
+        bool down = atomic_load(&in->ctxs[c].port_down);
         rdma_ep **eps = snapshot_eps(&in->ctxs[c], &n);
         for (int i = 0; i < n; i++) {
             pthread_mutex_lock(&eps[i]->lock);
+            if (down)
+                drain_ep_locked(eps[i], &failed);
             check_ep_locked(eps[i], now, &expired, &failed);
             pthread_mutex_unlock(&eps[i]->lock);
         }

@@ -101,6 +101,9 @@ typedef struct rdma_ctx {
     int ring_cap;
     int ep_hand;
     atomic_int qp_eps;
+    /* Set by IBV_EVENT_PORT_ERR (or DEVICE_FATAL), cleared by PORT_ACTIVE:
+     * routing skips the context meanwhile (rdma_ctx_read_events). */
+    atomic_bool port_down;
 } rdma_ctx;
 
 /* A snapshot of a context's GID: what one handshake sends and connects with. */
@@ -194,6 +197,7 @@ typedef struct rdma_inst {
     int nctx;
     rdma_ctx *ctxs;
     bool usable[RDMA_MAX_CTX];
+    atomic_int ports_down; /* contexts with port_down set */
     char *matrix;     /* our priority matrix, JSON text */
     atomic_uint_fast64_t seq;
     atomic_long held; /* slices taken and not yet reported */
@@ -266,6 +270,10 @@ rdma_gid_sel rdma_ctx_gid(rdma_ctx *c);
  * rdma_gid_reprobe_due allows it, re-reads the table and switches to a better
  * entry (logged).  Connected QPs keep theirs; new handshakes use the new one. */
 void rdma_ctx_gid_reprobe(rdma_ctx *c);
+/* Reads the device's pending asynchronous events without blocking and
+ * keeps c->port_down (and in->ports_down) in step with the port's state;
+ * logs each change.  Called from the watchdog only. */
+void rdma_ctx_read_events(rdma_ctx *c);
 
 /* memory.c */
 int rdma_register(void *inst, void *addr, size_t length, const char *location, void **mr);

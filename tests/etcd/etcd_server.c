@@ -177,7 +177,7 @@ static bool healthy(const etcd_test_cluster *c, int i)
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 1000L);
     curl_easy_setopt(h, CURLOPT_PROXY, "");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)body); /* an array trips curl's type check */
     CURLcode cc = curl_easy_perform(h);
     curl_easy_cleanup(h);
     return cc == CURLE_OK && strstr(body, "\"health\":\"true\"");

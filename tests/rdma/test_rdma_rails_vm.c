@@ -103,7 +103,7 @@ typedef struct sample {
 
 static unsigned long long netdev_stat(const char *dev, const char *name)
 {
-    char path[160];
+    char path[256];
     snprintf(path, sizeof path, "/sys/class/net/%s/statistics/%s", dev, name);
     FILE *f = fopen(path, "r");
     unsigned long long v = 0;
