@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <link.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,4 +102,42 @@ int cudl_sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_le
     }
     memcpy(fn_ptr, &f, sizeof f); /* ISO C has no cast from void * to a function pointer */
     return 1;
+}
+
+/* From cuda.h (stable driver ABI since CUDA 9.2). */
+#define CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
+#define CU_POINTER_ATTRIBUTE_IS_MANAGED 8
+#define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
+#define CU_MEMORYTYPE_DEVICE 2
+
+/* The driver API rather than libcudart's cudaPointerGetAttributes, whose
+ * struct layout changed across versions and which leaves a sticky "last
+ * error" the application would see later. */
+cudl_pointer_attr_fn cudl_pointer_attr(void)
+{
+    static _Atomic(cudl_pointer_attr_fn) cached;
+    cudl_pointer_attr_fn get = atomic_load_explicit(&cached, memory_order_acquire);
+    if (get)
+        return get;
+    void *lib = cudl_loaded_driver();
+    if (!lib || !cudl_sym(lib, "cuPointerGetAttribute", &get, NULL, 0))
+        return NULL;
+    atomic_store_explicit(&cached, get, memory_order_release); /* every thread stores the same */
+    return get;
+}
+
+int cudl_device_ordinal(cudl_pointer_attr_fn get, const void *addr)
+{
+    unsigned int type = 0, managed = 0;
+    int ordinal = -1;
+    unsigned long long p = (unsigned long long)(uintptr_t)addr;
+    /* Host memory unknown to CUDA fails the first call. */
+    if (!get || get(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, p) != 0 ||
+        type != CU_MEMORYTYPE_DEVICE)
+        return -1;
+    if (get(&managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, p) == 0 && managed)
+        return -1;
+    if (get(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p) != 0 || ordinal < 0)
+        return -1;
+    return ordinal;
 }

@@ -26,6 +26,16 @@ void *cudl_open_driver(int load, char *why, size_t why_len);
  * for the process once found. */
 void *cudl_loaded_driver(void);
 
+/* cuPointerGetAttribute of the driver the process has already loaded
+ * (cudl_loaded_driver: never loads CUDA), NULL while none is.  Kept once found. */
+typedef int (*cudl_pointer_attr_fn)(void *data, int attribute, unsigned long long ptr);
+cudl_pointer_attr_fn cudl_pointer_attr(void);
+
+/* The one answer to "is this GPU memory" for the whole engine: the ordinal
+ * of plain device memory at addr, else -1 (host memory unknown to CUDA,
+ * managed memory, which lives wherever it was last touched, or no driver). */
+int cudl_device_ordinal(cudl_pointer_attr_fn get, const void *addr);
+
 /* dlsym into the function pointer at fn_ptr; 0, and why in `why` (may be
  * NULL), if lib lacks it. */
 int cudl_sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len);

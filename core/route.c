@@ -56,33 +56,22 @@ void te_route_order(const te_route_in *in, te_route *out)
 
 /* ---- where local memory lives ------------------------------------------------ */
 
-typedef int (*cu_pointer_get_attribute_fn)(void *data, int attribute, unsigned long long ptr);
-
-/* From cuda.h (stable driver ABI). */
-#define CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
-#define CU_POINTER_ATTRIBUTE_IS_MANAGED 8
-#define CU_MEMORYTYPE_DEVICE 2
-
-/* The driver's pointer query, once the process has loaded CUDA (the driver
- * stays loaded: the loader keeps its handle).  Until then the answer is
- * "host", re-checked at most every 100 ms, so a CPU-only process pays one
- * clock read per request and never a system call. */
-static cu_pointer_get_attribute_fn pointer_query(void)
+/* The driver's pointer query once the process has loaded CUDA.  Until
+ * then the answer is "host", looked for again at most every 100 ms, so a
+ * CPU-only process pays one clock read per request. */
+static cudl_pointer_attr_fn pointer_query(void)
 {
-    static _Atomic(void *) fn;
     static _Atomic int64_t next_check_ns;
-    void *f = atomic_load_explicit(&fn, memory_order_acquire);
-    if (f)
-        return (cu_pointer_get_attribute_fn)(uintptr_t)f;
+    static _Atomic bool found;
+    if (atomic_load_explicit(&found, memory_order_acquire))
+        return cudl_pointer_attr();
     int64_t now = te_now_ns();
     if (now < atomic_load_explicit(&next_check_ns, memory_order_relaxed))
         return NULL;
     atomic_store_explicit(&next_check_ns, now + 100000000, memory_order_relaxed);
-    void *lib = cudl_open_driver(0, NULL, 0);
-    cu_pointer_get_attribute_fn get = NULL;
-    if (!lib || !cudl_sym(lib, "cuPointerGetAttribute", &get, NULL, 0))
-        return NULL;
-    atomic_store_explicit(&fn, (void *)(uintptr_t)get, memory_order_release);
+    cudl_pointer_attr_fn get = cudl_pointer_attr();
+    if (get)
+        atomic_store_explicit(&found, true, memory_order_release);
     return get;
 }
 
@@ -90,16 +79,7 @@ bool te_route_local_device(const te_region *pin, const void *addr)
 {
     if (pin)
         return te_location_is_device(pin->location);
-    cu_pointer_get_attribute_fn get = pointer_query();
-    if (!get)
-        return false;
-    unsigned int type = 0, managed = 0;
-    unsigned long long p = (unsigned long long)(uintptr_t)addr;
-    /* Host memory unknown to CUDA fails the query; managed memory is
-     * host-accessible, as topology_memloc.c treats it. */
-    if (get(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, p) != 0 || type != CU_MEMORYTYPE_DEVICE)
-        return false;
-    return get(&managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, p) != 0 || !managed;
+    return cudl_device_ordinal(pointer_query(), addr) >= 0;
 }
 
 /* ---- the engine's view ------------------------------------------------------- */
