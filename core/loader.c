@@ -77,12 +77,16 @@ _Static_assert(sizeof(te_metadata_ops) == METADATA_OPS_1_0, "ABI 1.0 te_metadata
 _Static_assert(sizeof(te_plugin_desc) == PLUGIN_DESC_1_0, "ABI 1.0 te_plugin_desc changed");
 _Static_assert(sizeof(te_slice) == 96, "ABI 1.0 te_slice changed");
 /* The host table of ABI 1.0 ends with max_connections_per_peer (22
- * services); 1.1 appended the three CUDA services and host_identity.
+ * services); 1.1 appended the three CUDA services and host_identity, 1.2
+ * cuda_device_of.
  * Members only ever go at the end, with a minor bump. */
 #define HOST_API_1_0 (offsetof(te_host_api, max_connections_per_peer) + sizeof(void *))
 _Static_assert(HOST_API_1_0 == 8 + 22 * sizeof(void *), "ABI 1.0 te_host_api changed");
 _Static_assert(offsetof(te_host_api, cuda_runtime) == HOST_API_1_0, "ABI 1.1 must extend 1.0");
-_Static_assert(sizeof(te_host_api) == 8 + 26 * sizeof(void *), "ABI 1.1 te_host_api changed");
+#define HOST_API_1_1 (offsetof(te_host_api, host_identity) + sizeof(void *))
+_Static_assert(HOST_API_1_1 == 8 + 26 * sizeof(void *), "ABI 1.1 te_host_api changed");
+_Static_assert(offsetof(te_host_api, cuda_device_of) == HOST_API_1_1, "ABI 1.2 must extend 1.1");
+_Static_assert(sizeof(te_host_api) == 8 + 27 * sizeof(void *), "ABI 1.2 te_host_api changed");
 
 static void fill_transport(te_transport_ops *dst, const te_transport_ops *src)
 {

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define TE_PLUGIN_ABI_MAJOR 1
-#define TE_PLUGIN_ABI_MINOR 1
+#define TE_PLUGIN_ABI_MINOR 2
 
 /* The one symbol a plugin exports, and its type. */
 #define TE_PLUGIN_INIT_SYMBOL "te_plugin_init"
@@ -177,6 +177,14 @@ typedef struct te_host_api {
      * equal share a kernel (and a pid namespace).  0, or -1 when the boot id
      * cannot be read. */
     int (*host_identity)(int with_pid_namespace, char *out, size_t out_len);
+
+    /* ---- ABI 1.2: check TE_HOST_HAS(host, member) before use ---- */
+    /* The engine's one answer to "is this GPU memory, which device": the
+     * ordinal of plain device memory at addr, or -1 for host memory, managed
+     * memory (readable by the CPU), or while the process has not loaded the
+     * CUDA driver.  Never loads CUDA itself; thread-safe; cheap enough to
+     * call on every registration or slice. */
+    int (*cuda_device_of)(const void *addr);
 } te_host_api;
 
 enum te_host_metric {

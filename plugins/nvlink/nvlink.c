@@ -195,8 +195,18 @@ TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_des
 {
     if (!host || !desc)
         return TE_ERR_INVALID_ARGUMENT;
-    if (host->abi_major != TE_PLUGIN_ABI_MAJOR || !TE_HOST_HAS(host, host_identity))
-        return TE_ERR_PLUGIN; /* needs the core's CUDA and identity services (ABI 1.1) */
+    if (host->abi_major != TE_PLUGIN_ABI_MAJOR)
+        return TE_ERR_PLUGIN;
+    /* Needs the core's CUDA and identity services (1.1) and its answer to
+     * "which GPU holds this memory" (cuda_device_of, 1.2). */
+    if (!TE_HOST_HAS(host, cuda_device_of)) {
+        host->log(NULL, TE_LOG_ERROR, "nvlink",
+                  "needs an engine core of plugin ABI >= 1.2 (host service cuda_device_of); "
+                  "this core is %u.%u", (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        host->set_error("nvlink needs plugin ABI >= 1.2 (cuda_device_of), core is %u.%u",
+                        (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        return TE_ERR_PLUGIN;
+    }
     nvl_host = host;
     *desc = &nvl_desc;
     return 0;

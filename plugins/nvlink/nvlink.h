@@ -48,7 +48,6 @@ typedef struct nvl_cuda {
     cudaError_t (*device_get_pci_bus_id)(char *id, int len, int dev);
     cudaError_t (*device_get_by_pci_bus_id)(int *dev, const char *id);
     /* Driver API (libcuda.so.1, loaded by the runtime). */
-    CUresult (*cu_pointer_get_attribute)(void *data, CUpointer_attribute attr, CUdeviceptr p);
     CUresult (*cu_mem_get_address_range)(CUdeviceptr *base, size_t *size, CUdeviceptr p);
 } nvl_cuda;
 

@@ -1,6 +1,7 @@
 /* nvlink_cuda.c - the CUDA runtime and driver calls of the transport, looked
  * up once per process in the libraries the core opens for every plugin (the
- * host table's cuda_* services, ABI 1.1).  Nothing here is linked. */
+ * host table's cuda_* services, ABI 1.1); which device holds a pointer is the
+ * core's answer (cuda_device_of, ABI 1.2).  Nothing here is linked. */
 #include <stdio.h>
 
 #include "nvlink.h"
@@ -40,8 +41,7 @@ static bool load_driver_symbols(char *why, size_t n)
 {
     int (*sym)(void *, const char *, void *, char *, size_t) = nvl_host->cuda_symbol;
     void *drv = nvl_host->cuda_driver(1, why, n);
-    return drv && sym(drv, "cuPointerGetAttribute", &nvl_cu.cu_pointer_get_attribute, why, n) &&
-           sym(drv, "cuMemGetAddressRange_v2", &nvl_cu.cu_mem_get_address_range, why, n);
+    return drv && sym(drv, "cuMemGetAddressRange_v2", &nvl_cu.cu_mem_get_address_range, why, n);
 }
 
 static int count_devices(int *ndev, char *why, size_t why_len)
@@ -87,21 +87,12 @@ const char *nvl_cuda_error(cudaError_t err)
     return s ? s : "unknown CUDA error";
 }
 
+/* The core's answer (ABI 1.2 cuda_device_of, required at init): one
+ * definition of device / managed / ordinal for the whole engine.  The driver
+ * is in the process by now (nvl_cuda_init loaded it), so the core sees it. */
 int nvl_cuda_device_of(const void *p)
 {
-    CUdeviceptr dp = (CUdeviceptr)(uintptr_t)p;
-    unsigned int type = 0, managed = 0;
-    int ordinal = -1;
-    if (nvl_cu.cu_pointer_get_attribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, dp) != CUDA_SUCCESS ||
-        type != CU_MEMORYTYPE_DEVICE)
-        return -1;
-    if (nvl_cu.cu_pointer_get_attribute(&managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, dp) ==
-            CUDA_SUCCESS && managed)
-        return -1;
-    if (nvl_cu.cu_pointer_get_attribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, dp) !=
-        CUDA_SUCCESS)
-        return -1;
-    return ordinal;
+    return nvl_host->cuda_device_of(p);
 }
 
 int nvl_cuda_alloc_range(const void *p, uint64_t *base, uint64_t *size)

@@ -28,10 +28,6 @@ typedef void *cuda_event;
 #define CUDA_EVENT_FLAGS 0x3 /* BlockingSync | DisableTiming */
 #define CUDA_HOST_REGISTER_PORTABLE 0x1
 #define CUDA_STREAM_LEGACY ((cuda_stream)0x1)
-#define CU_ATTR_MEMORY_TYPE 2
-#define CU_ATTR_IS_MANAGED 8
-#define CU_ATTR_DEVICE_ORDINAL 9
-#define CU_MEMORYTYPE_DEVICE 2
 
 #define CHUNK (1u << 20)
 #define MAX_DEV 64
@@ -45,7 +41,6 @@ char tcp_cuda_shadow_tag;
 /* ---- the CUDA libraries (process-wide) ------------------------------------------ */
 
 static struct {
-    int (*pointer_attr)(void *data, int attr, unsigned long long ptr); /* driver */
     cuda_err (*set_device)(int dev);
     cuda_err (*get_last_error)(void);
     const char *(*error_string)(cuda_err err);
@@ -78,17 +73,15 @@ static bool probe_driver(unsigned long long adds)
 {
     pthread_mutex_lock(&cu_lock);
     if (!atomic_load(&driver_seen)) {
-        /* Only if loaded: never load it here.  A core older than ABI 1.1
-         * offers no CUDA services: GPU memory then stays unsupported. */
-        void *h = TE_HOST_HAS(tcp_host_api, cuda_symbol) ? tcp_host_api->cuda_driver(0, NULL, 0)
-                                                         : NULL;
-        if (h && tcp_host_api->cuda_symbol(h, "cuPointerGetAttribute", &cu.pointer_attr, NULL, 0)) {
+        /* Only if loaded: never load it here.  A core older than ABI 1.2
+         * cannot say which memory is the GPU's (cuda_device_of): GPU memory
+         * then stays unsupported, as on a 1.0 core without CUDA services. */
+        void *h = TE_HOST_HAS(tcp_host_api, cuda_device_of) ? tcp_host_api->cuda_driver(0, NULL, 0)
+                                                            : NULL;
+        if (h)
             atomic_store(&driver_seen, true); /* the handle stays open */
-        } else {
-            if (h)
-                dlclose(h);
+        else
             atomic_store(&absent_at, adds);
-        }
     }
     pthread_mutex_unlock(&cu_lock);
     return atomic_load(&driver_seen);
@@ -109,23 +102,15 @@ bool tcp_cuda_possible(void)
     return probe_driver(adds);
 }
 
-/* The driver is asked, not the runtime: its ABI is stable, it loads
- * nothing new, and it leaves no sticky error for the application. */
+/* The core answers (ABI 1.2 cuda_device_of, the same answer the topology
+ * and the route use); tcp_cuda_possible() first keeps host memory in a
+ * process without the driver at one cheap check. */
 int tcp_cuda_device(const void *p)
 {
     if (!p || !tcp_cuda_possible())
         return -1;
-    unsigned long long dp = (unsigned long long)(uintptr_t)p;
-    unsigned int type = 0, managed = 0;
-    int ordinal = -1;
-    if (cu.pointer_attr(&type, CU_ATTR_MEMORY_TYPE, dp) != 0 || type != CU_MEMORYTYPE_DEVICE)
-        return -1;
-    if (cu.pointer_attr(&managed, CU_ATTR_IS_MANAGED, dp) == 0 && managed)
-        return -1; /* managed memory is readable by the CPU: the host path works */
-    if (cu.pointer_attr(&ordinal, CU_ATTR_DEVICE_ORDINAL, dp) != 0 || ordinal < 0 ||
-        ordinal >= MAX_DEV)
-        return -1;
-    return ordinal;
+    int ordinal = tcp_host_api->cuda_device_of(p);
+    return ordinal >= 0 && ordinal < MAX_DEV ? ordinal : -1;
 }
 
 static void load_runtime(void)

@@ -111,6 +111,12 @@ static int h_host_identity(int with_pid_namespace, char *out, size_t len)
     return 0;
 }
 
+/* As core/host.c wires it: the loader's one answer. */
+static int h_cuda_device_of(const void *addr)
+{
+    return cudl_device_ordinal(cudl_pointer_attr(), addr);
+}
+
 static const te_host_api host_api = {
     .size = sizeof(te_host_api),
     .abi_major = TE_PLUGIN_ABI_MAJOR,
@@ -124,6 +130,7 @@ static const te_host_api host_api = {
     .cuda_driver = cudl_open_driver,
     .cuda_symbol = cudl_sym,
     .host_identity = h_host_identity,
+    .cuda_device_of = h_cuda_device_of,
 };
 
 /* The plugin's init function, from the build tree. */
@@ -181,6 +188,23 @@ START_TEST(plugin_refuses_host_without_cuda_services)
     old.abi_minor = 0;
     const te_plugin_desc *d = NULL;
     ck_assert_int_eq(init(&old, &d), TE_ERR_PLUGIN);
+    ck_assert_int_eq(init(&host_api, &d), 0);
+}
+END_TEST
+
+/* ... and a 1.1 table (without cuda_device_of) too, with an error naming
+ * the ABI it needs. */
+START_TEST(plugin_refuses_host_without_cuda_device_of)
+{
+    te_plugin_init_fn init = plugin_init_fn();
+    te_host_api old = host_api;
+    old.size = (uint32_t)offsetof(te_host_api, cuda_device_of); /* the 1.1 table */
+    old.abi_minor = 1;
+    const te_plugin_desc *d = NULL;
+    last_error[0] = '\0';
+    ck_assert_int_eq(init(&old, &d), TE_ERR_PLUGIN);
+    ck_assert_msg(strstr(last_error, "ABI >= 1.2") && strstr(last_error, "core is 1.1"),
+                  "error: %s", last_error);
     ck_assert_int_eq(init(&host_api, &d), 0);
 }
 END_TEST
@@ -255,6 +279,7 @@ int main(void)
 #ifdef TE_NVLINK_BUILT
     tcase_add_test(plugin, plugin_reports_no_device_without_gpu);
     tcase_add_test(plugin, plugin_refuses_host_without_cuda_services);
+    tcase_add_test(plugin, plugin_refuses_host_without_cuda_device_of);
     tcase_add_test(plugin, plugin_without_cuda_runtime_reports_no_device);
 #else
     printf("note: libte_nvlink.so is not built here (no CUDA toolkit); plugin checks left out\n");

@@ -2,7 +2,9 @@
  * abi_plugin.c - one test transport built several ways by sdk_test.sh against
  * the installed headers (or the frozen ABI 1.0 header) to pin the loader's
  * versioning rules.  -DPLUGIN_NAME="..." and one -DVARIANT_*:
- *   VARIANT_CURRENT     built for the installed header's ABI
+ *   VARIANT_CURRENT     built for the installed header's ABI; checks at init
+ *                       that the host table has that ABI's members (1.2:
+ *                       cuda_device_of)
  *   VARIANT_FROZEN_1_0  built against tests/sdk/abi/plugin_abi_1_0.h
  *   VARIANT_NEWER       claims the next minor; its desc and ops tables are
  *                       bigger, with a trailing member the core does not know
@@ -10,6 +12,7 @@
  *   VARIANT_SHORT_DESC  a descriptor smaller than ABI 1.0's (refused)
  *   VARIANT_MAJOR       built for the next ABI major (refused)
  */
+#include <stddef.h>
 #include <string.h>
 
 #ifdef VARIANT_FROZEN_1_0
@@ -101,8 +104,28 @@ static const te_plugin_desc desc = {
 #define DESC (&desc)
 #endif
 
+#ifdef VARIANT_CURRENT
+/* Built for this header, so the core's table has every member it names:
+ * the 1.2 cuda_device_of is there, at its place, and calls CUDA host memory
+ * (a process without the CUDA driver holds no device memory). */
+static int host_table_complete(const te_host_api *host)
+{
+    static int host_memory;
+    return host->abi_minor >= TE_PLUGIN_ABI_MINOR && host->size >= sizeof(te_host_api) &&
+           TE_HOST_HAS(host, host_identity) && TE_HOST_HAS(host, cuda_device_of) &&
+           offsetof(te_host_api, cuda_device_of) ==
+               offsetof(te_host_api, host_identity) + sizeof(void *) &&
+           host->cuda_device_of && host->cuda_device_of(&host_memory) == -1 &&
+           host->cuda_device_of(NULL) == -1;
+}
+#endif
+
 TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
 {
+#ifdef VARIANT_CURRENT
+    if (!host_table_complete(host))
+        return TE_ERR_PLUGIN; /* abi_check then reports sdkcurrent not loading */
+#endif
     g_host = host;
     *out = DESC;
     return 0;
