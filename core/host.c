@@ -135,8 +135,6 @@ static int read_first_line(const char *path, char *out, size_t len)
     return out[0] ? 0 : -1;
 }
 
-/* One kernel has one boot id; processes copy each other's memory by pid only
- * in one pid namespace; the hostname is there for people reading it. */
 /* ABI 1.2 cuda_device_of: the loader's answer, shared with the topology and
  * the route, so plugins no longer carry their own pointer-attribute code. */
 static int host_cuda_device_of(const void *addr)
@@ -144,6 +142,8 @@ static int host_cuda_device_of(const void *addr)
     return addr ? cudl_device_ordinal(cudl_pointer_attr(), addr) : -1;
 }
 
+/* One kernel has one boot id; processes copy each other's memory by pid only
+ * in one pid namespace; the hostname is there for people reading it. */
 static int host_identity(int with_pid_namespace, char *out, size_t len)
 {
     char boot[64], pidns[64] = "pid:?", name[256] = "";

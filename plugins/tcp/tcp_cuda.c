@@ -4,7 +4,6 @@
  * opened with dlopen on first need and never linked: a process that has not
  * loaded the CUDA driver holds no device pointers, which keeps host memory
  * at one cheap check per submit.  See docs/gpu.md. */
-#include <dlfcn.h>
 #include <link.h>
 #include <stdatomic.h>
 #include <stdio.h>
