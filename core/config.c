@@ -122,3 +122,20 @@ void te_config_load(te_config *cfg)
     cfg->max_batch_size = env_u64("MC_TE_MAX_BATCH_SIZE", 1u << 20, 1, 1u << 24);
     env_str("MC_AUTH_TOKEN", cfg->auth_token, sizeof cfg->auth_token);
 }
+
+/* PLACEHOLDER until the typed configuration service lands: no name is declared yet. */
+int te_config_host_int(struct te_host *host, const char *name, int64_t *out)
+{
+    (void)host;
+    (void)name;
+    (void)out;
+    return TE_ERR_INVALID_ARGUMENT;
+}
+
+int te_config_host_bool(struct te_host *host, const char *name, int *out)
+{
+    (void)host;
+    (void)name;
+    (void)out;
+    return TE_ERR_INVALID_ARGUMENT;
+}

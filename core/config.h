@@ -32,6 +32,11 @@ void te_config_load(te_config *cfg);
 int te_parse_bool(const char *s, bool *out);
 int te_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* Host services config_int and config_bool (see te_host_api). */
+struct te_host;
+int te_config_host_int(struct te_host *host, const char *name, int64_t *out);
+int te_config_host_bool(struct te_host *host, const char *name, int *out);
+
 /* Value of an environment variable, NULL when unset or empty. */
 const char *te_env(const char *name);
 

@@ -40,6 +40,12 @@ int cudl_device_ordinal(cudl_pointer_attr_fn get, const void *addr);
  * NULL), if lib lacks it. */
 int cudl_sym(void *lib, const char *name, void *fn_ptr, char *why, size_t why_len);
 
+/* Host service cuda_progress_wait (cuda_wait.c); see te_host_api. */
+#include <pthread.h>
+#include <stdint.h>
+void te_cuda_progress_wait(void *event, pthread_mutex_t *lock, pthread_cond_t *cond,
+                           int64_t backoff_ns, int64_t deadline_ns);
+
 #pragma GCC visibility pop
 
 #endif

@@ -24,6 +24,7 @@ typedef struct te_transport {
     const te_plugin *plugin;
     const te_transport_ops *ops;
     void *inst;
+    uint64_t slice_size; /* this instance's (TE_TRANSPORT_CTRL_SLICE_SIZE), else ops->slice_size */
 } te_transport;
 
 /* A resolved peer segment.  Replaced (not mutated) when refreshed; slices

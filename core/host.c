@@ -193,4 +193,7 @@ const te_host_api te_host_api_table = {
     .cuda_symbol = cudl_sym,
     .host_identity = host_identity,
     .cuda_device_of = host_cuda_device_of,
+    .config_int = te_config_host_int,
+    .config_bool = te_config_host_bool,
+    .cuda_progress_wait = te_cuda_progress_wait,
 };

@@ -95,7 +95,7 @@ static void plan_one(te_engine *e, const te_request *r, int hint, const char *hi
     if (rc)
         return plan_fail(p, rc);
     const te_transport *tr = &e->transports[p->route.order[0]];
-    uint64_t ss = tr->ops->slice_size;
+    uint64_t ss = tr->slice_size;
     p->slices = ss ? (r->length + ss - 1) / ss : 1;
 }
 
@@ -174,7 +174,7 @@ static size_t cut(te_engine *e, te_task *t, const te_request *r, int buf, core_s
 {
     int ti = t->route.order[0];
     const te_transport *tr = &e->transports[ti];
-    uint64_t ss = tr->ops->slice_size ? tr->ops->slice_size : r->length;
+    uint64_t ss = tr->slice_size ? tr->slice_size : r->length;
     size_t count = 0;
     for (uint64_t off = 0; off < r->length; off += ss, count++) {
         core_slice *c = &cs[count];
@@ -405,7 +405,7 @@ static slice_chunk *recut(core_slice *cs, uint64_t ss, size_t k)
 static void hand_over(te_engine *e, core_slice *cs)
 {
     te_transport *tr = &e->transports[cs->transport];
-    uint64_t ss = tr->ops->slice_size;
+    uint64_t ss = tr->slice_size;
     size_t k = ss && cs->pub.length > ss ? (size_t)((cs->pub.length + ss - 1) / ss) : 1;
     te_slice *one = &cs->pub, **ptrs = k > 1 ? malloc(k * sizeof *ptrs) : &one;
     slice_chunk *c = ptrs && k > 1 ? recut(cs, ss, k) : NULL;

@@ -109,6 +109,8 @@ static int add_transport(te_engine *e, const char *name, const char *device_filt
     rc = t->ops->create(&e->host, &params, &t->inst);
     if (rc)
         return te_fail(rc, "transport %s: create failed: %s", name, te_last_error());
+    if (t->ops->ctrl(t->inst, TE_TRANSPORT_CTRL_SLICE_SIZE, &t->slice_size))
+        t->slice_size = t->ops->slice_size;
     e->transport_count++;
     return 0;
 }

@@ -23,6 +23,7 @@
 #ifndef TE_PLUGIN_H
 #define TE_PLUGIN_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +35,7 @@ extern "C" {
 #endif
 
 #define TE_PLUGIN_ABI_MAJOR 1
-#define TE_PLUGIN_ABI_MINOR 2
+#define TE_PLUGIN_ABI_MINOR 3
 
 /* The one symbol a plugin exports, and its type. */
 #define TE_PLUGIN_INIT_SYMBOL "te_plugin_init"
@@ -185,6 +186,23 @@ typedef struct te_host_api {
      * CUDA driver.  Never loads CUDA itself; thread-safe; cheap enough to
      * call on every registration or slice. */
     int (*cuda_device_of)(const void *addr);
+
+    /* ---- ABI 1.3: check TE_HOST_HAS(host, member) before use ---- */
+    /* Typed configuration (docs/configuration.md lists every variable): the
+     * value of a variable the engine declares, or its default when unset.  A
+     * value of the wrong type or out of range is logged once and read as the
+     * default, alike for the core and every plugin.  Booleans take
+     * 1/0, true/false, yes/no, on/off, y/n.  TE_ERR_INVALID_ARGUMENT (and
+     * *out untouched) for a name the engine does not declare; `config`
+     * above still reads any name as text. */
+    int (*config_int)(te_host *host, const char *name, int64_t *out);
+    int (*config_bool)(te_host *host, const char *name, int *out);
+    /* The progress wait of a CUDA pipeline, called with `lock` held.  With
+     * an event (a cudaEvent_t of the core's runtime): unlocks, sleeps in the
+     * driver until the event completes, relocks.  Without: waits on `cond`
+     * for at most backoff_ns, and not past deadline_ns (0: no deadline). */
+    void (*cuda_progress_wait)(void *event, pthread_mutex_t *lock, pthread_cond_t *cond,
+                               int64_t backoff_ns, int64_t deadline_ns);
 } te_host_api;
 
 enum te_host_metric {
@@ -245,10 +263,19 @@ typedef struct te_transport_ops {
     /* Takes slices; each is later reported with host->slice_done().  A
      * negative return means none of them was taken. */
     int (*submit)(void *inst, te_slice *const *slices, size_t count);
-    /* Escape hatch for operations without a member: TE_ERR_NOT_IMPLEMENTED
-     * for unknown ops. */
+    /* Operations without a member, by enum te_transport_ctrl opcode:
+     * TE_ERR_NOT_IMPLEMENTED for an opcode the plugin does not know. */
     int (*ctrl)(void *inst, int op, void *arg);
 } te_transport_ops;
+
+/* Transport ctrl opcodes. */
+enum te_transport_ctrl {
+    /* ABI 1.3.  arg: uint64_t *, set to this instance's slice size (0 =
+     * never cut).  The core asks right after create(), so engines of one
+     * process may differ; a transport that does not answer is cut at
+     * ops->slice_size. */
+    TE_TRANSPORT_CTRL_SLICE_SIZE = 1,
+};
 
 /* ---- metadata stores ------------------------------------------------------ */
 
@@ -269,6 +296,8 @@ typedef struct te_metadata_ops {
     int (*get)(void *inst, const char *key, char **value);
     int (*put)(void *inst, const char *key, const char *value);
     int (*remove)(void *inst, const char *key);
+    /* Reserved: no metadata opcode is defined and the core never calls it;
+     * leave it NULL. */
     int (*ctrl)(void *inst, int op, void *arg);
 } te_metadata_ops;
 
@@ -292,8 +321,62 @@ typedef int (*te_plugin_init_fn)(const te_host_api *host, const te_plugin_desc *
 #define TE_PLUGIN_EXPORT
 #endif
 
-/* Plugins define exactly this function. */
+/* Plugins define exactly this function, normally with TE_PLUGIN_DEFINE. */
 TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc);
+
+/* ---- writing a plugin ----------------------------------------------------- */
+
+#if defined(__GNUC__)
+#define TE_PLUGIN_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define TE_PLUGIN_HIDDEN
+#endif
+
+/* The core's host table inside a plugin, under one name in every plugin:
+ * TE_PLUGIN_DEFINE's te_plugin_init sets it before anything else runs. */
+extern TE_PLUGIN_HIDDEN const te_host_api *te_host_table;
+
+/* What TE_PLUGIN_DEFINE's te_plugin_init does: refuses a core of another
+ * major, or one whose host table ends before the newest member the plugin
+ * uses (needs_size), with a log line naming that member; then keeps the
+ * table and hands over the descriptor. */
+static inline int te_plugin_accept_host_(const te_host_api *host, const te_plugin_desc **desc,
+                                         const te_plugin_desc *mine, size_t needs_size,
+                                         const char *needs_member)
+{
+    if (!host || !desc)
+        return TE_ERR_INVALID_ARGUMENT;
+    if (host->abi_major != TE_PLUGIN_ABI_MAJOR)
+        return TE_ERR_PLUGIN;
+    if (host->size < needs_size) {
+        host->log(NULL, TE_LOG_ERROR, mine->name,
+                  "needs an engine core with the host service %s (plugin ABI %u.%u); this core "
+                  "is %u.%u", needs_member, (unsigned)mine->abi_major, (unsigned)mine->abi_minor,
+                  (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        host->set_error("plugin %s needs host service %s, core ABI is %u.%u", mine->name,
+                        needs_member, (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        return TE_ERR_PLUGIN;
+    }
+    te_host_table = host;
+    *desc = mine;
+    return 0;
+}
+
+/* Defines a plugin's descriptor, te_host_table and te_plugin_init, e.g.
+ *   TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "tcp", "1.0", &tcp_ops, config_int)
+ * kind: enum te_plugin_kind; ops: a const te_transport_ops or
+ * te_metadata_ops; needs: the newest te_host_api member the plugin calls
+ * (the core must have it).  Use it once, in one file of the plugin. */
+#define TE_PLUGIN_DEFINE(kind, name, version, ops, needs)                                     \
+    TE_PLUGIN_HIDDEN const te_host_api *te_host_table;                                        \
+    static const te_plugin_desc te_plugin_descriptor_ = {                                      \
+        sizeof(te_plugin_desc), TE_PLUGIN_ABI_MAJOR, TE_PLUGIN_ABI_MINOR, (kind), (name),       \
+        (version), (ops)};                                                                     \
+    TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc) \
+    {                                                                                          \
+        return te_plugin_accept_host_(host, desc, &te_plugin_descriptor_,                      \
+                                      offsetof(te_host_api, needs) + sizeof(void *), #needs);  \
+    }
 
 #ifdef __cplusplus
 }

@@ -21,9 +21,8 @@
 #define MIN_TTL 2
 #define MAX_TTL 3600
 
-static const te_host_api *g_api; /* the core's table: the same for every engine */
 
-#define LOG(s, lvl, ...) g_api->log((s)->host, lvl, PLUGIN_NAME, __VA_ARGS__)
+#define LOG(s, lvl, ...) te_host_table->log((s)->host, lvl, PLUGIN_NAME, __VA_ARGS__)
 
 typedef struct owned_key {
     char *key;
@@ -61,7 +60,7 @@ static bool key_ok(const char *key)
 {
     size_t n = key ? strlen(key) : 0;
     if (n == 0 || n > ETCD_MAX_KEY) {
-        g_api->set_error("etcd: key of %zu bytes (want 1..%d)", n, ETCD_MAX_KEY);
+        te_host_table->set_error("etcd: key of %zu bytes (want 1..%d)", n, ETCD_MAX_KEY);
         return false;
     }
     return true;
@@ -243,14 +242,14 @@ static void curl_init_once(void)
 
 static int64_t lease_ttl(te_host *host)
 {
-    const char *v = g_api->config(host, "MC_METADATA_LEASE_TTL");
+    const char *v = te_host_table->config(host, "MC_METADATA_LEASE_TTL");
     if (!v)
         return DEFAULT_TTL;
     char *end;
     errno = 0;
     long long t = strtoll(v, &end, 10);
     if (errno || end == v || *end || t < MIN_TTL || t > MAX_TTL) {
-        g_api->log(host, TE_LOG_WARN, PLUGIN_NAME,
+        te_host_table->log(host, TE_LOG_WARN, PLUGIN_NAME,
                    "ignoring MC_METADATA_LEASE_TTL=%s: want seconds in [%d, %d]; using %d", v,
                    MIN_TTL, MAX_TTL, DEFAULT_TTL);
         return DEFAULT_TTL;
@@ -280,7 +279,7 @@ static int start_thread(etcd_store *s)
     pthread_cond_init(&s->wake, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&s->thread, NULL, keepalive_main, s)) {
-        g_api->set_error("etcd: cannot start the lease keepalive thread");
+        te_host_table->set_error("etcd: cannot start the lease keepalive thread");
         return TE_ERR_MEMORY;
     }
     s->thread_started = true;
@@ -291,7 +290,7 @@ static int etcd_create(te_host *host, const char *conn, void **inst)
 {
     pthread_once(&g_curl_once, curl_init_once);
     if (g_curl_rc) {
-        g_api->set_error("etcd: curl_global_init failed");
+        te_host_table->set_error("etcd: curl_global_init failed");
         return g_curl_rc;
     }
     etcd_store *s = calloc(1, sizeof *s);
@@ -303,7 +302,7 @@ static int etcd_create(te_host *host, const char *conn, void **inst)
     atomic_init(&s->lease_seen, 0);
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
-    int rc = etcd_client_init(&s->client, g_api, host, conn);
+    int rc = etcd_client_init(&s->client, te_host_table, host, conn);
     if (rc) {
         pthread_mutex_destroy(&s->write_lock);
         pthread_mutex_destroy(&s->lock);
@@ -375,7 +374,7 @@ static int etcd_put(void *inst, const char *key, const char *value)
 {
     etcd_store *s = inst;
     if (!value) {
-        g_api->set_error("etcd put: NULL value");
+        te_host_table->set_error("etcd put: NULL value");
         return TE_ERR_INVALID_ARGUMENT;
     }
     if (!key_ok(key))
@@ -416,21 +415,5 @@ static const te_metadata_ops g_ops = {
     .ctrl = NULL,
 };
 
-static const te_plugin_desc g_desc = {
-    .size = sizeof(te_plugin_desc),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_METADATA,
-    .name = PLUGIN_NAME,
-    .version = "1.0",
-    .ops = &g_ops,
-};
 
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc)
-{
-    if (!host || !desc || host->abi_major != TE_PLUGIN_ABI_MAJOR)
-        return TE_ERR_PLUGIN;
-    g_api = host;
-    *desc = &g_desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_METADATA, PLUGIN_NAME, "1.0", &g_ops, parse_meta_key)

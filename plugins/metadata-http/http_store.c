@@ -16,7 +16,6 @@
 #define MAX_REPLY (64u << 20)
 #define MAX_KEY 4096
 
-static const te_host_api *g_api; /* the core's table: the same for every engine */
 
 typedef struct http_store {
     te_host *host;
@@ -92,7 +91,7 @@ static int exchange(http_store *s, const char *method, const char *key, const ch
 {
     size_t klen = key ? strlen(key) : 0;
     if (klen == 0 || klen > MAX_KEY) {
-        g_api->set_error("http store: key of %zu bytes (want 1..%d)", klen, MAX_KEY);
+        te_host_table->set_error("http store: key of %zu bytes (want 1..%d)", klen, MAX_KEY);
         return TE_ERR_INVALID_ARGUMENT;
     }
     CURL *h = curl_easy_init();
@@ -106,15 +105,15 @@ static int exchange(http_store *s, const char *method, const char *key, const ch
         long code = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         if (cc != CURLE_OK) {
-            g_api->set_error("http store: %s %s: %s", method, s->url, curl_easy_strerror(cc));
+            te_host_table->set_error("http store: %s %s: %s", method, s->url, curl_easy_strerror(cc));
             rc = TE_ERR_METADATA;
         } else if (code == 200 && b.data && strlen(b.data) != b.len) {
-            g_api->set_error("http store: GET %s: the value holds a NUL byte", key);
+            te_host_table->set_error("http store: GET %s: the value holds a NUL byte", key);
             rc = TE_ERR_METADATA;
         } else if (code == 200) {
             rc = 0;
         } else {
-            g_api->set_error("http store: %s %s (key %s): HTTP %ld %.200s", method, s->url, key,
+            te_host_table->set_error("http store: %s %s (key %s): HTTP %ld %.200s", method, s->url, key,
                              code, b.data ? b.data : "");
             rc = code == 404 && !strcmp(method, "GET") ? TE_ERR_NOT_FOUND : TE_ERR_METADATA;
         }
@@ -144,12 +143,12 @@ static int http_create(te_host *host, const char *conn, void **inst)
 {
     pthread_once(&g_curl_once, curl_init_once);
     if (g_curl_rc) {
-        g_api->set_error("http store: curl_global_init failed");
+        te_host_table->set_error("http store: curl_global_init failed");
         return g_curl_rc;
     }
     if (!conn || (strncmp(conn, "http://", 7) && strncmp(conn, "https://", 8)) ||
         !conn[conn[4] == ':' ? 7 : 8]) {
-        g_api->set_error("http store: '%s' is not an http:// or https:// URL",
+        te_host_table->set_error("http store: '%s' is not an http:// or https:// URL",
                          conn ? conn : "(null)");
         return TE_ERR_INVALID_ARGUMENT;
     }
@@ -181,7 +180,7 @@ static int http_get(void *inst, const char *key, char **value)
 static int http_put(void *inst, const char *key, const char *value)
 {
     if (!value) {
-        g_api->set_error("http store: NULL value");
+        te_host_table->set_error("http store: NULL value");
         return TE_ERR_INVALID_ARGUMENT;
     }
     return exchange(inst, "PUT", key, value, NULL);
@@ -203,21 +202,5 @@ static const te_metadata_ops g_ops = {
     .ctrl = NULL,
 };
 
-static const te_plugin_desc g_desc = {
-    .size = sizeof(te_plugin_desc),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_METADATA,
-    .name = PLUGIN_NAME,
-    .version = "1.0",
-    .ops = &g_ops,
-};
 
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc)
-{
-    if (!host || !desc || host->abi_major != TE_PLUGIN_ABI_MAJOR)
-        return TE_ERR_PLUGIN;
-    g_api = host;
-    *desc = &g_desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_METADATA, PLUGIN_NAME, "1.0", &g_ops, parse_meta_key)

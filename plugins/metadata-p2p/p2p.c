@@ -7,7 +7,6 @@
 
 #include "te/plugin.h"
 
-static const te_host_api *g_host;
 
 typedef struct p2p {
     te_host *host;
@@ -32,21 +31,21 @@ static int fetch_descriptor(p2p *p, const char *name, char **value)
 {
     char host[256];
     uint16_t port;
-    if (g_host->parse_host_port(name, host, sizeof host, &port, 0) || port == 0) {
-        g_host->set_error("P2P segment name '%s' is not host:port", name);
+    if (te_host_table->parse_host_port(name, host, sizeof host, &port, 0) || port == 0) {
+        te_host_table->set_error("P2P segment name '%s' is not host:port", name);
         return TE_ERR_INVALID_ARGUMENT;
     }
     /* The original sends its own descriptor; peers ignore it, but send it
      * for compatibility with peers that might read it. */
     char *mine = NULL;
-    int rc = g_host->local_descriptor(p->host, &mine);
+    int rc = te_host_table->local_descriptor(p->host, &mine);
     if (rc)
         return rc;
     size_t len = 0;
-    rc = g_host->rpc_call(p->host, host, port, TE_RPC_METADATA, mine, strlen(mine), value, &len, 0);
+    rc = te_host_table->rpc_call(p->host, host, port, TE_RPC_METADATA, mine, strlen(mine), value, &len, 0);
     free(mine);
     if (rc)
-        g_host->log(p->host, TE_LOG_WARN, "metadata-p2p", "cannot fetch descriptor of %s", name);
+        te_host_table->log(p->host, TE_LOG_WARN, "metadata-p2p", "cannot fetch descriptor of %s", name);
     return rc == TE_ERR_SOCKET || rc == TE_ERR_DNS ? TE_ERR_METADATA : rc;
 }
 
@@ -54,20 +53,20 @@ static int p2p_get(void *inst, const char *key, char **value)
 {
     p2p *p = inst;
     const char *name;
-    int kind = g_host->parse_meta_key(p->host, key, &name);
+    int kind = te_host_table->parse_meta_key(p->host, key, &name);
     *value = NULL;
     if (kind == TE_META_KEY_SEGMENT)
         return fetch_descriptor(p, name, value);
     if (kind == TE_META_KEY_RPC) {
         char host[256], buf[400];
         uint16_t port;
-        if (g_host->parse_host_port(name, host, sizeof host, &port, 0) || port == 0)
+        if (te_host_table->parse_host_port(name, host, sizeof host, &port, 0) || port == 0)
             return TE_ERR_INVALID_ARGUMENT;
         snprintf(buf, sizeof buf, "{\"ip_or_host_name\":\"%s\",\"rpc_port\":%u}", host, port);
         *value = strdup(buf);
         return *value ? 0 : TE_ERR_MEMORY;
     }
-    g_host->set_error("P2P metadata keeps no key %s", key);
+    te_host_table->set_error("P2P metadata keeps no key %s", key);
     return TE_ERR_NOT_FOUND;
 }
 
@@ -92,21 +91,5 @@ static const te_metadata_ops ops = {
     .remove = p2p_remove,
 };
 
-static const te_plugin_desc desc = {
-    .size = sizeof desc,
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_METADATA,
-    .name = "metadata_p2p",
-    .version = "1.0",
-    .ops = &ops,
-};
 
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
-{
-    if (!host || host->size < offsetof(te_host_api, advertised_host) + sizeof(void *))
-        return TE_ERR_PLUGIN;
-    g_host = host;
-    *out = &desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_METADATA, "metadata_p2p", "1.0", &ops, advertised_host)

@@ -12,11 +12,10 @@
 #include "nvlink.h"
 #include "nvlink_hex.h"
 
-const te_host_api *nvl_host;
 
 static bool config_flag(te_host *host, const char *name, bool def)
 {
-    const char *v = nvl_host->config(host, name);
+    const char *v = te_host_table->config(host, name);
     if (!v || !*v)
         return def;
     if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
@@ -32,8 +31,8 @@ static int nvl_create(te_host *host, const te_transport_params *params, void **i
     int ndev = 0;
     int rc = nvl_cuda_init(&ndev, why, sizeof why);
     if (rc) {
-        nvl_host->set_error("nvlink: %s", why);
-        nvl_host->log(host, TE_LOG_DEBUG, NVL_NAME, "not available: %s", why);
+        te_host_table->set_error("nvlink: %s", why);
+        te_host_table->log(host, TE_LOG_DEBUG, NVL_NAME, "not available: %s", why);
         return TE_ERR_DEVICE_NOT_FOUND;
     }
     nvl_inst *in = calloc(1, sizeof *in);
@@ -45,9 +44,9 @@ static int nvl_create(te_host *host, const te_transport_params *params, void **i
     in->order_default_stream = config_flag(host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM", true);
     /* CUDA IPC handles open only under the kernel (and driver) that made
      * them: the boot id says which. */
-    if (nvl_host->host_identity(0, in->host_id, sizeof in->host_id)) {
+    if (te_host_table->host_identity(0, in->host_id, sizeof in->host_id)) {
         free(in);
-        nvl_host->set_error("nvlink: cannot read /proc/sys/kernel/random/boot_id");
+        te_host_table->set_error("nvlink: cannot read /proc/sys/kernel/random/boot_id");
         return TE_ERR_DEVICE_NOT_FOUND;
     }
     rc = nvl_copy_start(in);
@@ -55,7 +54,7 @@ static int nvl_create(te_host *host, const te_transport_params *params, void **i
         free(in);
         return rc;
     }
-    nvl_host->log(host, TE_LOG_INFO, NVL_NAME, "%d CUDA device(s); %s", ndev,
+    te_host_table->log(host, TE_LOG_INFO, NVL_NAME, "%d CUDA device(s); %s", ndev,
                   in->order_default_stream ? "copies wait for the default stream"
                                            : "copies do not wait for the default stream");
     *inst = in;
@@ -181,33 +180,5 @@ static const te_transport_ops nvl_ops = {
     .submit = nvl_submit,
 };
 
-static const te_plugin_desc nvl_desc = {
-    .size = sizeof(te_plugin_desc),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = NVL_NAME,
-    .version = "0.1.0",
-    .ops = &nvl_ops,
-};
 
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc)
-{
-    if (!host || !desc)
-        return TE_ERR_INVALID_ARGUMENT;
-    if (host->abi_major != TE_PLUGIN_ABI_MAJOR)
-        return TE_ERR_PLUGIN;
-    /* Needs the core's CUDA and identity services (1.1) and its answer to
-     * "which GPU holds this memory" (cuda_device_of, 1.2). */
-    if (!TE_HOST_HAS(host, cuda_device_of)) {
-        host->log(NULL, TE_LOG_ERROR, "nvlink",
-                  "needs an engine core of plugin ABI >= 1.2 (host service cuda_device_of); "
-                  "this core is %u.%u", (unsigned)host->abi_major, (unsigned)host->abi_minor);
-        host->set_error("nvlink needs plugin ABI >= 1.2 (cuda_device_of), core is %u.%u",
-                        (unsigned)host->abi_major, (unsigned)host->abi_minor);
-        return TE_ERR_PLUGIN;
-    }
-    nvl_host = host;
-    *desc = &nvl_desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, NVL_NAME, "0.1.0", &nvl_ops, cuda_device_of)

@@ -20,9 +20,8 @@
 #define NVL_MAX_DEVICES 64
 #define NVL_PCI_LEN 32
 
-extern const te_host_api *nvl_host;
 
-#define NVL_LOG(in, lvl, ...) nvl_host->log((in)->host, (lvl), NVL_NAME, __VA_ARGS__)
+#define NVL_LOG(in, lvl, ...) te_host_table->log((in)->host, (lvl), NVL_NAME, __VA_ARGS__)
 
 /* ---- the CUDA entry points (nvlink_cuda.c) ---------------------------------- */
 

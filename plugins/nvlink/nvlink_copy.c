@@ -38,7 +38,7 @@ static void report(nvl_inst *in, nvl_flight *f, size_t i, int status)
         return;
     f->s[i] = NULL;
     f->left--;
-    nvl_host->slice_done(in->host, s, status);
+    te_host_table->slice_done(in->host, s, status);
 }
 
 static void report_all(nvl_inst *in, nvl_flight *f, int status)
@@ -207,7 +207,7 @@ static void intake(nvl_inst *in, te_slice *list)
         list = NEXT(s);
         int rc = prepare(in, s);
         if (rc) {
-            nvl_host->slice_done(in->host, s, rc);
+            te_host_table->slice_done(in->host, s, rc);
             continue;
         }
         count[DEVNO(s)]++;
@@ -230,7 +230,7 @@ static void intake(nvl_inst *in, te_slice *list)
             if (f)
                 f->s[f->n++] = s;
             else
-                nvl_host->slice_done(in->host, s, TE_ERR_MEMORY);
+                te_host_table->slice_done(in->host, s, TE_ERR_MEMORY);
         }
         if (!f)
             continue;
@@ -305,7 +305,7 @@ static bool poll_flight(nvl_inst *in, nvl_flight *f, int64_t now)
 static bool poll_all(nvl_inst *in)
 {
     bool moved = false;
-    int64_t now = nvl_host->now_ns();
+    int64_t now = te_host_table->now_ns();
     nvl_flight **pp = &in->flights, *last = NULL;
     while (*pp) {
         nvl_flight *f = *pp;
@@ -361,7 +361,7 @@ static void wait_for_work(nvl_inst *in)
         pthread_mutex_lock(&in->lock);
         return;
     }
-    int64_t now = nvl_host->now_ns(), step = in->backoff_ns;
+    int64_t now = te_host_table->now_ns(), step = in->backoff_ns;
     int64_t dl = earliest_deadline(in);
     if (dl && dl - now < step)
         step = dl > now ? dl - now : 0;
@@ -386,7 +386,7 @@ static void fail_list(nvl_inst *in, te_slice *s, int status)
 {
     while (s) {
         te_slice *next = NEXT(s);
-        nvl_host->slice_done(in->host, s, status);
+        te_host_table->slice_done(in->host, s, status);
         s = next;
     }
 }
@@ -465,7 +465,7 @@ int nvl_copy_start(nvl_inst *in)
     if (pthread_create(&in->thread, NULL, progress_main, in) != 0) {
         pthread_mutex_destroy(&in->lock);
         pthread_cond_destroy(&in->cond);
-        nvl_host->set_error("nvlink: cannot start the progress thread");
+        te_host_table->set_error("nvlink: cannot start the progress thread");
         return TE_ERR_MEMORY;
     }
     in->running = true;

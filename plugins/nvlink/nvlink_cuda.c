@@ -14,7 +14,7 @@ static bool runtime_loaded, driver_loaded;
 static bool load_runtime_symbols(void *rt, char *why, size_t n)
 {
     nvl_cuda *c = &nvl_cu;
-    int (*sym)(void *, const char *, void *, char *, size_t) = nvl_host->cuda_symbol;
+    int (*sym)(void *, const char *, void *, char *, size_t) = te_host_table->cuda_symbol;
     return sym(rt, "cudaGetDeviceCount", &c->get_device_count, why, n) &&
            sym(rt, "cudaGetDevice", &c->get_device, why, n) &&
            sym(rt, "cudaSetDevice", &c->set_device, why, n) &&
@@ -39,8 +39,8 @@ static bool load_runtime_symbols(void *rt, char *why, size_t n)
 /* The driver is in the process once the runtime has initialised. */
 static bool load_driver_symbols(char *why, size_t n)
 {
-    int (*sym)(void *, const char *, void *, char *, size_t) = nvl_host->cuda_symbol;
-    void *drv = nvl_host->cuda_driver(1, why, n);
+    int (*sym)(void *, const char *, void *, char *, size_t) = te_host_table->cuda_symbol;
+    void *drv = te_host_table->cuda_driver(1, why, n);
     return drv && sym(drv, "cuMemGetAddressRange_v2", &nvl_cu.cu_mem_get_address_range, why, n);
 }
 
@@ -62,7 +62,7 @@ int nvl_cuda_init(int *ndev, char *why, size_t why_len)
     int rc = 0;
     pthread_mutex_lock(&load_lock);
     if (!runtime_loaded) {
-        void *rt = nvl_host->cuda_runtime(why, why_len);
+        void *rt = te_host_table->cuda_runtime(why, why_len);
         if (!rt || !load_runtime_symbols(rt, why, why_len))
             rc = TE_ERR_DEVICE_NOT_FOUND; /* a broken runtime stays mapped, unused */
         else
@@ -92,7 +92,7 @@ const char *nvl_cuda_error(cudaError_t err)
  * is in the process by now (nvl_cuda_init loaded it), so the core sees it. */
 int nvl_cuda_device_of(const void *p)
 {
-    return nvl_host->cuda_device_of(p);
+    return te_host_table->cuda_device_of(p);
 }
 
 int nvl_cuda_alloc_range(const void *p, uint64_t *base, uint64_t *size)

@@ -125,7 +125,7 @@ rdma_gid_sel rdma_ctx_gid(rdma_ctx *c)
 void rdma_ctx_gid_reprobe(rdma_ctx *c)
 {
     rdma_inst *in = c->inst;
-    int64_t now = rdma_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     pthread_mutex_lock(&c->gid_lock);
     bool due = rdma_gid_reprobe_due(in->cfg.gid_index >= 0, c->gid_probes,
                                     in->cfg.gid_max_retries, c->gid_probe_ns, now);
@@ -379,7 +379,7 @@ static int build_matrix(rdma_inst *in)
     for (int i = 0; i < in->nctx; i++)
         names[i] = in->ctxs[i].name;
     char *topo = NULL;
-    if (rdma_host_api->topology(in->host, &topo) == 0 && topo)
+    if (te_host_table->topology(in->host, &topo) == 0 && topo)
         in->matrix = rdma_matrix_filter(topo, names, in->nctx);
     free(topo);
     if (!in->matrix)
@@ -389,7 +389,7 @@ static int build_matrix(rdma_inst *in)
 
 static int report_none(int ndev, const char *reasons)
 {
-    rdma_host_api->set_error("no usable RDMA device (%d found%s%s)", ndev, *reasons ? ": " : "",
+    te_host_table->set_error("no usable RDMA device (%d found%s%s)", ndev, *reasons ? ": " : "",
                              reasons);
     return TE_ERR_DEVICE_NOT_FOUND;
 }
@@ -398,7 +398,7 @@ int rdma_contexts_open(rdma_inst *in, const char *device_filter)
 {
     int ndev = 0;
     struct ibv_device **list = ibv_get_device_list(&ndev);
-    const char *env_filter = rdma_host_api->config(in->host, "MC_TE_FILTERS");
+    const char *env_filter = te_host_table->config(in->host, "MC_TE_FILTERS");
     char reasons[1024] = "";
     size_t rlen = 0;
     in->ctxs = calloc(RDMA_MAX_CTX, sizeof *in->ctxs);

@@ -78,7 +78,7 @@ void rdma_slice_finish(rdma_inst *in, te_slice *s, int status)
 {
     memset(s->transport_data, 0, sizeof s->transport_data);
     atomic_fetch_sub(&in->held, 1);
-    rdma_host_api->slice_done(in->host, s, status);
+    te_host_table->slice_done(in->host, s, status);
 }
 
 static bool retryable(int status)
@@ -95,7 +95,7 @@ void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status)
     if (!list->count)
         return;
     slice_list again = {0};
-    int64_t now = rdma_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     uint64_t retried = 0;
     te_slice *s;
     while ((s = slice_list_pop(list))) {
@@ -109,8 +109,8 @@ void rdma_retry_or_fail(rdma_inst *in, slice_list *list, int status)
             rdma_slice_finish(in, s, now >= s->deadline_ns ? TE_ERR_TIMEOUT : status);
         }
     }
-    if (retried && TE_HOST_HAS(rdma_host_api, metric_add))
-        rdma_host_api->metric_add(in->host, TE_METRIC_RETRIES, retried);
+    if (retried && TE_HOST_HAS(te_host_table, metric_add))
+        te_host_table->metric_add(in->host, TE_METRIC_RETRIES, retried);
     route_list(in, &again);
 }
 
@@ -312,7 +312,7 @@ static void route_list(rdma_inst *in, slice_list *list)
 {
     ep_group groups[MAX_GROUPS];
     int ng = 0;
-    int64_t now = rdma_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     te_slice *s;
     while ((s = slice_list_pop(list))) {
         int err = 0;
@@ -616,7 +616,7 @@ static void drain_ep_locked(rdma_ep *ep, slice_list *failed)
 
 static void scan(rdma_inst *in)
 {
-    int64_t now = rdma_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     slice_list expired = {0}, failed = {0};
     for (int c = 0; c < in->nctx; c++) {
         int n;
@@ -719,8 +719,8 @@ static void fail_everything(rdma_inst *in, bool posted_too)
 void rdma_drain_all(rdma_inst *in, int64_t budget_ms)
 {
     fail_everything(in, false);
-    int64_t until = rdma_host_api->now_ns() + budget_ms * 1000000;
-    while (atomic_load(&in->held) > 0 && rdma_host_api->now_ns() < until) {
+    int64_t until = te_host_table->now_ns() + budget_ms * 1000000;
+    while (atomic_load(&in->held) > 0 && te_host_table->now_ns() < until) {
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
     }

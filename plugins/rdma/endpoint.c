@@ -344,15 +344,15 @@ void rdma_rail_failed(rdma_ep *ep, const char *why)
 {
     rdma_inst *in = ep->ctx->inst;
     if (atomic_load(&in->stopping) ||
-        !rdma_rail_error(&ep->rail, rdma_host_api->now_ns(),
+        !rdma_rail_error(&ep->rail, te_host_table->now_ns(),
                          (int64_t)in->cfg.rail_pause_s * 1000000000))
         return;
     RLOG(in, TE_LOG_WARN,
          "rail %s -> %s paused for %d s after %d consecutive errors (last: %s); other rails to "
          "the peer are used meanwhile",
          ep->ctx->name, ep->peer_path, in->cfg.rail_pause_s, RDMA_RAIL_ERROR_THRESHOLD, why);
-    if (TE_HOST_HAS(rdma_host_api, metric_add)) /* a 1.0 core ignores the new counter */
-        rdma_host_api->metric_add(in->host, TE_METRIC_RAIL_PAUSES, 1);
+    if (TE_HOST_HAS(te_host_table, metric_add)) /* a 1.0 core ignores the new counter */
+        te_host_table->metric_add(in->host, TE_METRIC_RAIL_PAUSES, 1);
 }
 
 void rdma_ep_reset_locked(rdma_ep *ep, const char *why)
@@ -417,7 +417,7 @@ static int hs_call(rdma_ep *ep, const rdma_hs_msg *m, const char *host, uint16_t
     size_t reply_len = 0;
     int rc = rdma_hs_encode(m, &req);
     if (!rc)
-        rc = rdma_host_api->rpc_call(in->host, host, port, TE_RPC_CONNECTION, req, strlen(req),
+        rc = te_host_table->rpc_call(in->host, host, port, TE_RPC_CONNECTION, req, strlen(req),
                                      &reply, &reply_len, in->cfg.handshake_ms);
     free(req);
     if (rc) {
@@ -473,7 +473,7 @@ static int prepare_locked(rdma_ep *ep, int *rc, slice_list *failed)
     if (ep->connected) {
         if (ep->state == EP_CONNECTING) {
             ep->state = EP_WAIT_ACK;
-            ep->wait_ack_since = rdma_host_api->now_ns();
+            ep->wait_ack_since = te_host_table->now_ns();
         }
         return 1;
     }
@@ -658,7 +658,7 @@ static int passive_connect_locked(rdma_ep *ep, const rdma_hs_msg *q, const rdma_
     }
     if (ep->state != EP_CONNECTING) { /* our own handshake thread finishes otherwise */
         ep->state = EP_WAIT_ACK;
-        ep->wait_ack_since = rdma_host_api->now_ns();
+        ep->wait_ack_since = te_host_table->now_ns();
     }
     return 0;
 }
@@ -721,7 +721,7 @@ static int on_connection(void *arg, const char *req, size_t req_len, char **repl
 
 int rdma_passive_install(rdma_inst *in)
 {
-    return rdma_host_api->rpc_set_handler(in->host, TE_RPC_CONNECTION, on_connection, in);
+    return te_host_table->rpc_set_handler(in->host, TE_RPC_CONNECTION, on_connection, in);
 }
 
 /* ---- teardown ---------------------------------------------------------------------------------- */

@@ -47,7 +47,7 @@ static int reg_all(rdma_inst *in, rdma_mr *m)
             pthread_join(th[i], NULL);
         m->mrs[i] = jobs[i].mr;
         if (!jobs[i].mr && !rc) {
-            rdma_host_api->set_error("ibv_reg_mr(%p, %zu) on %s failed: %s", m->addr, m->length,
+            te_host_table->set_error("ibv_reg_mr(%p, %zu) on %s failed: %s", m->addr, m->length,
                                      in->ctxs[i].name, strerror(jobs[i].err));
             rc = TE_ERR_CONTEXT;
         }
@@ -83,7 +83,7 @@ static int local_nics(rdma_inst *in, rdma_mr *m)
     if (!m->nics)
         return TE_ERR_MEMORY;
     char *arr = NULL;
-    if (rdma_host_api->topology_nics(in->host, m->location, &arr) == 0 && arr)
+    if (te_host_table->topology_nics(in->host, m->location, &arr) == 0 && arr)
         n = rdma_names_to_indices(arr, names, in->nctx, m->nics);
     free(arr);
     int nm = rdma_matrix_nics(in->matrix, m->location, names, in->nctx, tmp, &np);
@@ -120,7 +120,7 @@ int rdma_register(void *inst, void *addr, size_t length, const char *location, v
     m->length = length;
     m->nctx = in->nctx;
     if (!location || !*location || !strcmp(location, "*"))
-        rdma_host_api->memory_location(addr, length, m->location, sizeof m->location);
+        te_host_table->memory_location(addr, length, m->location, sizeof m->location);
     else
         snprintf(m->location, sizeof m->location, "%s", location);
     int rc = local_nics(in, m);

@@ -9,7 +9,6 @@
 
 #include "rdma.h"
 
-const te_host_api *rdma_host_api;
 
 static _Thread_local char g_err[512];
 
@@ -19,7 +18,7 @@ int rdma_fail(int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(g_err, sizeof g_err, fmt, ap);
     va_end(ap);
-    rdma_host_api->set_error("%s", g_err);
+    te_host_table->set_error("%s", g_err);
     return status;
 }
 
@@ -32,13 +31,13 @@ const char *rdma_errmsg(void)
 
 static int cfg_int(te_host *h, const char *name, int def, int min, int max)
 {
-    const char *v = rdma_host_api->config(h, name);
+    const char *v = te_host_table->config(h, name);
     if (!v || !*v)
         return def;
     char *end;
     long x = strtol(v, &end, 10);
     if (*end || x < min || x > max) {
-        rdma_host_api->log(h, TE_LOG_WARN, RDMA_PLUGIN, "%s=%s is not in %d..%d; using %d", name,
+        te_host_table->log(h, TE_LOG_WARN, RDMA_PLUGIN, "%s=%s is not in %d..%d; using %d", name,
                            v, min, max, def);
         return def;
     }
@@ -77,6 +76,7 @@ static void load_config(te_host *h, rdma_config *c)
     c->ack_wait_ms = 1000;
     c->rail_pause_s = cfg_int(h, "MC_RDMA_RAIL_PAUSE_SECONDS", 30, 0, 86400);
     c->gid_max_retries = cfg_int(h, "MC_AUTO_GID_MAX_RETRIES", 2, 0, 1000);
+    c->slice_size = (uint64_t)cfg_int(h, "MC_SLICE_SIZE", 64 * 1024, 4096, 1 << 30);
 }
 
 /* ---- describe -------------------------------------------------------------------------- */
@@ -159,7 +159,7 @@ static int rdma_create(te_host *host, const te_transport_params *params, void **
     in->host = host;
     load_config(host, &in->cfg);
     snprintf(in->segment, sizeof in->segment, "%s",
-             params->segment_name ? params->segment_name : rdma_host_api->segment_name(host));
+             params->segment_name ? params->segment_name : te_host_table->segment_name(host));
     pthread_mutex_init(&in->mr_lock, NULL);
     pthread_mutex_init(&in->hs_lock, NULL);
     pthread_cond_init(&in->hs_cond, NULL);
@@ -241,7 +241,16 @@ static void rdma_peer_close(void *inst, void *handle)
 
 /* ---- the descriptor ------------------------------------------------------------------------ */
 
-static te_transport_ops g_ops = {
+/* The instance's slice size (MC_SLICE_SIZE), per engine. */
+static int rdma_ctrl(void *inst, int op, void *arg)
+{
+    if (op != TE_TRANSPORT_CTRL_SLICE_SIZE)
+        return TE_ERR_NOT_IMPLEMENTED;
+    *(uint64_t *)arg = ((rdma_inst *)inst)->cfg.slice_size;
+    return 0;
+}
+
+static const te_transport_ops g_ops = {
     .size = sizeof(te_transport_ops),
     .caps = TE_TRANSPORT_CAP_REMOTE | TE_TRANSPORT_CAP_NEEDS_LOCAL_MR,
     .slice_size = 64 * 1024,
@@ -254,36 +263,8 @@ static te_transport_ops g_ops = {
     .peer_open = rdma_peer_open,
     .peer_close = rdma_peer_close,
     .submit = rdma_submit,
+    .ctrl = rdma_ctrl,
 };
 
-static const te_plugin_desc g_desc = {
-    .size = sizeof(te_plugin_desc),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = RDMA_PLUGIN,
-    .version = "0.1.0",
-    .ops = &g_ops,
-};
 
-/* MC_SLICE_SIZE, read here because the core copies slice_size at load time. */
-static uint64_t slice_size_from_env(void)
-{
-    const char *v = getenv("MC_SLICE_SIZE");
-    char *end;
-    unsigned long long x = v && *v ? strtoull(v, &end, 10) : 0;
-    if (!v || !*v || *end || x < 4096 || x > (1ull << 30))
-        return 64 * 1024;
-    return x;
-}
-
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc)
-{
-    if (!host || !desc || host->abi_major != TE_PLUGIN_ABI_MAJOR ||
-        host->size < offsetof(te_host_api, memory_location) + sizeof(void *))
-        return TE_ERR_PLUGIN;
-    rdma_host_api = host;
-    g_ops.slice_size = slice_size_from_env();
-    *desc = &g_desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, RDMA_PLUGIN, "0.1.0", &g_ops, memory_location)

@@ -21,13 +21,12 @@
 #define RDMA_MAX_HS_THREADS 4
 
 /* The process-wide host table handed to te_plugin_init. */
-extern const te_host_api *rdma_host_api;
 
 /* Sets the thread's error detail (ours and the core's) and returns status. */
 int rdma_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *rdma_errmsg(void);
 
-#define RLOG(in, level, ...) rdma_host_api->log((in)->host, level, RDMA_PLUGIN, __VA_ARGS__)
+#define RLOG(in, level, ...) te_host_table->log((in)->host, level, RDMA_PLUGIN, __VA_ARGS__)
 
 typedef struct rdma_config {
     int ib_port;          /* MC_IB_PORT, 1 */
@@ -48,6 +47,7 @@ typedef struct rdma_config {
     int ack_wait_ms;      /* how long a passive endpoint waits for ready_ack, 1000 */
     int rail_pause_s;     /* MC_RDMA_RAIL_PAUSE_SECONDS, 30, 0 = never pause a rail */
     int gid_max_retries;  /* MC_AUTO_GID_MAX_RETRIES, 2: GID re-probes per context, 0 = none */
+    uint64_t slice_size;  /* MC_SLICE_SIZE, 64 KiB */
 } rdma_config;
 
 struct rdma_inst;

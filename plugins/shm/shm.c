@@ -13,18 +13,17 @@
 
 #include "shm.h"
 
-const te_host_api *shm_host;
 
 /* ---- configuration ------------------------------------------------------- */
 
 static int worker_count(te_host *host)
 {
-    const char *v = shm_host->config(host, "MC_TE_SHM_WORKERS");
+    const char *v = te_host_table->config(host, "MC_TE_SHM_WORKERS");
     char *end = NULL;
     long n = v ? strtol(v, &end, 10) : 0;
     if (!v || *end || n < 1 || n > SHM_MAX_WORKERS) {
         if (v)
-            shm_host->log(host, TE_LOG_WARN, SHM_NAME,
+            te_host_table->log(host, TE_LOG_WARN, SHM_NAME,
                           "ignoring MC_TE_SHM_WORKERS=%s: expected 1..%d, using 2", v,
                           SHM_MAX_WORKERS);
         return 2;
@@ -36,12 +35,12 @@ static int worker_count(te_host *host)
  * workers take the rest: 0..64 MiB, default SHM_INLINE_BYTES. */
 static uint64_t inline_bytes(te_host *host)
 {
-    const char *v = shm_host->config(host, "MC_TE_SHM_INLINE_BYTES");
+    const char *v = te_host_table->config(host, "MC_TE_SHM_INLINE_BYTES");
     char *end = NULL;
     long long n = v ? strtoll(v, &end, 10) : -1;
     if (!v || end == v || *end || n < 0 || n > (64ll << 20)) {
         if (v)
-            shm_host->log(host, TE_LOG_WARN, SHM_NAME,
+            te_host_table->log(host, TE_LOG_WARN, SHM_NAME,
                           "ignoring MC_TE_SHM_INLINE_BYTES=%s: expected 0..%lld, using %u", v,
                           64ll << 20, SHM_INLINE_BYTES);
         return SHM_INLINE_BYTES;
@@ -69,17 +68,17 @@ static int shm_create(te_host *host, const te_transport_params *params, void **i
         return TE_ERR_MEMORY;
     in->host = host;
     in->pid = getpid();
-    if (!TE_HOST_HAS(shm_host, host_identity)) { /* a 1.0 core: stay out of the way */
+    if (!TE_HOST_HAS(te_host_table, host_identity)) { /* a 1.0 core: stay out of the way */
         free(in);
-        shm_host->set_error("shm: needs plugin ABI 1.1 (host_identity)");
+        te_host_table->set_error("shm: needs plugin ABI 1.1 (host_identity)");
         return TE_ERR_DEVICE_NOT_FOUND;
     }
     /* Processes can copy each other's memory by pid only under one kernel
      * (boot id) and in one pid namespace: the core's host identity with the
      * namespace. */
-    if (shm_host->host_identity(1, in->host_id, sizeof in->host_id)) {
+    if (te_host_table->host_identity(1, in->host_id, sizeof in->host_id)) {
         free(in);
-        shm_host->set_error("shm: cannot read /proc/sys/kernel/random/boot_id");
+        te_host_table->set_error("shm: cannot read /proc/sys/kernel/random/boot_id");
         return TE_ERR_DEVICE_NOT_FOUND;
     }
     in->verify_ns = SHM_VERIFY_NS;
@@ -134,7 +133,7 @@ static bool is_cpu_memory(void *addr, size_t len, const char *location)
     char where[64] = "*";
     if (location && strcmp(location, "*") != 0)
         snprintf(where, sizeof where, "%s", location);
-    else if (shm_host->memory_location(addr, len, where, sizeof where) != 0)
+    else if (te_host_table->memory_location(addr, len, where, sizeof where) != 0)
         snprintf(where, sizeof where, "*");
     return shm_is_cpu_location(where);
 }
@@ -261,7 +260,7 @@ static void shm_peer_close(void *inst, void *handle)
 
 static int decline(shm_inst *in, int level, const te_peer_info *peer, const char *why)
 {
-    shm_host->log(in->host, level, SHM_NAME, "not used for %s: %s",
+    te_host_table->log(in->host, level, SHM_NAME, "not used for %s: %s",
                   peer->segment_name ? peer->segment_name : "?", why);
     return TE_ERR_NOT_SUPPORTED_TRANSPORT;
 }
@@ -300,8 +299,8 @@ static int shm_peer_open(void *inst, const te_peer_info *peer, void **handle)
         return TE_ERR_MEMORY;
     shm_tabmap_open(p, seq_fd);
     p->verify_ns = in->verify_ns;
-    atomic_store(&p->verified_ns, shm_host->now_ns()); /* the probe just confirmed the pid */
-    shm_host->log(in->host, TE_LOG_DEBUG, SHM_NAME,
+    atomic_store(&p->verified_ns, te_host_table->now_ns()); /* the probe just confirmed the pid */
+    te_host_table->log(in->host, TE_LOG_DEBUG, SHM_NAME,
                   "reaching %s (pid %d) by process_vm_*, table counter %s", p->name,
                   (int)p->pid, p->map ? "mapped" : "read by pid");
     *handle = p;
@@ -330,24 +329,5 @@ static const te_transport_ops shm_ops = {
     .submit = shm_submit,
 };
 
-static const te_plugin_desc shm_desc = {
-    .size = sizeof(te_plugin_desc),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = SHM_NAME,
-    .version = "0.1.0",
-    .ops = &shm_ops,
-};
 
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **desc)
-{
-    if (!host || !desc)
-        return TE_ERR_INVALID_ARGUMENT;
-    if (host->abi_major != TE_PLUGIN_ABI_MAJOR ||
-        host->size < offsetof(te_host_api, memory_location) + sizeof host->memory_location)
-        return TE_ERR_PLUGIN;
-    shm_host = host;
-    *desc = &shm_desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, SHM_NAME, "0.1.0", &shm_ops, memory_location)

@@ -24,7 +24,6 @@
 #define SHM_INLINE_BYTES (1u << 20) /* submit() copies this much itself (MC_TE_SHM_INLINE_BYTES) */
 #define SHM_VERIFY_NS 1000000       /* a mapped table's pid is confirmed this often */
 
-extern const te_host_api *shm_host;
 
 typedef struct shm_range {
     uint64_t addr;

@@ -177,7 +177,7 @@ static ssize_t vm_copy(pid_t pid, bool write, const struct iovec *l, const struc
 static int fault_status(const te_slice *s)
 {
     char where[64] = "*";
-    if (shm_host->memory_location(s->local, (size_t)s->length, where, sizeof where) == 0 &&
+    if (te_host_table->memory_location(s->local, (size_t)s->length, where, sizeof where) == 0 &&
         !shm_is_cpu_location(where))
         return TE_ERR_NOT_SUPPORTED_TRANSPORT;
     return TE_ERR_ADDRESS_NOT_REGISTERED;
@@ -307,13 +307,13 @@ static void log_failure(shm_inst *in, shm_peer *p, const shm_work *w, size_t n)
         if (w->st[i] == 0)
             continue;
         const te_slice *s = w->s[i];
-        int64_t now = shm_host->now_ns();
+        int64_t now = te_host_table->now_ns();
         pthread_mutex_lock(&p->lock);
         bool warn = now - p->warned_ns >= 1000000000;
         if (warn)
             p->warned_ns = now;
         pthread_mutex_unlock(&p->lock);
-        shm_host->log(in->host, warn ? TE_LOG_WARN : TE_LOG_DEBUG, SHM_NAME,
+        te_host_table->log(in->host, warn ? TE_LOG_WARN : TE_LOG_DEBUG, SHM_NAME,
                       "%s of %llu bytes at 0x%llx of %s (pid %d) failed: %s (%d)%s",
                       s->opcode == TE_OP_WRITE ? "write" : "read",
                       (unsigned long long)s->length, (unsigned long long)s->remote, p->name,
@@ -327,7 +327,7 @@ static void run_chunk(shm_inst *in, shm_work *w, size_t n)
 {
     shm_peer *p = w->s[0]->peer;
     bool write = w->s[0]->opcode == TE_OP_WRITE;
-    int64_t now = shm_host->now_ns();
+    int64_t now = te_host_table->now_ns();
     for (size_t i = 0; i < n; i++) {
         const te_slice *s = w->s[i];
         const shm_mr *mr = s->local_mr;
@@ -343,7 +343,7 @@ static void run_chunk(shm_inst *in, shm_work *w, size_t n)
     log_failure(in, p, w, n);
     /* Last: once reported, a slice and maybe the peer handle may be freed. */
     for (size_t i = 0; i < n; i++)
-        shm_host->slice_done(in->host, w->s[i], w->st[i]);
+        te_host_table->slice_done(in->host, w->s[i], w->st[i]);
 }
 
 static void *worker_main(void *arg)
@@ -386,7 +386,7 @@ int shm_pool_start(shm_pool *pool, shm_inst *inst, int nthreads, uint64_t inline
     }
     if (pool->nthreads == 0) {
         shm_pool_stop(pool);
-        shm_host->set_error("shm: cannot start copy threads");
+        te_host_table->set_error("shm: cannot start copy threads");
         return TE_ERR_MEMORY;
     }
     return 0;
@@ -410,7 +410,7 @@ void shm_pool_stop(shm_pool *pool)
     pthread_mutex_unlock(&pool->lock);
     while (s) {
         te_slice *next = next_of(s);
-        shm_host->slice_done(pool->inst->host, s, TE_ERR_STATE);
+        te_host_table->slice_done(pool->inst->host, s, TE_ERR_STATE);
         s = next;
     }
     while (spare) {

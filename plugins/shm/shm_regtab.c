@@ -85,7 +85,7 @@ int shm_regtab_add(shm_inst *in, uint64_t addr, uint64_t len)
     size_t n = in->nranges;
     if (n >= SHM_MAX_RANGES) {
         pthread_mutex_unlock(&in->reg_lock);
-        shm_host->set_error("shm: more than %u registered buffers", SHM_MAX_RANGES);
+        te_host_table->set_error("shm: more than %u registered buffers", SHM_MAX_RANGES);
         return TE_ERR_TOO_MANY_REQUESTS;
     }
     shm_range *r = malloc((n + 1) * sizeof *r);
@@ -201,7 +201,7 @@ static void short_pause(void)
 /* The whole header by pid: the process there still holds our table. */
 static int verify_by_pid(shm_peer *p, uint64_t *seq)
 {
-    int64_t now = shm_host->now_ns();
+    int64_t now = te_host_table->now_ns();
     shm_regtab t;
     int rc = read_header(p, &t);
     if (rc)

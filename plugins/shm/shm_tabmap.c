@@ -97,7 +97,7 @@ int shm_tabmap_seq(shm_peer *p, uint64_t *seq)
     if (__atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != SHM_REGTAB_MAGIC ||
         __atomic_load_n(&t->token, __ATOMIC_ACQUIRE) != p->token)
         return TE_ERR_PEER_CLOSED;
-    if (shm_host->now_ns() - atomic_load(&p->verified_ns) >= p->verify_ns)
+    if (te_host_table->now_ns() - atomic_load(&p->verified_ns) >= p->verify_ns)
         return 1;
     *seq = s;
     return 0;

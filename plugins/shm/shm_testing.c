@@ -14,13 +14,13 @@
 
 void shm_testing_apply(shm_inst *in)
 {
-    const char *host_id = shm_host->config(in->host, "TE_SHM_TEST_HOST_ID");
+    const char *host_id = te_host_table->config(in->host, "TE_SHM_TEST_HOST_ID");
     if (host_id)
         snprintf(in->host_id, sizeof in->host_id, "%s", host_id);
-    const char *v = shm_host->config(in->host, "TE_SHM_TEST_FORCE_EPERM");
+    const char *v = te_host_table->config(in->host, "TE_SHM_TEST_FORCE_EPERM");
     in->force_eperm = v && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") ||
                             !strcmp(v, "on"));
-    const char *verify = shm_host->config(in->host, "TE_SHM_TEST_VERIFY_MS");
+    const char *verify = te_host_table->config(in->host, "TE_SHM_TEST_VERIFY_MS");
     if (verify)
         in->verify_ns = strtoll(verify, NULL, 10) * 1000000;
 }

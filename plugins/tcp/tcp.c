@@ -14,17 +14,16 @@
 #include "tcp.h"
 #include "tcp_rail.h"
 
-const te_host_api *tcp_host_api;
 
 long tcp_config_long(te_host *h, const char *name, long def, long min, long max)
 {
-    const char *v = tcp_host_api->config(h, name);
+    const char *v = te_host_table->config(h, name);
     if (!v)
         return def;
     char *end;
     long x = strtol(v, &end, 10);
     if (*end || x < min || x > max) {
-        tcp_host_api->log(h, TE_LOG_WARN, "tcp", "ignoring %s=%s (expected %ld..%ld)", name, v,
+        te_host_table->log(h, TE_LOG_WARN, "tcp", "ignoring %s=%s (expected %ld..%ld)", name, v,
                           min, max);
         return def;
     }
@@ -96,6 +95,9 @@ static int tcp_create(te_host *host, const te_transport_params *params, void **i
      * (TCP alone would retransmit for minutes). */
     t->rail_pause_ns = tcp_config_long(host, "MC_TCP_RAIL_PAUSE_MS", 1000, 0, 3600000) * 1000000LL;
     t->rail_stall_ns = tcp_config_long(host, "MC_TCP_RAIL_STALL_MS", 2000, 50, 3600000) * 1000000LL;
+    /* Slices of 1 MiB let large requests stripe over the lanes while
+     * keeping per-slice overhead small. */
+    t->slice_size = (uint64_t)tcp_config_long(host, "MC_TCP_SLICE_SIZE", 1 << 20, 4096, 1l << 30);
     t->nics = tcp_nics_open(host, params->device_filter);
     pthread_mutex_init(&t->lanes_lock, NULL);
     pthread_cond_init(&t->lanes_cond, NULL);
@@ -181,7 +183,16 @@ static int tcp_submit(void *inst, te_slice *const *slices, size_t count)
     return 0;
 }
 
-static te_transport_ops ops = {
+/* The instance's slice size (MC_TCP_SLICE_SIZE), per engine. */
+static int tcp_ctrl(void *inst, int op, void *arg)
+{
+    if (op != TE_TRANSPORT_CTRL_SLICE_SIZE)
+        return TE_ERR_NOT_IMPLEMENTED;
+    *(uint64_t *)arg = ((tcp_transport *)inst)->slice_size;
+    return 0;
+}
+
+static const te_transport_ops ops = {
     .size = sizeof ops,
     .caps = TE_TRANSPORT_CAP_REMOTE,
     .slice_size = 1u << 20,
@@ -191,29 +202,8 @@ static te_transport_ops ops = {
     .peer_open = tcp_peer_open,
     .peer_close = tcp_peer_close,
     .submit = tcp_submit,
+    .ctrl = tcp_ctrl,
 };
 
-static const te_plugin_desc desc = {
-    .size = sizeof desc,
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = "tcp",
-    .version = "1.0",
-    .ops = &ops,
-};
 
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
-{
-    if (!host || host->size < offsetof(te_host_api, max_connections_per_peer) + sizeof(void *))
-        return TE_ERR_PLUGIN;
-    tcp_host_api = host;
-    /* Slices of MC_TCP_SLICE_SIZE (default 1 MiB) let large requests stripe
-     * over the lanes while keeping per-slice overhead small. */
-    const char *v = getenv("MC_TCP_SLICE_SIZE");
-    long ss = v ? strtol(v, NULL, 10) : 0;
-    if (ss >= 4096 && ss <= (1L << 30))
-        ops.slice_size = (uint64_t)ss;
-    *out = &desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "tcp", "1.0", &ops, max_connections_per_peer)

@@ -21,9 +21,8 @@
 #define TCP_SPLICE_MIN (64 * 1024)  /* payloads this big are sent with vmsplice */
 #define TCP_PIPE_SIZE (1024 * 1024)
 
-extern const te_host_api *tcp_host_api;
 
-#define TCP_LOG(t, lvl, ...) tcp_host_api->log((t)->host, (lvl), "tcp", __VA_ARGS__)
+#define TCP_LOG(t, lvl, ...) te_host_table->log((t)->host, (lvl), "tcp", __VA_ARGS__)
 
 typedef struct tcp_transport tcp_transport;
 typedef struct tcp_peer tcp_peer;
@@ -103,6 +102,7 @@ struct tcp_transport {
     tcp_server server;
     int lanes_per_peer;
     uint64_t lane_min_bytes; /* MC_TCP_LANE_MIN_BYTES: a submit's smallest run per lane */
+    uint64_t slice_size;     /* MC_TCP_SLICE_SIZE: requests are cut into slices this big */
     bool force_v1;
     int64_t connect_timeout_ms;
     int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */

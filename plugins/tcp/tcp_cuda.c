@@ -75,7 +75,7 @@ static bool probe_driver(unsigned long long adds)
         /* Only if loaded: never load it here.  A core older than ABI 1.2
          * cannot say which memory is the GPU's (cuda_device_of): GPU memory
          * then stays unsupported, as on a 1.0 core without CUDA services. */
-        void *h = TE_HOST_HAS(tcp_host_api, cuda_device_of) ? tcp_host_api->cuda_driver(0, NULL, 0)
+        void *h = TE_HOST_HAS(te_host_table, cuda_device_of) ? te_host_table->cuda_driver(0, NULL, 0)
                                                             : NULL;
         if (h)
             atomic_store(&driver_seen, true); /* the handle stays open */
@@ -108,7 +108,7 @@ int tcp_cuda_device(const void *p)
 {
     if (!p || !tcp_cuda_possible())
         return -1;
-    int ordinal = tcp_host_api->cuda_device_of(p);
+    int ordinal = te_host_table->cuda_device_of(p);
     return ordinal >= 0 && ordinal < MAX_DEV ? ordinal : -1;
 }
 
@@ -116,8 +116,8 @@ static void load_runtime(void)
 {
     char *w = runtime_why;
     size_t n = sizeof runtime_why;
-    int (*sym)(void *, const char *, void *, char *, size_t) = tcp_host_api->cuda_symbol;
-    void *h = tcp_host_api->cuda_runtime(w, n); /* tcp_cuda_possible() checked the ABI */
+    int (*sym)(void *, const char *, void *, char *, size_t) = te_host_table->cuda_symbol;
+    void *h = te_host_table->cuda_runtime(w, n); /* tcp_cuda_possible() checked the ABI */
     runtime_ok = h && sym(h, "cudaSetDevice", &cu.set_device, w, n) &&
                  sym(h, "cudaGetLastError", &cu.get_last_error, w, n) &&
                  sym(h, "cudaGetErrorString", &cu.error_string, w, n) &&
@@ -242,7 +242,7 @@ static cbuf *pool_get(tcp_cuda *c, pool *p, int dev, bool wait, int64_t deadline
             }
             return b;
         }
-        int64_t now = tcp_host_api->now_ns();
+        int64_t now = te_host_table->now_ns();
         if (!wait || (deadline && now >= deadline))
             break;
         struct timespec ts;
@@ -303,7 +303,7 @@ static tcp_cuda *state_new(tcp_transport *t)
     if (!c)
         return NULL;
     c->t = t;
-    const char *v = tcp_host_api->config(t->host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM");
+    const char *v = te_host_table->config(t->host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM");
     c->order_default_stream = !v || !(!strcmp(v, "0") || !strcmp(v, "false") ||
                                       !strcmp(v, "no") || !strcmp(v, "off"));
     pool_init(&c->stage, STAGE_BUFFERS);
@@ -476,7 +476,7 @@ static void job_put(job *j)
 {
     if (atomic_fetch_sub(&j->refs, 1) != 1)
         return;
-    tcp_host_api->slice_done(j->c->t->host, j->orig, atomic_load(&j->error));
+    te_host_table->slice_done(j->c->t->host, j->orig, atomic_load(&j->error));
     free(j);
 }
 
@@ -499,7 +499,7 @@ void tcp_cuda_stage(tcp_transport *t, tcp_peer *p, te_slice *s, int dev)
     tcp_cuda *c = state_get(t);
     job *j = c ? calloc(1, sizeof *j) : NULL;
     if (!j) {
-        tcp_host_api->slice_done(t->host, s, c ? TE_ERR_MEMORY : TE_ERR_DEVICE_NOT_FOUND);
+        te_host_table->slice_done(t->host, s, c ? TE_ERR_MEMORY : TE_ERR_DEVICE_NOT_FOUND);
         return;
     }
     *j = (job){.c = c, .orig = s, .peer = p, .dev = dev, .state = J_READY};
@@ -634,7 +634,7 @@ static bool cut_chunks(tcp_cuda *c, job *j, shadow **to_send)
 static bool advance_jobs(tcp_cuda *c, shadow **to_send)
 {
     bool moved = false;
-    int64_t now = tcp_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     for (job **pp = &c->jobs; *pp;) {
         job *j = *pp;
         if (j->state == J_ORDER && !atomic_load(&j->error)) {
@@ -746,7 +746,7 @@ static void stage_wait(tcp_cuda *c)
         pthread_mutex_lock(&c->lock);
         return;
     }
-    int64_t now = tcp_host_api->now_ns(), step = c->backoff_ns;
+    int64_t now = te_host_table->now_ns(), step = c->backoff_ns;
     int64_t dl = earliest_deadline(c);
     if (dl && dl - now < step)
         step = dl > now ? dl - now : 0;

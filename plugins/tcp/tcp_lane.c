@@ -140,7 +140,7 @@ static bool multi_rail(const tcp_peer *p)
 static void rail_done(tcp_peer *p, int rail, te_slice *s, bool ok)
 {
     if (multi_rail(p))
-        tcp_rail_done(&p->rails[rail], s->length, ok, tcp_host_api->now_ns());
+        tcp_rail_done(&p->rails[rail], s->length, ok, te_host_table->now_ns());
 }
 
 /* Chunks of staged GPU memory go back to tcp_cuda.c, the rest to the core. */
@@ -149,12 +149,12 @@ static void finish(tcp_transport *t, te_slice *s, int status)
     if (tcp_cuda_is_shadow(s))
         tcp_cuda_shadow_done(s, status);
     else
-        tcp_host_api->slice_done(t->host, s, status);
+        te_host_table->slice_done(t->host, s, status);
 }
 
 static void complete(lane *l, te_slice *s, int status)
 {
-    l->last_io_ns = tcp_host_api->now_ns();
+    l->last_io_ns = te_host_table->now_ns();
     rail_done(l->peer, l->rail, s, status == 0);
     finish(l->peer->t, s, status);
 }
@@ -162,7 +162,7 @@ static void complete(lane *l, te_slice *s, int status)
 static void progress(lane *l)
 {
     if (multi_rail(l->peer))
-        l->progress_ns = tcp_host_api->now_ns();
+        l->progress_ns = te_host_table->now_ns();
 }
 
 static void fail_list(lane *l, slist *list, int status)
@@ -243,7 +243,7 @@ static const char *lane_host(const lane *l)
 static int lane_connect(lane *l, int64_t deadline)
 {
     tcp_peer *p = l->peer;
-    int64_t now = tcp_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     int64_t limit = now + p->t->connect_timeout_ms * 1000000;
     /* A LAN connects in far less: leave time to move to another rail, if
      * there is one to move to. */
@@ -258,7 +258,7 @@ static int lane_connect(lane *l, int64_t deadline)
     char service[8];
     snprintf(service, sizeof service, "%u", p->port);
     if (getaddrinfo(host, service, &hints, &res) != 0) {
-        tcp_host_api->set_error("tcp: cannot resolve %s", host);
+        te_host_table->set_error("tcp: cannot resolve %s", host);
         return TE_ERR_DNS;
     }
     int rc = TE_ERR_SOCKET, why = 0;
@@ -273,17 +273,17 @@ static int lane_connect(lane *l, int64_t deadline)
             close(fd);
             continue;
         }
-        int64_t left = limit - tcp_host_api->now_ns();
+        int64_t left = limit - te_host_table->now_ns();
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
         int err = 0, ready;
         socklen_t sl = sizeof err;
         /* A signal to this thread is no reason to give up on the connect. */
         while ((ready = poll(&pf, 1, left > 0 ? (int)(left / 1000000) + 1 : 0)) < 0 &&
                errno == EINTR)
-            left = limit - tcp_host_api->now_ns();
+            left = limit - te_host_table->now_ns();
         if (ready == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 &&
             err == 0) {
-            rc = tcp_host_api->auth_connect(p->t->host, fd, limit);
+            rc = te_host_table->auth_connect(p->t->host, fd, limit);
             if (rc) {
                 close(fd);
                 break;
@@ -531,7 +531,7 @@ static void drain_efd(lane *l)
 
 static void drop_stale_fd(lane *l)
 {
-    if (l->fd < 0 || l->flying.head || tcp_host_api->now_ns() - l->last_io_ns < STALE_CHECK_NS)
+    if (l->fd < 0 || l->flying.head || te_host_table->now_ns() - l->last_io_ns < STALE_CHECK_NS)
         return;
     struct pollfd pf = {.fd = l->fd, .events = POLLIN | POLLRDHUP};
     if (poll(&pf, 1, 0) > 0) {
@@ -588,10 +588,10 @@ static void lane_failed(lane *l, int status)
         return;
     }
     tcp_rail *r = &p->rails[l->rail];
-    if (tcp_rail_failed(r, tcp_host_api->now_ns(), p->t->rail_pause_ns)) {
+    if (tcp_rail_failed(r, te_host_table->now_ns(), p->t->rail_pause_ns)) {
         TCP_LOG(p->t, TE_LOG_WARN, "rail %s -> %s failed (status %d): set aside", r->spec.local,
                 r->spec.remote, status);
-        tcp_host_api->metric_add(p->t->host, TE_METRIC_RAIL_PAUSES, 1);
+        te_host_table->metric_add(p->t->host, TE_METRIC_RAIL_PAUSES, 1);
     }
     slist moved = {0};
     slist_append(&moved, &l->flying);
@@ -626,7 +626,7 @@ static bool leave_paused_rail(lane *l, int64_t now)
 
 static int poll_ms(const lane *l, int64_t deadline)
 {
-    int64_t now = tcp_host_api->now_ns(), until = deadline;
+    int64_t now = te_host_table->now_ns(), until = deadline;
     if (multi_rail(l->peer) && l->fd >= 0) {
         int64_t stall = l->progress_ns + l->peer->t->rail_stall_ns;
         if (!until || stall < until)
@@ -641,7 +641,7 @@ static int poll_ms(const lane *l, int64_t deadline)
 static void lane_work(lane *l)
 {
     tcp_peer *p = l->peer;
-    int64_t deadline = earliest_deadline(l), now = tcp_host_api->now_ns();
+    int64_t deadline = earliest_deadline(l), now = te_host_table->now_ns();
     if (deadline && now >= deadline) {
         TCP_LOG(p->t, TE_LOG_WARN, "transfers to %s:%u passed their deadline", lane_host(l),
                 p->port);
@@ -728,7 +728,7 @@ static bool lane_retire(lane *l, int64_t idle_ns)
     const char *why = "no connection";
     if (idle && !done) {
         struct pollfd pf = {.fd = l->fd, .events = POLLIN | POLLRDHUP};
-        done = tcp_host_api->now_ns() - l->last_io_ns >= idle_ns;
+        done = te_host_table->now_ns() - l->last_io_ns >= idle_ns;
         why = "idle";
         if (!done && poll(&pf, 1, 0) > 0) {
             done = true;
@@ -749,7 +749,7 @@ static bool lane_retire(lane *l, int64_t idle_ns)
 static bool idle_wait(lane *l, int fd, int64_t last_io_ns)
 {
     int64_t idle_ns = l->peer->t->server.idle_timeout_ns;
-    int64_t left = last_io_ns + idle_ns - tcp_host_api->now_ns();
+    int64_t left = last_io_ns + idle_ns - te_host_table->now_ns();
     if (fd >= 0 && left > 0) {
         /* POLLRDHUP alone: the peer's FIN (or an error) wakes us, an answer
          * to a lender's request does not (a wake-up per sync round trip). */
@@ -826,7 +826,7 @@ static int lane_start(lane *l)
         open_pipe(l);
     else
         l->pipe[0] = l->pipe[1] = -1;
-    l->last_io_ns = tcp_host_api->now_ns(); /* the idle timeout counts from here */
+    l->last_io_ns = te_host_table->now_ns(); /* the idle timeout counts from here */
     atomic_fetch_add(&l->peer->refs, 1);
     tcp_lane_started(l->peer->t);
     pthread_t th;
@@ -937,14 +937,14 @@ static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
     } else {
         slist_push(&l->sending, s);
         rc = do_send(l);
-        int64_t until = tcp_host_api->now_ns() + DRIVE_NS;
+        int64_t until = te_host_table->now_ns() + DRIVE_NS;
         if (s->deadline_ns && s->deadline_ns < until)
             until = s->deadline_ns;
         /* A blocking receive may end up to DRIVE_NS after `until`: only with
          * the deadline further away than that. */
         bool may_block = !s->deadline_ns || s->deadline_ns > until + DRIVE_NS;
         while (!rc && (l->flying.head || l->sending.head)) {
-            int64_t left = until - tcp_host_api->now_ns();
+            int64_t left = until - te_host_table->now_ns();
             if (left <= 0)
                 break;
             if (may_block && !l->sending.head && set_blocking(l, true)) {
@@ -1049,7 +1049,7 @@ static void redistribute(tcp_peer *p, int from, slist *moved, int status)
 {
     slist per[TCP_MAX_RAILS] = {{0}};
     size_t n[TCP_MAX_RAILS] = {0};
-    int64_t now = tcp_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     te_slice *s;
     while ((s = slist_pop(moved))) {
         rail_done(p, from, s, false);
@@ -1061,7 +1061,7 @@ static void redistribute(tcp_peer *p, int from, slist *moved, int status)
             continue;
         }
         tcp_rail_sent(&p->rails[r], s->length, now);
-        tcp_host_api->metric_add(p->t->host, TE_METRIC_RETRIES, 1);
+        te_host_table->metric_add(p->t->host, TE_METRIC_RETRIES, 1);
         slist_push(&per[r], s);
         n[r]++;
     }
@@ -1076,7 +1076,7 @@ static void submit_rails(tcp_peer *p, te_slice *const *slices, size_t count)
 {
     slist per[TCP_MAX_RAILS] = {{0}};
     size_t n[TCP_MAX_RAILS] = {0};
-    int64_t now = tcp_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     for (size_t i = 0; i < count; i++) {
         te_slice *s = slices[i];
         int r = tcp_rail_pick(p->rails, p->nrails, s->length, now, -1);

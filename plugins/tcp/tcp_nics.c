@@ -99,7 +99,7 @@ static bool wanted(const struct ifaddrs *all, const struct ifaddrs *ifa, const t
 
 tcp_nics *tcp_nics_open(te_host *h, const char *device_filter)
 {
-    const char *env = tcp_host_api->config(h, "MC_TE_FILTERS");
+    const char *env = te_host_table->config(h, "MC_TE_FILTERS");
     if (blank(device_filter) && blank(env))
         return NULL;
     struct ifaddrs *all = NULL;
@@ -109,7 +109,7 @@ tcp_nics *tcp_nics_open(te_host *h, const char *device_filter)
     for (struct ifaddrs *ifa = all; n && ifa && n->n < TCP_MAX_RAILS; ifa = ifa->ifa_next)
         if (wanted(all, ifa, n, device_filter, env) && keep_addr(ifa, &n->a[n->n])) {
             snprintf(n->a[n->n].ifname, sizeof n->a[n->n].ifname, "%s", ifa->ifa_name);
-            tcp_host_api->log(h, TE_LOG_INFO, "tcp", "rail on %s (%s)", ifa->ifa_name,
+            te_host_table->log(h, TE_LOG_INFO, "tcp", "rail on %s (%s)", ifa->ifa_name,
                               n->a[n->n].text);
             n->n++;
         }

@@ -102,7 +102,7 @@ static bool evict(tcp_server *s, tcp_srv_conn *v, const char *why)
     s->evicting++;
     shutdown(v->fd, SHUT_RDWR);
     TCP_LOG(v->t, TE_LOG_INFO, "closing the oldest idle data connection (from %s, idle %.1f s) "
-            "to make room: %s", v->peer, (double)(tcp_host_api->now_ns() - since) / 1e9, why);
+            "to make room: %s", v->peer, (double)(te_host_table->now_ns() - since) / 1e9, why);
     return true;
 }
 
@@ -244,12 +244,12 @@ static void *accept_main(void *arg)
  * data port, dual-stack where IPv6 is available. */
 static int bind_data_port(tcp_transport *t, tcp_server *s)
 {
-    const char *lo_s = tcp_host_api->config(t->host, "MC_MIN_RPC_PORT");
-    const char *hi_s = tcp_host_api->config(t->host, "MC_MAX_RPC_PORT");
+    const char *lo_s = te_host_table->config(t->host, "MC_MIN_RPC_PORT");
+    const char *hi_s = te_host_table->config(t->host, "MC_MAX_RPC_PORT");
     long lo = lo_s ? strtol(lo_s, NULL, 10) : 15000, hi = hi_s ? strtol(hi_s, NULL, 10) : 17000;
     if (lo < 1024 || hi > 65535 || lo > hi)
         lo = 15000, hi = 17000;
-    unsigned seed = (unsigned)tcp_host_api->now_ns() ^ (unsigned)getpid();
+    unsigned seed = (unsigned)te_host_table->now_ns() ^ (unsigned)getpid();
     for (int tries = 0; tries < 500; tries++) {
         uint16_t port = (uint16_t)(lo + rand_r(&seed) % (hi - lo + 1));
         int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -278,7 +278,7 @@ static int bind_data_port(tcp_transport *t, tcp_server *s)
         }
         close(fd);
     }
-    tcp_host_api->set_error("tcp: no free data port in %ld..%ld", lo, hi);
+    te_host_table->set_error("tcp: no free data port in %ld..%ld", lo, hi);
     return TE_ERR_SOCKET;
 }
 
@@ -289,7 +289,7 @@ static void read_limits(tcp_transport *t, tcp_server *s)
     long loops = ncpu < 1 ? 1 : ncpu > 4 ? 4 : ncpu;
     s->nloops = (int)tcp_config_long(t->host, "MC_TCP_SERVER_THREADS", loops, 1, 64);
     s->max_connections = (int)tcp_config_long(t->host, "MC_TCP_MAX_CONNECTIONS", 8192, 16, 1 << 20);
-    s->max_per_peer = tcp_host_api->max_connections_per_peer(t->host);
+    s->max_per_peer = te_host_table->max_connections_per_peer(t->host);
     s->io_timeout_ns = tcp_config_long(t->host, "MC_TCP_STATUS_TIMEOUT_SEC", 30, 1, 3599) * 1000000000LL;
     s->header_timeout_ns =
         tcp_config_long(t->host, "MC_TCP_HEADER_TIMEOUT_MS", 10000, 10, 3600000) * 1000000LL;
@@ -319,7 +319,7 @@ int tcp_server_start(tcp_transport *t, tcp_server *s)
     rc = tcp_srv_loops_start(s, t);
     /* The host authenticates only where a token is configured; without one
      * no handshake is run at all. */
-    if (!rc && tcp_host_api->config(t->host, "MC_AUTH_TOKEN"))
+    if (!rc && te_host_table->config(t->host, "MC_AUTH_TOKEN"))
         rc = tcp_srv_auth_start(s, t);
     if (!rc && pthread_create(&s->accept_thread, NULL, accept_main, t) != 0)
         rc = TE_ERR_MEMORY;

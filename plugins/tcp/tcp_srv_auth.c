@@ -47,7 +47,7 @@ static void *auth_main(void *arg)
         pthread_mutex_unlock(&a->lock);
         int64_t deadline = c->accepted_ns + s->header_timeout_ns;
         if (!stopping && atomic_load(&c->idle_since) > 0 &&
-            tcp_host_api->auth_accept(c->t->host, c->fd, deadline) == 0)
+            te_host_table->auth_accept(c->t->host, c->fd, deadline) == 0)
             tcp_srv_loop_adopt(s, c);
         else
             tcp_srv_forget(s, c);

@@ -36,7 +36,7 @@ tcp_srv_conn *tcp_srv_conn_new(tcp_transport *t, int fd, const char *peer)
     c->s = &t->server;
     c->t = t;
     c->fd = fd;
-    c->accepted_ns = tcp_host_api->now_ns();
+    c->accepted_ns = te_host_table->now_ns();
     atomic_init(&c->idle_since, c->accepted_ns);
     c->rd_ready = c->wr_ready = true; /* until the socket says otherwise */
     c->state = SRV_HEADER;
@@ -49,7 +49,7 @@ tcp_srv_conn *tcp_srv_conn_new(tcp_transport *t, int fd, const char *peer)
 static void release_pins(tcp_srv_conn *c)
 {
     for (int i = 0; i < c->npins; i++)
-        tcp_host_api->unpin_range(c->t->host, c->pins[i]);
+        te_host_table->unpin_range(c->t->host, c->pins[i]);
     c->nout = c->ohead = c->nstatus = c->npins = 0;
     c->out_bytes = 0;
 }
@@ -58,7 +58,7 @@ void tcp_srv_conn_release(tcp_srv_conn *c)
 {
     release_pins(c);
     if (c->pin)
-        tcp_host_api->unpin_range(c->t->host, c->pin);
+        te_host_table->unpin_range(c->t->host, c->pin);
     c->pin = NULL;
     free(c->stash);
     c->stash = NULL;
@@ -133,7 +133,7 @@ static void end_payload(tcp_srv_conn *c)
         queue_status(c, TCP_STATUS_REJECTED);
         return;
     }
-    tcp_host_api->unpin_range(c->t->host, c->pin);
+    te_host_table->unpin_range(c->t->host, c->pin);
     c->pin = NULL;
     if (c->v2)
         queue_status(c, TCP_STATUS_OK);
@@ -152,14 +152,14 @@ static int start_request(tcp_srv_conn *c, srv_in *in)
     /* The requests of one buffer (up to SRV_RBUF bytes) share a clock read:
      * the io timeout is seconds, a read is tens of ns. */
     if (!in->now)
-        in->now = tcp_host_api->now_ns();
+        in->now = te_host_table->now_ns();
     c->deadline = in->now + c->s->io_timeout_ns;
     if (op != TCP_OP_READ && op != TCP_OP_WRITE) {
         TCP_LOG(c->t, TE_LOG_WARN, "closing a data connection: unknown opcode 0x%x", opcode);
         return -1;
     }
     void *pin = NULL;
-    if (size == 0 || tcp_host_api->pin_range(c->t->host, addr, size, &pin) != 0) {
+    if (size == 0 || te_host_table->pin_range(c->t->host, addr, size, &pin) != 0) {
         TCP_LOG(c->t, TE_LOG_WARN, "rejected %s of %llu bytes at 0x%llx: not inside one registered buffer",
                 op == TCP_OP_WRITE ? "write" : "read", (unsigned long long)size,
                 (unsigned long long)addr);
@@ -190,7 +190,7 @@ static int leave_idle(tcp_srv_conn *c)
         return 0;
     if (since < 0 || !atomic_compare_exchange_strong(&c->idle_since, &since, 0))
         return -1;
-    c->deadline = c->served ? tcp_host_api->now_ns() + c->s->io_timeout_ns
+    c->deadline = c->served ? te_host_table->now_ns() + c->s->io_timeout_ns
                             : c->accepted_ns + c->s->header_timeout_ns;
     return 0;
 }
@@ -322,7 +322,7 @@ static void enter_idle(tcp_srv_conn *c)
 {
     int64_t busy = 0;
     if (c->state == SRV_HEADER && c->hlen == 0 && c->nout == 0 && !c->stash)
-        atomic_compare_exchange_strong(&c->idle_since, &busy, tcp_host_api->now_ns());
+        atomic_compare_exchange_strong(&c->idle_since, &busy, te_host_table->now_ns());
 }
 
 /* Answers go out when the input runs dry (one sendmsg per burst) or when the
@@ -340,7 +340,7 @@ int tcp_srv_conn_run(tcp_srv_conn *c, uint8_t *buf, size_t cap)
             if (!c->wr_ready)
                 return 0;
             if (!c->sending)
-                c->deadline = tcp_host_api->now_ns() + c->s->io_timeout_ns;
+                c->deadline = te_host_table->now_ns() + c->s->io_timeout_ns;
             int rc = send_answers(c);
             if (rc < 0)
                 return -1;
@@ -414,7 +414,7 @@ typedef struct chunk_io {
 
 static int wait_sock(tcp_srv_conn *c, short events, int64_t deadline)
 {
-    int64_t left = deadline - tcp_host_api->now_ns();
+    int64_t left = deadline - te_host_table->now_ns();
     if (left <= 0)
         return -1;
     struct pollfd p[2] = {{.fd = c->fd, .events = events}, {.fd = c->s->wake[0], .events = POLLIN}};
@@ -482,7 +482,7 @@ static int serve_device(tcp_srv_conn *c, srv_in *in, int op, uint64_t addr, uint
         if (!rc)
             rc = tcp_cuda_from_device(c->t, p, size, dev, send_chunk, &io, io.deadline);
     }
-    tcp_host_api->unpin_range(c->t->host, pin);
+    te_host_table->unpin_range(c->t->host, pin);
     c->rd_ready = c->wr_ready = true; /* the blocking calls may have eaten an edge */
     in->now = 0;                       /* they took time: the next request reads the clock */
     return rc ? -1 : 0;

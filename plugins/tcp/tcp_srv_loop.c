@@ -99,7 +99,7 @@ static void run_ready(tcp_srv_loop *L)
 
 static void check_deadlines(tcp_srv_loop *L)
 {
-    int64_t now = tcp_host_api->now_ns();
+    int64_t now = te_host_table->now_ns();
     if (now < L->next_tick)
         return;
     L->next_tick = now + TICK_NS;
