@@ -10,9 +10,6 @@
 
 #include <te/plugin.h>
 
-/* The host table is the same for every engine of the process. */
-static const te_host_api *g_host;
-
 typedef struct loopcopy {
     te_host *host; /* this engine's context, passed back on every host call */
     pthread_t worker;
@@ -30,10 +27,10 @@ typedef struct loopcopy {
  * unregistered while we copy into or out of it. */
 static int copy_slice(loopcopy *lc, te_slice *s)
 {
-    if (g_host->now_ns() > s->deadline_ns)
+    if (te_host_table->now_ns() > s->deadline_ns)
         return TE_ERR_TIMEOUT;
     void *pin;
-    int rc = g_host->pin_range(lc->host, s->remote, s->length, &pin);
+    int rc = te_host_table->pin_range(lc->host, s->remote, s->length, &pin);
     if (rc)
         return rc;
     void *remote = (void *)(uintptr_t)s->remote;
@@ -41,7 +38,7 @@ static int copy_slice(loopcopy *lc, te_slice *s)
         memmove(remote, s->local, s->length);
     else
         memmove(s->local, remote, s->length);
-    g_host->unpin_range(lc->host, pin);
+    te_host_table->unpin_range(lc->host, pin);
     return 0;
 }
 
@@ -65,7 +62,7 @@ static void finish_list(loopcopy *lc, te_slice *s, int forced_status)
     while (s) {
         te_slice *next = NEXT(s);
         int rc = forced_status ? forced_status : copy_slice(lc, s);
-        g_host->slice_done(lc->host, s, rc);
+        te_host_table->slice_done(lc->host, s, rc);
         s = next;
     }
 }
@@ -90,13 +87,13 @@ static int lc_create(te_host *host, const te_transport_params *params, void **in
     pthread_mutex_init(&lc->lock, NULL);
     pthread_cond_init(&lc->wake, NULL);
     if (pthread_create(&lc->worker, NULL, worker_main, lc) != 0) {
-        g_host->set_error("loopcopy: cannot start the worker thread");
+        te_host_table->set_error("loopcopy: cannot start the worker thread");
         pthread_mutex_destroy(&lc->lock);
         pthread_cond_destroy(&lc->wake);
         free(lc);
         return TE_ERR_MEMORY;
     }
-    g_host->log(host, TE_LOG_INFO, "loopcopy", "ready for segment %s", params->segment_name);
+    te_host_table->log(host, TE_LOG_INFO, "loopcopy", "ready for segment %s", params->segment_name);
     *inst = lc;
     return 0;
 }
@@ -124,7 +121,7 @@ static void lc_destroy(void *inst)
 static int lc_peer_open(void *inst, const te_peer_info *peer, void **handle)
 {
     loopcopy *lc = inst;
-    if (!peer->segment_name || strcmp(peer->segment_name, g_host->segment_name(lc->host)) != 0)
+    if (!peer->segment_name || strcmp(peer->segment_name, te_host_table->segment_name(lc->host)) != 0)
         return TE_ERR_NOT_SUPPORTED_TRANSPORT;
     *handle = lc; /* no per-peer state: the handle is only round-tripped */
     return 0;
@@ -163,23 +160,9 @@ static const te_transport_ops ops = {
     .submit = lc_submit,
 };
 
-static const te_plugin_desc desc = {
-    .size = sizeof desc,
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = "loopcopy", /* the file is libte_loopcopy.so; protocol "loopcopy" */
-    .version = "1.0.0",
-    .ops = &ops,
-};
-
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
-{
-    /* Refuse a core whose host table lacks a member we call. */
-    if (!host || host->abi_major != TE_PLUGIN_ABI_MAJOR ||
-        host->size < offsetof(te_host_api, now_ns) + sizeof host->now_ns)
-        return TE_ERR_PLUGIN;
-    g_host = host;
-    *out = &desc;
-    return 0;
-}
+/* The descriptor, te_plugin_init and te_host_table (the core's host table,
+ * the same for every engine of the process).  now_ns is the newest host
+ * service this plugin calls: a core whose table ends before it is refused,
+ * with a log line that names it.  The file is libte_loopcopy.so; users pick
+ * it as protocol "loopcopy". */
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "loopcopy", "1.0.0", &ops, now_ns)
