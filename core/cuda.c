@@ -65,3 +65,13 @@ int te_free_device(void *ptr)
     int err = rt.free_fn(ptr);
     return err ? rt_fail(err, "te_free_device: cudaFree") : 0;
 }
+
+int te_cuda_runtime_symbol(const char *name, void *fn_ptr, char *why, size_t why_len)
+{
+    if (!name || !fn_ptr)
+        return te_fail(TE_ERR_INVALID_ARGUMENT, "te_cuda_runtime_symbol: NULL argument");
+    void *h = cudl_open_runtime(why, why_len);
+    if (!h || !cudl_sym(h, name, fn_ptr, why, why_len))
+        return TE_ERR_DEVICE_NOT_FOUND;
+    return 0;
+}

@@ -1,8 +1,8 @@
 /* cuda_loader.h - the one way the engine opens CUDA: the runtime and the
  * driver with dlopen, never linked, so the same binaries run without a GPU.
  * libte.so uses it and offers it to plugins through the host table
- * (cuda_runtime, cuda_driver, cuda_symbol); the Python module, which is not
- * a plugin, compiles this file in too.  Its symbols stay hidden. */
+ * (cuda_runtime, cuda_driver, cuda_symbol) and to embedders through
+ * te_cuda_runtime_symbol (the Python module).  Its symbols stay hidden. */
 #ifndef TE_CUDA_LOADER_H
 #define TE_CUDA_LOADER_H
 

@@ -172,6 +172,15 @@ TE_API int te_unregister_memory_batch(te_engine *engine, void *const *addrs, siz
 TE_API int te_alloc_device(size_t size, void **ptr);
 TE_API int te_free_device(void *ptr);
 
+/* A function of the CUDA runtime the engine uses (the one the whole process
+ * shares: MC_CUDART_LIBRARY, else one already loaded, else the first of
+ * libcudart.so.13, .12, .11.0, .so), for programs that embed the engine and
+ * call CUDA through it without linking CUDA (the Python module's *_on_cuda
+ * methods).  Stores the address at fn_ptr (a pointer to a function
+ * pointer).  TE_ERR_DEVICE_NOT_FOUND, and the reason in `why` (may be
+ * NULL), when no runtime loads or it lacks the function. */
+TE_API int te_cuda_runtime_symbol(const char *name, void *fn_ptr, char *why, size_t why_len);
+
 /* ---- segments ------------------------------------------------------------ */
 
 /* Resolves a segment by name (fetching its descriptor) and returns its id.

@@ -1,6 +1,6 @@
 /* cuda.c - the *_on_cuda methods: the transfer runs in a CUDA host function
- * (cudaLaunchHostFunc) once the stream reaches it.  libcudart is opened on
- * demand by core/cuda_loader.c, never linked.  A failed transfer is
+ * (cudaLaunchHostFunc) once the stream reaches it.  libcudart is the
+ * engine's (te_cuda_runtime_symbol), opened on demand, never linked.  A failed transfer is
  * recorded on the engine (get_cuda_transfer_errors) instead of killing the
  * process. */
 #include "pyte.h"
@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "../../core/cuda_loader.h"
 
 #define CORE(self) (((pyte_engine_object *)(self))->core)
 
@@ -25,9 +23,9 @@ static char load_why[256]; /* why launch_host_func is NULL */
 /* MC_CUDART_LIBRARY set to anything that cannot load disables CUDA. */
 static void load_cudart(void)
 {
-    void *h = cudl_open_runtime(load_why, sizeof load_why);
-    if (!h || !cudl_sym(h, "cudaLaunchHostFunc", &launch_host_func, load_why, sizeof load_why) ||
-        !cudl_sym(h, "cudaGetErrorString", &error_string, load_why, sizeof load_why))
+    if (te_cuda_runtime_symbol("cudaLaunchHostFunc", &launch_host_func, load_why,
+                               sizeof load_why) ||
+        te_cuda_runtime_symbol("cudaGetErrorString", &error_string, load_why, sizeof load_why))
         launch_host_func = NULL;
 }
 
