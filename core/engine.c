@@ -83,12 +83,7 @@ static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
             return te_fail(TE_ERR_SOCKET, "cannot bind the RPC port %u (MC_LEGACY_RPC_PORT_BINDING)",
                            port_hint);
     } else {
-        unsigned seed = (unsigned)(te_now_ns() ^ (getpid() * 2654435761u));
-        unsigned span = (unsigned)(e->cfg.max_rpc_port - e->cfg.min_rpc_port) + 1;
-        for (int tries = 0; tries < 500 && fd < 0; tries++) {
-            uint16_t p = (uint16_t)(e->cfg.min_rpc_port + rand_r(&seed) % span);
-            fd = te_net_listen(NULL, p, 128, &port);
-        }
+        fd = te_net_listen_in_range(e->cfg.min_rpc_port, e->cfg.max_rpc_port, 128, &port);
         if (fd < 0)
             return te_fail(TE_ERR_SOCKET, "no free RPC port in %u..%u", e->cfg.min_rpc_port,
                            e->cfg.max_rpc_port);

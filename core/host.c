@@ -196,4 +196,5 @@ const te_host_api te_host_api_table = {
     .config_int = te_config_host_int,
     .config_bool = te_config_host_bool,
     .cuda_progress_wait = te_cuda_progress_wait,
+    .listen_in_range = te_net_listen_in_range,
 };

@@ -78,7 +78,8 @@ _Static_assert(sizeof(te_plugin_desc) == PLUGIN_DESC_1_0, "ABI 1.0 te_plugin_des
 _Static_assert(sizeof(te_slice) == 96, "ABI 1.0 te_slice changed");
 /* The host table of ABI 1.0 ends with max_connections_per_peer (22
  * services); 1.1 appended the three CUDA services and host_identity, 1.2
- * cuda_device_of, 1.3 config_int, config_bool and cuda_progress_wait.
+ * cuda_device_of, 1.3 config_int, config_bool, cuda_progress_wait and
+ * listen_in_range.
  * Members only ever go at the end, with a minor bump. */
 #define HOST_API_1_0 (offsetof(te_host_api, max_connections_per_peer) + sizeof(void *))
 _Static_assert(HOST_API_1_0 == 8 + 22 * sizeof(void *), "ABI 1.0 te_host_api changed");
@@ -89,7 +90,7 @@ _Static_assert(offsetof(te_host_api, cuda_device_of) == HOST_API_1_1, "ABI 1.2 m
 #define HOST_API_1_2 (offsetof(te_host_api, cuda_device_of) + sizeof(void *))
 _Static_assert(HOST_API_1_2 == 8 + 27 * sizeof(void *), "ABI 1.2 te_host_api changed");
 _Static_assert(offsetof(te_host_api, config_int) == HOST_API_1_2, "ABI 1.3 must extend 1.2");
-_Static_assert(sizeof(te_host_api) == 8 + 30 * sizeof(void *), "ABI 1.3 te_host_api changed");
+_Static_assert(sizeof(te_host_api) == 8 + 31 * sizeof(void *), "ABI 1.3 te_host_api changed");
 
 static void fill_transport(te_transport_ops *dst, const te_transport_ops *src)
 {

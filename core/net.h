@@ -25,6 +25,10 @@ int te_net_connect(const char *host, uint16_t port, int timeout_ms);
  * (0: any).  *port_out gets the bound port.  Returns the fd or a status. */
 int te_net_listen(const char *host, uint16_t port, int backlog, uint16_t *port_out);
 
+/* Listens on a random free port of [lo, hi] (net_listen.c): the fd, its port
+ * in *port_out, or a negative status. */
+int te_net_listen_in_range(uint16_t lo, uint16_t hi, int backlog, uint16_t *port_out);
+
 /* Moves exactly len bytes, waiting at most until deadline_ns (0 = forever).
  * 0, TE_ERR_TIMEOUT, TE_ERR_PEER_CLOSED or TE_ERR_SOCKET. */
 int te_net_write_full(int fd, const void *buf, size_t len, int64_t deadline_ns);

@@ -203,6 +203,11 @@ typedef struct te_host_api {
      * for at most backoff_ns, and not past deadline_ns (0: no deadline). */
     void (*cuda_progress_wait)(void *event, pthread_mutex_t *lock, pthread_cond_t *cond,
                                int64_t backoff_ns, int64_t deadline_ns);
+    /* A listening socket (close-on-exec, blocking) on a random free port of
+     * [lo, hi], the wildcard address, dual-stack where IPv6 is on: the way
+     * the core picks its RPC port.  The fd and *port, or a negative status
+     * (TE_ERR_SOCKET when no port of the range is free). */
+    int (*listen_in_range)(uint16_t lo, uint16_t hi, int backlog, uint16_t *port);
 } te_host_api;
 
 enum te_host_metric {
