@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "etcd_base64.h"
+#include "http_body.h"
 
 #define LOG(c, lvl, ...) (c)->api->log((c)->host, lvl, "metadata_etcd", __VA_ARGS__)
 
@@ -95,33 +96,6 @@ void etcd_client_fini(etcd_client *c)
 
 /* ---- one HTTP exchange ------------------------------------------------------ */
 
-typedef struct reply_buf {
-    char *data;
-    size_t len, cap;
-} reply_buf;
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    reply_buf *b = arg;
-    size_t add = size * n;
-    if (add > ETCD_MAX_REPLY - b->len)
-        return 0; /* too big: curl fails the transfer */
-    if (b->len + add + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + add + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return 0;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, add);
-    b->len += add;
-    b->data[b->len] = '\0';
-    return add;
-}
-
 static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
     const atomic_bool *cancel = arg;
@@ -151,25 +125,15 @@ static void give_handle(etcd_client *c, CURL *h)
 }
 
 static void set_options(CURL *h, const char *url, const char *body, struct curl_slist *hdr,
-                        reply_buf *b, const atomic_bool *cancel)
+                        http_body *b, const atomic_bool *cancel)
 {
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    http_body_options(h, url, ETCD_CONNECT_TIMEOUT_MS, ETCD_TOTAL_TIMEOUT_MS, b);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)ETCD_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)ETCD_TOTAL_TIMEOUT_MS);
+    http_body_post(h, body, hdr);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)cancel);
     curl_easy_setopt(h, CURLOPT_PROXY, ""); /* etcd is reached directly, never via a proxy */
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
 }
 
 /* POSTs body to one URL.  0 when the endpoint answered below HTTP 500 with a
@@ -188,7 +152,7 @@ static int post_one(etcd_client *c, const char *url, const char *body,
             curl_easy_cleanup(h);
         return -1;
     }
-    reply_buf b = {0};
+    http_body b = {.max = ETCD_MAX_REPLY}; /* too big: curl fails the transfer */
     set_options(h, url, body, hdr2, &b, cancel);
     CURLcode cc = curl_easy_perform(h);
     *http = 0;

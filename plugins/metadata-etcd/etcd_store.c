@@ -3,7 +3,6 @@
  * when the lease is lost (TTL ran out, etcd wiped) it grants a new one and
  * puts again every key it owns, so a crashed engine's keys vanish and a
  * restarted etcd is refilled.  destroy() revokes the lease. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -14,6 +13,7 @@
 #include <time.h>
 
 #include "etcd_client.h"
+#include "http_body.h"
 #include "te/plugin.h"
 
 #define PLUGIN_NAME "metadata_etcd"
@@ -232,14 +232,6 @@ static void *keepalive_main(void *arg)
 
 /* ---- operations ------------------------------------------------------------ */
 
-static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
-static int g_curl_rc;
-
-static void curl_init_once(void)
-{
-    g_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : TE_ERR_METADATA;
-}
-
 static int64_t lease_ttl(te_host *host)
 {
     const char *v = te_host_table->config(host, "MC_METADATA_LEASE_TTL");
@@ -288,10 +280,10 @@ static int start_thread(etcd_store *s)
 
 static int etcd_create(te_host *host, const char *conn, void **inst)
 {
-    pthread_once(&g_curl_once, curl_init_once);
-    if (g_curl_rc) {
+    int rc = http_curl_global_init();
+    if (rc) {
         te_host_table->set_error("etcd: curl_global_init failed");
-        return g_curl_rc;
+        return rc;
     }
     etcd_store *s = calloc(1, sizeof *s);
     if (!s)
@@ -302,7 +294,7 @@ static int etcd_create(te_host *host, const char *conn, void **inst)
     atomic_init(&s->lease_seen, 0);
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
-    int rc = etcd_client_init(&s->client, te_host_table, host, conn);
+    rc = etcd_client_init(&s->client, te_host_table, host, conn);
     if (rc) {
         pthread_mutex_destroy(&s->write_lock);
         pthread_mutex_destroy(&s->lock);

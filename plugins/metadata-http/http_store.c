@@ -3,11 +3,11 @@
  * PUT bodies are the JSON value, only HTTP 200 is success, a GET 404 means
  * the key is absent.  No leases: the protocol has none. */
 #include <curl/curl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "http_body.h"
 #include "te/plugin.h"
 
 #define PLUGIN_NAME "metadata_http"
@@ -21,33 +21,6 @@ typedef struct http_store {
     te_host *host;
     char *url;
 } http_store;
-
-typedef struct reply_buf {
-    char *data;
-    size_t len, cap;
-} reply_buf;
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    reply_buf *b = arg;
-    size_t add = size * n;
-    if (add > MAX_REPLY - b->len)
-        return 0;
-    if (b->len + add + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + add + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return 0;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, add);
-    b->len += add;
-    b->data[b->len] = '\0';
-    return add;
-}
 
 /* "<url>?key=<escaped>" (or "&key=" when the URL already has a query). */
 static char *key_url(http_store *s, CURL *h, const char *key)
@@ -64,24 +37,13 @@ static char *key_url(http_store *s, CURL *h, const char *key)
 }
 
 static void set_options(CURL *h, const char *url, const char *method, const char *body,
-                        struct curl_slist *hdr, reply_buf *b)
+                        struct curl_slist *hdr, http_body *b)
 {
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, TIMEOUT_MS);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
+    http_body_options(h, url, CONNECT_TIMEOUT_MS, TIMEOUT_MS, b);
     if (strcmp(method, "GET") != 0)
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    }
+    if (body)
+        http_body_post(h, body, hdr);
 }
 
 /* One request.  0 on HTTP 200 (*reply, when asked, gets the body);
@@ -97,7 +59,7 @@ static int exchange(http_store *s, const char *method, const char *key, const ch
     CURL *h = curl_easy_init();
     char *url = h ? key_url(s, h, key) : NULL;
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    reply_buf b = {0};
+    http_body b = {.max = MAX_REPLY};
     int rc = TE_ERR_MEMORY;
     if (url && hdr) {
         set_options(h, url, method, body, hdr, &b);
@@ -131,20 +93,12 @@ static int exchange(http_store *s, const char *method, const char *key, const ch
     return rc;
 }
 
-static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
-static int g_curl_rc;
-
-static void curl_init_once(void)
-{
-    g_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : TE_ERR_METADATA;
-}
-
 static int http_create(te_host *host, const char *conn, void **inst)
 {
-    pthread_once(&g_curl_once, curl_init_once);
-    if (g_curl_rc) {
+    int rc = http_curl_global_init();
+    if (rc) {
         te_host_table->set_error("http store: curl_global_init failed");
-        return g_curl_rc;
+        return rc;
     }
     if (!conn || (strncmp(conn, "http://", 7) && strncmp(conn, "https://", 8)) ||
         !conn[conn[4] == ':' ? 7 : 8]) {

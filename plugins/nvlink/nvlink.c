@@ -181,4 +181,4 @@ static const te_transport_ops nvl_ops = {
 };
 
 
-TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, NVL_NAME, "0.1.0", &nvl_ops, cuda_device_of)
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, NVL_NAME, "0.1.0", &nvl_ops, cuda_progress_wait)

@@ -342,10 +342,10 @@ static bool only_copies(const nvl_inst *in)
     return true;
 }
 
-/* Sleeps until work arrives.  With only copies in the air (they end on
- * their own) it sleeps in the driver on the oldest one's blocking-sync
- * event; while a flight waits for the default stream, it polls with a
- * backoff bounded by the earliest deadline. */
+/* Sleeps until work arrives: with only copies in the air (they end on
+ * their own) in the driver on the oldest one's blocking-sync event; while a
+ * flight waits for the default stream, a poll with a backoff bounded by the
+ * earliest deadline (the core's cuda_progress_wait does either). */
 static void wait_for_work(nvl_inst *in)
 {
     if (in->qhead || in->stop || (in->closing && !in->flights))
@@ -354,23 +354,9 @@ static void wait_for_work(nvl_inst *in)
         pthread_cond_wait(&in->cond, &in->lock);
         return;
     }
-    if (only_copies(in)) {
-        cudaEvent_t ev = in->flights->done;
-        pthread_mutex_unlock(&in->lock);
-        nvl_cu.event_synchronize(ev);
-        pthread_mutex_lock(&in->lock);
-        return;
-    }
-    int64_t now = te_host_table->now_ns(), step = in->backoff_ns;
-    int64_t dl = earliest_deadline(in);
-    if (dl && dl - now < step)
-        step = dl > now ? dl - now : 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + step;
-    ts.tv_sec += ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_cond_timedwait(&in->cond, &in->lock, &ts);
+    void *ev = only_copies(in) ? (void *)in->flights->done : NULL;
+    te_host_table->cuda_progress_wait(ev, &in->lock, &in->cond, in->backoff_ns,
+                                      earliest_deadline(in));
 }
 
 static void release_peers(nvl_inst *in, nvl_peer *p)

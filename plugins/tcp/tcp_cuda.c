@@ -72,11 +72,13 @@ static bool probe_driver(unsigned long long adds)
 {
     pthread_mutex_lock(&cu_lock);
     if (!atomic_load(&driver_seen)) {
-        /* Only if loaded: never load it here.  A core older than ABI 1.2
-         * cannot say which memory is the GPU's (cuda_device_of): GPU memory
-         * then stays unsupported, as on a 1.0 core without CUDA services. */
-        void *h = TE_HOST_HAS(te_host_table, cuda_device_of) ? te_host_table->cuda_driver(0, NULL, 0)
-                                                            : NULL;
+        /* Only if loaded: never load it here.  A core older than ABI 1.3
+         * lacks cuda_progress_wait (and before 1.2 cannot say which memory
+         * is the GPU's, cuda_device_of): GPU memory then stays unsupported,
+         * as on a 1.0 core without CUDA services. */
+        void *h = TE_HOST_HAS(te_host_table, cuda_progress_wait)
+                      ? te_host_table->cuda_driver(0, NULL, 0)
+                      : NULL;
         if (h)
             atomic_store(&driver_seen, true); /* the handle stays open */
         else
@@ -101,7 +103,7 @@ bool tcp_cuda_possible(void)
     return probe_driver(adds);
 }
 
-/* The core answers (ABI 1.2 cuda_device_of, the same answer the topology
+/* The core answers (cuda_device_of, the same answer the topology
  * and the route use); tcp_cuda_possible() first keeps host memory in a
  * process without the driver at one cheap check. */
 int tcp_cuda_device(const void *p)
@@ -245,12 +247,7 @@ static cbuf *pool_get(tcp_cuda *c, pool *p, int dev, bool wait, int64_t deadline
         int64_t now = te_host_table->now_ns();
         if (!wait || (deadline && now >= deadline))
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = ts.tv_nsec + (deadline ? deadline - now : 1000000000);
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+        te_host_table->cuda_progress_wait(NULL, &p->lock, &p->cond, 1000000000, deadline);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -286,14 +283,21 @@ static cuda_err buf_copy(cbuf *b, int dev, void *dst, const void *src, size_t n,
 
 static void *stage_main(void *arg);
 
-static void pool_init(pool *p, int max)
+/* A lock and a condition variable on CLOCK_MONOTONIC (cuda_progress_wait's
+ * clock). */
+static void lock_init(pthread_mutex_t *lock, pthread_cond_t *cond)
 {
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, &ca);
+    pthread_mutex_init(lock, NULL);
+    pthread_cond_init(cond, &ca);
     pthread_condattr_destroy(&ca);
+}
+
+static void pool_init(pool *p, int max)
+{
+    lock_init(&p->lock, &p->cond);
     p->max = max;
 }
 
@@ -308,12 +312,7 @@ static tcp_cuda *state_new(tcp_transport *t)
                                       !strcmp(v, "no") || !strcmp(v, "off"));
     pool_init(&c->stage, STAGE_BUFFERS);
     pool_init(&c->serve, SERVE_BUFFERS);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    lock_init(&c->lock, &c->cond);
     if (pthread_create(&c->thread, NULL, stage_main, c) != 0) {
         free(c);
         return NULL;
@@ -348,92 +347,108 @@ static tcp_cuda *state_get(tcp_transport *t)
 
 /* ---- target side: synchronous, chunk by chunk ------------------------------------ */
 
-/* Up to two buffers: the first waits for the deadline, the second is taken
- * only if free, so busy connections still make progress one chunk at a time. */
-static int serve_bufs(tcp_cuda *c, int dev, int64_t deadline, cbuf *b[2])
+/* One target-side transfer: up to two buffers, the first waited for until
+ * the deadline, the second taken only if free, so busy connections still
+ * make progress one chunk at a time.  pending[i]: a copy of b[i] is queued. */
+typedef struct serve_run {
+    tcp_cuda *c;
+    int dev, nb;
+    cbuf *b[2];
+    bool pending[2];
+} serve_run;
+
+static bool serve_begin(serve_run *r, tcp_transport *t, int dev, int64_t deadline)
 {
-    b[0] = pool_get(c, &c->serve, dev, true, deadline);
-    b[1] = b[0] ? pool_get(c, &c->serve, dev, false, 0) : NULL;
-    return b[0] ? (b[1] ? 2 : 1) : 0;
+    *r = (serve_run){.c = state_get(t), .dev = dev};
+    if (!r->c || !(r->b[0] = pool_get(r->c, &r->c->serve, dev, true, deadline)))
+        return false;
+    r->b[1] = pool_get(r->c, &r->c->serve, dev, false, 0);
+    r->nb = r->b[1] ? 2 : 1;
+    return true;
 }
 
-static int serve_wait(cbuf *b, int dev, bool *pending)
+/* Waits for buffer i's queued copy, if any. */
+static int serve_wait(serve_run *r, int i)
 {
-    if (!*pending)
+    if (!r->pending[i])
         return 0;
-    *pending = false;
-    return cu.event_synchronize(b->event[dev]) == CUDA_OK ? 0 : -1;
+    r->pending[i] = false;
+    return cu.event_synchronize(r->b[i]->event[r->dev]) == CUDA_OK ? 0 : -1;
+}
+
+/* Queues a copy through buffer i: to the GPU (dst) or out of it (src). */
+static int serve_copy(serve_run *r, int i, void *dst, const void *src, size_t n, int kind)
+{
+    int rc = buf_copy(r->b[i], r->dev, dst, src, n, kind) == CUDA_OK ? 0 : -1;
+    r->pending[i] = !rc;
+    return rc;
+}
+
+static int serve_end(serve_run *r, int rc)
+{
+    for (int i = 0; i < r->nb; i++) {
+        if (serve_wait(r, i))
+            rc = -1;
+        pool_put(&r->c->serve, r->b[i]);
+    }
+    if (rc)
+        cu.get_last_error();
+    return rc;
+}
+
+/* The bytes of the chunk at off. */
+static size_t chunk_at(uint64_t len, uint64_t off)
+{
+    return len - off < CHUNK ? (size_t)(len - off) : CHUNK;
 }
 
 int tcp_cuda_to_device(tcp_transport *t, void *dst, uint64_t len, int dev, tcp_cuda_io recv_chunk,
                        void *arg, int64_t deadline)
 {
-    tcp_cuda *c = state_get(t);
-    cbuf *b[2];
-    int nb = c ? serve_bufs(c, dev, deadline, b) : 0;
-    if (!nb)
+    serve_run r;
+    if (!serve_begin(&r, t, dev, deadline))
         return -1;
-    bool pending[2] = {false, false};
     int rc = 0;
     for (uint64_t off = 0, k = 0; off < len && !rc; k++) {
-        int i = (int)(k % (uint64_t)nb);
-        size_t n = len - off < CHUNK ? (size_t)(len - off) : CHUNK;
-        rc = serve_wait(b[i], dev, &pending[i]); /* its last chunk reached the GPU */
+        int i = (int)(k % (uint64_t)r.nb);
+        size_t n = chunk_at(len, off);
+        rc = serve_wait(&r, i); /* its last chunk reached the GPU */
         if (!rc)
-            rc = recv_chunk(arg, b[i]->host, n);
-        if (!rc && buf_copy(b[i], dev, (char *)dst + off, b[i]->host, n, CUDA_H2D) != CUDA_OK)
-            rc = -1;
-        pending[i] = !rc;
+            rc = recv_chunk(arg, r.b[i]->host, n);
+        if (!rc)
+            rc = serve_copy(&r, i, (char *)dst + off, r.b[i]->host, n, CUDA_H2D);
         off += n;
     }
-    for (int i = 0; i < nb; i++) {
-        if (serve_wait(b[i], dev, &pending[i]))
-            rc = -1;
-        pool_put(&c->serve, b[i]);
-    }
-    if (rc)
-        cu.get_last_error();
-    return rc;
+    return serve_end(&r, rc);
 }
 
 int tcp_cuda_from_device(tcp_transport *t, const void *src, uint64_t len, int dev,
                          tcp_cuda_io send_chunk, void *arg, int64_t deadline)
 {
-    tcp_cuda *c = state_get(t);
-    cbuf *b[2];
-    int nb = c ? serve_bufs(c, dev, deadline, b) : 0;
-    if (!nb)
+    serve_run r;
+    if (!serve_begin(&r, t, dev, deadline))
         return -1;
-    bool pending[2] = {false, false};
     int rc = 0;
     uint64_t issued = 0; /* bytes whose copy to a buffer is queued */
-    for (int i = 0; i < nb && issued < len && !rc; i++) {
-        size_t n = len - issued < CHUNK ? (size_t)(len - issued) : CHUNK;
-        rc = buf_copy(b[i], dev, b[i]->host, (const char *)src + issued, n, CUDA_D2H) ? -1 : 0;
-        pending[i] = !rc;
+    for (int i = 0; i < r.nb && issued < len && !rc; i++) {
+        size_t n = chunk_at(len, issued);
+        rc = serve_copy(&r, i, r.b[i]->host, (const char *)src + issued, n, CUDA_D2H);
         issued += n;
     }
     for (uint64_t off = 0, k = 0; off < len && !rc; k++) {
-        int i = (int)(k % (uint64_t)nb);
-        size_t n = len - off < CHUNK ? (size_t)(len - off) : CHUNK;
-        rc = serve_wait(b[i], dev, &pending[i]);
+        int i = (int)(k % (uint64_t)r.nb);
+        size_t n = chunk_at(len, off);
+        rc = serve_wait(&r, i);
         if (!rc)
-            rc = send_chunk(arg, b[i]->host, n); /* a copying send: the buffer is ours again */
+            rc = send_chunk(arg, r.b[i]->host, n); /* a copying send: the buffer is ours again */
         off += n;
         if (!rc && issued < len) {
-            size_t m = len - issued < CHUNK ? (size_t)(len - issued) : CHUNK;
-            rc = buf_copy(b[i], dev, b[i]->host, (const char *)src + issued, m, CUDA_D2H) ? -1 : 0;
-            pending[i] = !rc;
+            size_t m = chunk_at(len, issued);
+            rc = serve_copy(&r, i, r.b[i]->host, (const char *)src + issued, m, CUDA_D2H);
             issued += m;
         }
     }
-    for (int i = 0; i < nb; i++) {
-        serve_wait(b[i], dev, &pending[i]);
-        pool_put(&c->serve, b[i]);
-    }
-    if (rc)
-        cu.get_last_error();
-    return rc;
+    return serve_end(&r, rc);
 }
 
 /* ---- initiator side: slices staged by a worker ---------------------------------- */
@@ -585,7 +600,7 @@ static shadow *shadow_new(job *j, cbuf *b)
     if (!sh)
         return NULL;
     const te_slice *o = j->orig;
-    uint64_t n = o->length - j->next_off < CHUNK ? o->length - j->next_off : CHUNK;
+    uint64_t n = chunk_at(o->length, j->next_off);
     sh->pub = (te_slice){.opcode = o->opcode, .local = b->host, .remote = o->remote + j->next_off,
                          .length = n, .peer = o->peer, .local_mr = &tcp_cuda_shadow_tag,
                          .remote_buffer = o->remote_buffer, .deadline_ns = o->deadline_ns};
@@ -728,9 +743,10 @@ static int64_t earliest_deadline(tcp_cuda *c)
     return d;
 }
 
-/* Sleeps until work arrives.  With only copies in flight it sleeps in the
- * driver on one's blocking-sync event (copies end on their own); with jobs
- * waiting for the default stream or a buffer, it polls with a backoff. */
+/* Sleeps until work arrives: with only copies in flight in the driver on
+ * one's blocking-sync event (copies end on their own); with jobs waiting
+ * for the default stream or a buffer, a poll with a backoff bounded by the
+ * earliest deadline (the core's cuda_progress_wait does either). */
 static void stage_wait(tcp_cuda *c)
 {
     if (c->intake || c->returned || c->stop)
@@ -739,23 +755,8 @@ static void stage_wait(tcp_cuda *c)
         pthread_cond_wait(&c->cond, &c->lock);
         return;
     }
-    if (!c->jobs) {
-        cuda_event ev = c->copies->buf->event[c->copies->job->dev];
-        pthread_mutex_unlock(&c->lock);
-        cu.event_synchronize(ev);
-        pthread_mutex_lock(&c->lock);
-        return;
-    }
-    int64_t now = te_host_table->now_ns(), step = c->backoff_ns;
-    int64_t dl = earliest_deadline(c);
-    if (dl && dl - now < step)
-        step = dl > now ? dl - now : 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + step;
-    ts.tv_sec += ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+    cuda_event ev = c->jobs ? NULL : c->copies->buf->event[c->copies->job->dev];
+    te_host_table->cuda_progress_wait(ev, &c->lock, &c->cond, c->backoff_ns, earliest_deadline(c));
 }
 
 /* Shutdown (the lanes are gone): copies in the air are waited for. */

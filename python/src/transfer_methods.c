@@ -4,6 +4,7 @@
 #include "pyte.h"
 #include "transfer_methods.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,15 +183,27 @@ static uint64_t run_async(pyte_core *core, call *c)
     return 0;
 }
 
+/* parse_single or parse_batch, then the transport hint; on failure the call
+ * is freed and an exception set. */
+static int parse_checked(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
+                         const char *fname, call *c, int *mismatch)
+{
+    int rc = mismatch ? parse_batch(self, args, kw, shape, fname, c, mismatch)
+                      : parse_single(self, args, kw, shape, fname, c);
+    if (rc || pyte_check_hint(CORE(self), c->hint)) {
+        call_free(c);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *sync_single(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
                              int opcode, const char *fname)
 {
     call c;
     int rc;
-    if (parse_single(self, args, kw, shape, fname, &c) || pyte_check_hint(CORE(self), c.hint)) {
-        call_free(&c);
+    if (parse_checked(self, args, kw, shape, fname, &c, NULL))
         return NULL;
-    }
     if (shape == FIXED)
         c.one.opcode = opcode;
     Py_BEGIN_ALLOW_THREADS
@@ -200,47 +213,28 @@ static PyObject *sync_single(PyObject *self, PyObject *args, PyObject *kw, enum 
     return PyLong_FromLong(rc);
 }
 
-static PyObject *sync_batch(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
-                            int opcode, const char *fname)
+/* A batch, synchronous (returns 0 or -1) or not (returns a batch id, 0 on
+ * failure); lists of different lengths fail without an exception. */
+static PyObject *run_batch(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
+                           int opcode, const char *fname, bool async)
 {
     call c;
     int mismatch = 0, rc = -1;
-    if (parse_batch(self, args, kw, shape, fname, &c, &mismatch) ||
-        pyte_check_hint(CORE(self), c.hint)) {
-        call_free(&c);
-        return NULL;
-    }
-    for (size_t i = 0; shape == FIXED && i < c.n; i++)
-        c.reqs[i].opcode = opcode;
-    if (!mismatch) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = run_sync(CORE(self), &c);
-        Py_END_ALLOW_THREADS
-    }
-    call_free(&c);
-    return PyLong_FromLong(rc);
-}
-
-static PyObject *async_batch(PyObject *self, PyObject *args, PyObject *kw, enum shape shape,
-                             int opcode, const char *fname)
-{
-    call c;
-    int mismatch = 0;
     uint64_t id = 0;
-    if (parse_batch(self, args, kw, shape, fname, &c, &mismatch) ||
-        pyte_check_hint(CORE(self), c.hint)) {
-        call_free(&c);
+    if (parse_checked(self, args, kw, shape, fname, &c, &mismatch))
         return NULL;
-    }
     for (size_t i = 0; shape == FIXED && i < c.n; i++)
         c.reqs[i].opcode = opcode;
     if (!mismatch) {
         Py_BEGIN_ALLOW_THREADS
-        id = run_async(CORE(self), &c);
+        if (async)
+            id = run_async(CORE(self), &c);
+        else
+            rc = run_sync(CORE(self), &c);
         Py_END_ALLOW_THREADS
     }
     call_free(&c);
-    return PyLong_FromUnsignedLongLong(id);
+    return async ? PyLong_FromUnsignedLongLong(id) : PyLong_FromLong(rc);
 }
 
 /* ---- the methods ------------------------------------------------------------------- */
@@ -261,38 +255,35 @@ PyObject *pyte_m_transfer_sync(ARGS)
 }
 PyObject *pyte_m_batch_transfer_sync_write(ARGS)
 {
-    return sync_batch(self, args, kw, FIXED, TE_OP_WRITE, "batch_transfer_sync_write");
+    return run_batch(self, args, kw, FIXED, TE_OP_WRITE, "batch_transfer_sync_write", false);
 }
 PyObject *pyte_m_batch_transfer_sync_read(ARGS)
 {
-    return sync_batch(self, args, kw, FIXED, TE_OP_READ, "batch_transfer_sync_read");
+    return run_batch(self, args, kw, FIXED, TE_OP_READ, "batch_transfer_sync_read", false);
 }
 PyObject *pyte_m_batch_transfer_sync(ARGS)
 {
-    return sync_batch(self, args, kw, NOTIFY, 0, "batch_transfer_sync");
+    return run_batch(self, args, kw, NOTIFY, 0, "batch_transfer_sync", false);
 }
 PyObject *pyte_m_batch_transfer_async_write(ARGS)
 {
-    return async_batch(self, args, kw, FIXED, TE_OP_WRITE, "batch_transfer_async_write");
+    return run_batch(self, args, kw, FIXED, TE_OP_WRITE, "batch_transfer_async_write", true);
 }
 PyObject *pyte_m_batch_transfer_async_read(ARGS)
 {
-    return async_batch(self, args, kw, FIXED, TE_OP_READ, "batch_transfer_async_read");
+    return run_batch(self, args, kw, FIXED, TE_OP_READ, "batch_transfer_async_read", true);
 }
 PyObject *pyte_m_batch_transfer_async(ARGS)
 {
-    return async_batch(self, args, kw, OPCODE, 0, "batch_transfer_async");
+    return run_batch(self, args, kw, OPCODE, 0, "batch_transfer_async", true);
 }
 
 PyObject *pyte_m_transfer_submit_write(ARGS)
 {
     call c;
     uint64_t id;
-    if (parse_single(self, args, kw, FIXED, "transfer_submit_write", &c) ||
-        pyte_check_hint(CORE(self), c.hint)) {
-        call_free(&c);
+    if (parse_checked(self, args, kw, FIXED, "transfer_submit_write", &c, NULL))
         return NULL;
-    }
     c.one.opcode = TE_OP_WRITE;
     Py_BEGIN_ALLOW_THREADS
     id = run_async(CORE(self), &c);

@@ -94,14 +94,16 @@ static int read_line(int fd, char *buf, size_t len, int timeout_ms)
     return 0;
 }
 
-int te_test_peer_start(te_test_peer *p, const char *const *args)
+int te_test_child_start(te_test_peer *p, const char *bin_name, const char *const *args,
+                        int reply_ms, int fields)
 {
     memset(p, 0, sizeof *p);
+    p->reply_ms = reply_ms;
     int in[2], out[2];
     if (pipe(in) || pipe(out))
         return -1;
     char bin[1024];
-    te_test_bin("te-test-peer", bin, sizeof bin);
+    te_test_bin(bin_name, bin, sizeof bin);
     const char *argv[32] = {bin};
     int argc = 1;
     for (int i = 0; args && args[i] && argc < 31; i++)
@@ -123,20 +125,23 @@ int te_test_peer_start(te_test_peer *p, const char *const *args)
     p->pid = pid;
     p->to_child = in[1];
     p->from_child = out[0];
-    char line[1024];
-    if (read_line(p->from_child, line, sizeof line, 20000) != 0) {
-        te_test_peer_kill(p, SIGKILL);
-        return -1;
-    }
+    char line[1024] = "";
     unsigned long long addr, size;
-    if (sscanf(line, "READY %511s %llx %llu %d", p->segment, &addr, &size, &p->rpc_port) != 4) {
-        fprintf(stderr, "peer said: %s\n", line);
+    if (read_line(p->from_child, line, sizeof line, reply_ms) != 0 ||
+        sscanf(line, "READY %511s %llx %llu %d", p->segment, &addr, &size, &p->rpc_port) <
+            fields) {
+        fprintf(stderr, "%s did not start: %s\n", bin_name, line);
         te_test_peer_kill(p, SIGKILL);
         return -1;
     }
     p->addr = addr;
     p->size = size;
     return 0;
+}
+
+int te_test_peer_start(te_test_peer *p, const char *const *args)
+{
+    return te_test_child_start(p, "te-test-peer", args, 20000, 4);
 }
 
 int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply_len)
@@ -150,12 +155,12 @@ int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply
         reply = tmp;
         reply_len = sizeof tmp;
     }
-    return read_line(p->from_child, reply, reply_len, 30000);
+    return read_line(p->from_child, reply, reply_len, p->reply_ms);
 }
 
 int te_test_peer_read(te_test_peer *p, char *reply, size_t reply_len)
 {
-    return read_line(p->from_child, reply, reply_len, 30000);
+    return read_line(p->from_child, reply, reply_len, p->reply_ms);
 }
 
 void te_test_peer_kill(te_test_peer *p, int sig)

@@ -19,12 +19,19 @@ typedef struct te_test_peer {
     uint64_t addr;
     uint64_t size;
     int rpc_port;
+    int reply_ms; /* how long a reply may take */
 } te_test_peer;
 
 /* Starts build/tests/te-test-peer with the given arguments (NULL-terminated
  * list after argv0) and waits (up to 20 s) for its READY line. 0 on success. */
 int te_test_peer_start(te_test_peer *p, const char *const *args);
-/* Sends one command line and reads one reply line (timeout 30 s). */
+/* The same for any such helper, bin_name in $TE_TEST_BIN_DIR: its line
+ * "READY <segment> <addr hex> <size> [<rpc_port>]" must give `fields` (3 or
+ * 4) values within reply_ms, the wait for every reply after it too. */
+int te_test_child_start(te_test_peer *p, const char *bin_name, const char *const *args,
+                        int reply_ms, int fields);
+/* Sends one command line and reads one reply line (timeout 30 s for
+ * te-test-peer). */
 int te_test_peer_cmd(te_test_peer *p, const char *cmd, char *reply, size_t reply_len);
 /* Reads one more reply line (for multi-line answers). */
 int te_test_peer_read(te_test_peer *p, char *reply, size_t reply_len);

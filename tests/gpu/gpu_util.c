@@ -5,7 +5,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <glob.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -158,93 +157,22 @@ int gpu_block_default_stream(int ms)
 
 /* ---- te-gpu-peer ------------------------------------------------------------- */
 
-static int read_line(int fd, char *buf, size_t len, int timeout_ms)
-{
-    size_t n = 0;
-    while (n + 1 < len) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = poll(&p, 1, timeout_ms);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || read(fd, buf + n, 1) != 1)
-            return -1;
-        if (buf[n] == '\n')
-            break;
-        n++;
-    }
-    buf[n] = '\0';
-    return 0;
-}
-
 int gpu_peer_start(gpu_peer *p, const char *const *args)
 {
-    memset(p, 0, sizeof *p);
-    int in[2], out[2];
-    if (pipe(in) || pipe(out))
-        return -1;
-    char bin[1024];
-    te_test_bin("te-gpu-peer", bin, sizeof bin);
-    const char *argv[32] = {bin};
-    for (int i = 0; args && args[i] && i < 30; i++)
-        argv[i + 1] = args[i];
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    p->pid = pid;
-    p->to_child = in[1];
-    p->from_child = out[0];
-    char line[1024];
-    unsigned long long addr, size;
-    if (pid < 0 || read_line(p->from_child, line, sizeof line, 60000) ||
-        sscanf(line, "READY %511s %llx %llu", p->segment, &addr, &size) != 3) {
-        fprintf(stderr, "te-gpu-peer did not start: %s\n", pid < 0 ? "fork failed" : line);
-        gpu_peer_stop(p);
-        return -1;
-    }
-    p->addr = addr;
-    p->size = size;
-    return 0;
+    return te_test_child_start(p, "te-gpu-peer", args, 60000, 3);
 }
 
 int gpu_peer_cmd(gpu_peer *p, const char *cmd, char *reply, size_t reply_len)
 {
-    char line[1024], tmp[1024];
-    int n = snprintf(line, sizeof line, "%s\n", cmd);
+    char tmp[1024];
     if (!reply) {
         reply = tmp;
         reply_len = sizeof tmp;
     }
-    if (write(p->to_child, line, (size_t)n) != n || read_line(p->from_child, reply, reply_len, 60000))
-        return -1;
-    return strcmp(reply, "OK") == 0 ? 0 : -1;
+    return te_test_peer_cmd(p, cmd, reply, reply_len) || strcmp(reply, "OK") ? -1 : 0;
 }
 
 void gpu_peer_stop(gpu_peer *p)
 {
-    if (p->pid <= 0)
-        return;
-    ssize_t w = write(p->to_child, "quit\n", 5);
-    (void)w;
-    close(p->to_child);
-    int status;
-    bool reaped = false;
-    for (int i = 0; i < 500 && !reaped; i++) {
-        reaped = waitpid(p->pid, &status, WNOHANG) == p->pid;
-        if (!reaped)
-            usleep(20000);
-    }
-    if (!reaped) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, &status, 0);
-    }
-    close(p->from_child);
-    p->pid = 0;
+    te_test_peer_stop(p);
 }

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "test_util.h"
+
 #define GPU_SKIP 77 /* ctest's SKIP_RETURN_CODE for these tests */
 
 /* Returns NULL when a CUDA GPU is usable here, else why not.  The probe
@@ -30,12 +32,8 @@ int gpu_sync(void);
  * (cudaLaunchHostFunc), as a transfer issued from one would. */
 int gpu_block_default_stream(int ms);
 
-typedef struct gpu_peer {
-    pid_t pid;
-    int to_child, from_child;
-    char segment[512];
-    uint64_t addr, size;
-} gpu_peer;
+/* te-gpu-peer, driven as tests/common drives te-test-peer. */
+typedef te_test_peer gpu_peer;
 
 /* Starts te-gpu-peer with args (NULL-terminated) and waits for READY. */
 int gpu_peer_start(gpu_peer *p, const char *const *args);

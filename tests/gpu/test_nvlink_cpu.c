@@ -5,15 +5,14 @@
  * instead of a crash; te_alloc_device without a GPU. */
 #include <check.h>
 #include <dlfcn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cuda_loader.h"
 #include "gpu_util.h"
 #include "nvlink_hex.h"
+#include "test_host.h"
 #include "te/plugin.h"
 #include "te/te.h"
 
@@ -64,47 +63,6 @@ END_TEST
 
 #ifdef TE_NVLINK_BUILT
 
-static char last_error[1024];
-
-static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void h_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
-{
-    if (!getenv("TE_TEST_VERBOSE"))
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "[%s %d] ", plugin, level);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void h_set_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-}
-
-static const char *h_config(te_host *h, const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-static void h_slice_done(te_host *h, te_slice *s, int status) {}
-
-static int64_t h_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int h_host_identity(int with_pid_namespace, char *out, size_t len)
 {
     snprintf(out, len, "test-boot/test-host");
@@ -117,21 +75,24 @@ static int h_cuda_device_of(const void *addr)
     return cudl_device_ordinal(cudl_pointer_attr(), addr);
 }
 
-static const te_host_api host_api = {
-    .size = sizeof(te_host_api),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .log = h_log,
-    .set_error = h_set_error,
-    .config = h_config,
-    .slice_done = h_slice_done,
-    .now_ns = h_now_ns,
-    .cuda_runtime = cudl_open_runtime,
-    .cuda_driver = cudl_open_driver,
-    .cuda_symbol = cudl_sym,
-    .host_identity = h_host_identity,
-    .cuda_device_of = h_cuda_device_of,
-};
+/* cuda_wait.c's clock (core/net.c is not linked here). */
+int64_t te_now_ns(void)
+{
+    return te_test_now_ns();
+}
+
+static te_host_api host_api; /* host_api_init() */
+
+static void host_api_init(void)
+{
+    te_test_host_init(&host_api);
+    host_api.cuda_runtime = cudl_open_runtime;
+    host_api.cuda_driver = cudl_open_driver;
+    host_api.cuda_symbol = cudl_sym;
+    host_api.host_identity = h_host_identity;
+    host_api.cuda_device_of = h_cuda_device_of;
+    host_api.cuda_progress_wait = te_cuda_progress_wait;
+}
 
 /* The plugin's init function, from the build tree. */
 static te_plugin_init_fn plugin_init_fn(void)
@@ -139,11 +100,8 @@ static te_plugin_init_fn plugin_init_fn(void)
     char path[4096];
     const char *dir = getenv("TE_BUILD_DIR");
     snprintf(path, sizeof path, "%s/lib/te-plugins/libte_nvlink.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
-    te_plugin_init_fn init;
-    *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
-    ck_assert_ptr_nonnull(init);
+    void *h;
+    te_plugin_init_fn init = te_test_plugin_init(path, &h);
     ck_assert_ptr_null(dlsym(h, "nvl_cu")); /* nothing else leaves the plugin */
     return init;
 }
@@ -174,7 +132,8 @@ START_TEST(plugin_reports_no_device_without_gpu)
     }
     ck_assert_int_eq(rc, TE_ERR_DEVICE_NOT_FOUND);
     ck_assert_ptr_null(inst);
-    ck_assert_msg(strstr(last_error, "nvlink: ") == last_error, "error: %s", last_error);
+    ck_assert_msg(strstr(te_test_host_error, "nvlink: ") == te_test_host_error, "error: %s",
+                  te_test_host_error);
 }
 END_TEST
 
@@ -192,19 +151,27 @@ START_TEST(plugin_refuses_host_without_cuda_services)
 }
 END_TEST
 
-/* ... and a 1.1 table (without cuda_device_of) too, with an error naming
- * the ABI it needs. */
+/* ... and 1.1 and 1.2 tables (without cuda_device_of, cuda_progress_wait)
+ * too, with an error naming the newest service it needs and the core's ABI. */
+static void expect_refused(te_plugin_init_fn init, size_t size, uint16_t minor, const char *abi)
+{
+    te_host_api old = host_api;
+    old.size = (uint32_t)size;
+    old.abi_minor = minor;
+    const te_plugin_desc *d = NULL;
+    te_test_host_error[0] = '\0';
+    ck_assert_int_eq(init(&old, &d), TE_ERR_PLUGIN);
+    ck_assert_msg(strstr(te_test_host_error, "cuda_progress_wait") &&
+                      strstr(te_test_host_error, abi),
+                  "error: %s", te_test_host_error);
+}
+
 START_TEST(plugin_refuses_host_without_cuda_device_of)
 {
     te_plugin_init_fn init = plugin_init_fn();
-    te_host_api old = host_api;
-    old.size = (uint32_t)offsetof(te_host_api, cuda_device_of); /* the 1.1 table */
-    old.abi_minor = 1;
+    expect_refused(init, offsetof(te_host_api, cuda_device_of), 1, "ABI is 1.1");
+    expect_refused(init, offsetof(te_host_api, config_int), 2, "ABI is 1.2");
     const te_plugin_desc *d = NULL;
-    last_error[0] = '\0';
-    ck_assert_int_eq(init(&old, &d), TE_ERR_PLUGIN);
-    ck_assert_msg(strstr(last_error, "cuda_device_of") && strstr(last_error, "ABI is 1.1"),
-                  "error: %s", last_error);
     ck_assert_int_eq(init(&host_api, &d), 0);
 }
 END_TEST
@@ -217,7 +184,7 @@ START_TEST(plugin_without_cuda_runtime_reports_no_device)
     void *inst = NULL;
     ck_assert_int_eq(ops->create(NULL, &params, &inst), TE_ERR_DEVICE_NOT_FOUND);
     ck_assert_ptr_null(inst);
-    ck_assert_msg(strstr(last_error, "cannot be loaded"), "error: %s", last_error);
+    ck_assert_msg(strstr(te_test_host_error, "cannot be loaded"), "error: %s", te_test_host_error);
 }
 END_TEST
 
@@ -268,6 +235,9 @@ END_TEST
 
 int main(void)
 {
+#ifdef TE_NVLINK_BUILT
+    host_api_init();
+#endif
     Suite *s = suite_create("nvlink_cpu");
     TCase *hex = tcase_create("hex");
     tcase_add_test(hex, hex_round_trip_is_uppercase);

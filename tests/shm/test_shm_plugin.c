@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 
 #include "te/plugin.h"
+#include "test_host.h"
 
 /* ---- a stand-in host ---------------------------------------------------------- */
 
@@ -31,33 +31,6 @@ static int done_count[MAX_SLICES];
 static int done_status[MAX_SLICES];
 static size_t done_total;
 
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char last_log[512]; /* the last message (under log_lock), for tests that read it */
-
-static void h_log(te_host *h, int level, const char *plugin, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    pthread_mutex_lock(&log_lock);
-    vsnprintf(last_log, sizeof last_log, fmt, ap);
-    pthread_mutex_unlock(&log_lock);
-    va_end(ap);
-    if (!getenv("TE_TEST_VERBOSE"))
-        return;
-    va_start(ap, fmt);
-    fprintf(stderr, "[%s %d] ", plugin, level);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void h_set_error(const char *fmt, ...) {}
-static const char *h_config(te_host *h, const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
 static void h_slice_done(te_host *h, te_slice *s, int status)
 {
     pthread_mutex_lock(&done_lock);
@@ -69,13 +42,6 @@ static void h_slice_done(te_host *h, te_slice *s, int status)
     done_total++;
     pthread_cond_broadcast(&done_cond);
     pthread_mutex_unlock(&done_lock);
-}
-
-static int64_t h_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Memory the test calls "device memory" (PROT_NONE, as a GPU pointer is to
@@ -98,18 +64,15 @@ static int h_host_identity(int with_pid_namespace, char *out, size_t len)
     return 0;
 }
 
-static const te_host_api host_api = {
-    .size = sizeof(te_host_api),
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .log = h_log,
-    .set_error = h_set_error,
-    .config = h_config,
-    .slice_done = h_slice_done,
-    .now_ns = h_now_ns,
-    .memory_location = h_memory_location,
-    .host_identity = h_host_identity,
-};
+static te_host_api host_api; /* host_api_init() */
+
+static void host_api_init(void)
+{
+    te_test_host_init(&host_api);
+    host_api.slice_done = h_slice_done;
+    host_api.memory_location = h_memory_location;
+    host_api.host_identity = h_host_identity;
+}
 
 /* ---- fixture: two instances in this process (a target and an initiator) ------ */
 
@@ -125,11 +88,7 @@ static const te_transport_ops *load_from(bool shipped)
     const char *dir = getenv(shipped ? "TE_BUILD_DIR" : "TE_SHM_TESTING_DIR");
     snprintf(path, sizeof path, "%s%s/libte_shm.so", dir ? dir : ".",
              shipped ? "/lib/te-plugins" : "");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(h != NULL, "dlopen %s: %s", path, dlerror());
-    te_plugin_init_fn init;
-    *(void **)&init = dlsym(h, TE_PLUGIN_INIT_SYMBOL);
-    ck_assert_ptr_nonnull(init);
+    te_plugin_init_fn init = te_test_plugin_init(path, NULL);
     const te_plugin_desc *d;
     ck_assert_int_eq(init(&host_api, &d), 0);
     ck_assert_str_eq(d->name, "shm");
@@ -224,16 +183,7 @@ static void prep(size_t i, void *peer, int op, void *local, void *remote, uint64
 {
     slices[i] = (te_slice){.opcode = (uint32_t)op, .local = local,
                            .remote = (uint64_t)(uintptr_t)remote, .length = len, .peer = peer,
-                           .remote_buffer = 0, .deadline_ns = h_now_ns() + 10000000000ll};
-}
-
-/* Whether the last log line contains `what`; a copy of it in `line`. */
-static bool last_log_has(const char *what, char *line, size_t len)
-{
-    pthread_mutex_lock(&log_lock);
-    snprintf(line, len, "%s", last_log);
-    pthread_mutex_unlock(&log_lock);
-    return strstr(line, what) != NULL;
+                           .remote_buffer = 0, .deadline_ns = te_test_now_ns() + 10000000000ll};
 }
 
 /* ---- tests ----------------------------------------------------------------- */
@@ -254,9 +204,9 @@ START_TEST(describe_publishes_typed_members)
 }
 END_TEST
 
-/* Replaces one member of the target's descriptor with `value` (JSON text,
- * or NULL to remove it) and expects the initiator to decline. */
-static void expect_declined(const char *member, const char *value)
+/* The target's descriptor with one member replaced by `value` (JSON text),
+ * or removed (NULL). */
+static char *descriptor_with(const char *member, const char *value)
 {
     char *d = descriptor_of(target);
     json_t *o = json_loads(d, 0, NULL);
@@ -267,6 +217,14 @@ static void expect_declined(const char *member, const char *value)
         json_object_del(o, member);
     d = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    return d;
+}
+
+/* Replaces one member of the target's descriptor with `value` (JSON text,
+ * or NULL to remove it) and expects the initiator to decline. */
+static void expect_declined(const char *member, const char *value)
+{
+    char *d = descriptor_with(member, value);
     void *peer;
     ck_assert_msg(open_with(d, &peer) == TE_ERR_NOT_SUPPORTED_TRANSPORT, "accepted %s=%s",
                   member, value ? value : "(none)");
@@ -463,15 +421,7 @@ END_TEST
  * only leaves the peer on reads by pid, with the same guarantees. */
 static void *open_with_seq_fd(const char *value)
 {
-    char *d = descriptor_of(target);
-    json_t *o = json_loads(d, 0, NULL);
-    free(d);
-    if (value)
-        json_object_set_new(o, "shm_seq_fd", json_loads(value, JSON_DECODE_ANY, NULL));
-    else
-        json_object_del(o, "shm_seq_fd");
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
+    char *text = descriptor_with("shm_seq_fd", value);
     void *peer;
     ck_assert_int_eq(open_with(text, &peer), 0);
     free(text);
@@ -509,7 +459,7 @@ START_TEST(table_counter_is_mapped_and_sees_changes)
     free(extra);
     void *peer = open_target();
     char line[512];
-    ck_assert_msg(last_log_has("table counter mapped", line, sizeof line), "%s", line);
+    ck_assert_msg(te_test_host_log_has("table counter mapped", line, sizeof line), "%s", line);
     stale_view_is_refused(peer, 0);
     ops->peer_close(initiator, peer);
 }
@@ -525,7 +475,7 @@ START_TEST(bad_seq_fd_falls_back_to_reads_by_pid)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         void *peer = open_with_seq_fd(bad[i]);
         char line[512];
-        ck_assert_msg(last_log_has("table counter read by pid", line, sizeof line), "%s: %s",
+        ck_assert_msg(te_test_host_log_has("table counter read by pid", line, sizeof line), "%s: %s",
                       bad[i] ? bad[i] : "absent", line);
         stale_view_is_refused(peer, 2 * i);
         ops->peer_close(initiator, peer);
@@ -551,7 +501,7 @@ START_TEST(destroyed_target_fails_mapped_copies)
     ck_assert_int_eq(ops->register_memory(target, reg, sizeof reg, NULL, &mr), 0);
     void *peer = open_target();
     char line[512];
-    ck_assert_msg(last_log_has("table counter mapped", line, sizeof line), "%s", line);
+    ck_assert_msg(te_test_host_log_has("table counter mapped", line, sizeof line), "%s", line);
     prep(0, peer, TE_OP_WRITE, local, reg + 128, sizeof local); /* the cache is current */
     run_slices(0, 1);
     ck_assert_int_eq(done_status[0], 0);
@@ -852,6 +802,7 @@ END_TEST
 
 int main(void)
 {
+    host_api_init();
     Suite *s = suite_create("shm_plugin");
     TCase *tc = tcase_create("abi");
     tcase_add_checked_fixture(tc, setup, teardown);
