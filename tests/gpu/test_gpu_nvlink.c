@@ -10,25 +10,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "gpu_util.h"
+#include "gpu_suite.h"
 #include "te/te.h"
 #include "test_util.h"
 
 #define PEER_SIZE "67108864"
 #define LEN ((8u << 20) + 123)
 
+/* Exactly nvlink: this suite is about the plugin; in a CUDA process the
+ * engine would otherwise run shm and tcp beside it. */
 static te_engine *engine(void)
 {
-    /* Exactly nvlink: this suite is about the plugin; in a CUDA process the
-     * engine would otherwise run shm and tcp beside it. */
-    setenv("MC_TE_TRANSPORTS", "nvlink", 1);
-    te_engine *e = te_engine_create();
-    int rc = te_engine_initialize(e, "127.0.0.1", "P2PHANDSHAKE", "nvlink", "", NULL);
-    ck_assert_msg(rc == 0, "initialize nvlink: %d %s", rc, te_last_error());
-    return e;
+    return gpu_engine("nvlink");
 }
 
 static void start_peer(gpu_peer *p, const char *mem)
@@ -37,38 +32,11 @@ static void start_peer(gpu_peer *p, const char *mem)
     ck_assert_int_eq(gpu_peer_start(p, args), 0);
 }
 
-static void *dev_pattern(size_t n, uint64_t seed)
-{
-    char *host = malloc(n);
-    void *d = gpu_alloc(n);
-    ck_assert(host && d);
-    te_test_fill(host, n, seed, 0);
-    ck_assert_int_eq(gpu_put(d, host, n), 0);
-    free(host);
-    return d;
-}
-
-static void check_dev(const void *d, size_t n, uint64_t seed)
-{
-    char *host = malloc(n);
-    ck_assert_int_eq(gpu_get(host, d, n), 0);
-    long long bad = te_test_check(host, n, seed, 0);
-    free(host);
-    ck_assert_msg(bad < 0, "first wrong byte at %lld", bad);
-}
-
 static int transfer(te_engine *e, int op, void *local, te_segment_id id, uint64_t remote,
                     size_t len)
 {
     te_request r = {op, local, id, remote, len};
     return te_transfer_sync(e, &r, 1, NULL, NULL);
-}
-
-static void peer_ok(gpu_peer *p, const char *verb, size_t off, size_t len, uint64_t arg)
-{
-    char cmd[128], reply[128];
-    snprintf(cmd, sizeof cmd, "%s %zu %zu %llu", verb, off, len, (unsigned long long)arg);
-    ck_assert_msg(gpu_peer_cmd(p, cmd, reply, sizeof reply) == 0, "%s -> %s", cmd, reply);
 }
 
 START_TEST(write_and_read_between_processes)
@@ -79,13 +47,13 @@ START_TEST(write_and_read_between_processes)
     te_segment_id id;
     ck_assert_int_eq(te_segment_open(e, p.segment, &id), 0);
     size_t off = 4096 + 7; /* relocated inside the peer's allocation */
-    void *src = dev_pattern(LEN, 11);
+    void *src = gpu_pattern(LEN, 11);
     ck_assert_int_eq(transfer(e, TE_OP_WRITE, src, id, p.addr + off, LEN), 0);
-    peer_ok(&p, "check", off, LEN, 11);
-    peer_ok(&p, "fill", 0, LEN, 12);
+    gpu_peer_ok(&p, "check", off, LEN, 11);
+    gpu_peer_ok(&p, "fill", 0, LEN, 12);
     char *dst = gpu_alloc(LEN + 64);
     ck_assert_int_eq(transfer(e, TE_OP_READ, dst + 64, id, p.addr, LEN), 0);
-    check_dev(dst + 64, LEN, 12);
+    gpu_check(dst + 64, LEN, 12);
     gpu_free(src);
     gpu_free(dst);
     te_engine_destroy(e);
@@ -101,7 +69,7 @@ START_TEST(many_requests_in_one_batch)
     te_segment_id id;
     ck_assert_int_eq(te_segment_open(e, p.segment, &id), 0);
     enum { N = 64, PIECE = (64 << 10) + 1 };
-    char *src = dev_pattern((size_t)N * PIECE, 21);
+    char *src = gpu_pattern((size_t)N * PIECE, 21);
     te_request r[N];
     for (int i = 0; i < N; i++) /* in reverse order at the peer */
         r[i] = (te_request){TE_OP_WRITE, src + (size_t)i * PIECE, id,
@@ -112,7 +80,7 @@ START_TEST(many_requests_in_one_batch)
         r[i] = (te_request){TE_OP_READ, back + (size_t)i * PIECE, id,
                             p.addr + (uint64_t)(N - 1 - i) * PIECE, PIECE};
     ck_assert_int_eq(te_transfer_sync(e, r, N, NULL, NULL), 0);
-    check_dev(back, (size_t)N * PIECE, 21);
+    gpu_check(back, (size_t)N * PIECE, 21);
     gpu_free(src);
     gpu_free(back);
     te_engine_destroy(e);
@@ -137,7 +105,7 @@ START_TEST(transfer_waits_for_the_default_stream)
             ck_assert_int_eq(gpu_memset_async(src, 0x20 + i, len), 0);
         ck_assert_int_eq(gpu_memset_async(src, 0x5A + round, len), 0);
         ck_assert_int_eq(transfer(e, TE_OP_WRITE, src, id, p.addr, len), 0);
-        peer_ok(&p, "byte", 0, len, (uint64_t)(0x5A + round));
+        gpu_peer_ok(&p, "byte", 0, len, (uint64_t)(0x5A + round));
     }
     gpu_free(src);
     te_engine_destroy(e);
@@ -152,7 +120,7 @@ START_TEST(host_buffer_of_a_peer_is_refused)
     te_engine *e = engine();
     te_segment_id id;
     ck_assert_int_eq(te_segment_open(e, p.segment, &id), 0);
-    void *src = dev_pattern(1 << 20, 31);
+    void *src = gpu_pattern(1 << 20, 31);
     /* The peer's descriptor says host memory: the core does not even hand
      * it to nvlink (with tcp beside it, tcp would carry it). */
     int rc = transfer(e, TE_OP_WRITE, src, id, p.addr, 1 << 20);
@@ -170,26 +138,8 @@ START_TEST(held_default_stream_times_out_without_late_write)
 {
     gpu_peer p;
     start_peer(&p, "gpu");
-    peer_ok(&p, "fill", 0, LEN, 71);
-    setenv("MC_TRANSFER_TIMEOUT", "1", 1);
-    te_engine *e = engine();
-    unsetenv("MC_TRANSFER_TIMEOUT");
-    te_segment_id id;
-    ck_assert_int_eq(te_segment_open(e, p.segment, &id), 0);
-    void *src = dev_pattern(LEN, 72);
-    ck_assert_int_eq(gpu_block_default_stream(3000), 0);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = transfer(e, TE_OP_WRITE, src, id, p.addr, LEN);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    ck_assert_msg(rc == TE_ERR_TIMEOUT, "rc %d", rc);
+    long ms = gpu_held_stream_write("nvlink", &p, LEN);
     ck_assert_msg(ms < 2800, "the failure took %ld ms", ms);
-    ck_assert_int_eq(gpu_sync(), 0); /* the stream moves again */
-    usleep(300000);
-    peer_ok(&p, "check", 0, LEN, 71);
-    gpu_free(src);
-    te_engine_destroy(e);
     gpu_peer_stop(&p);
 }
 END_TEST
@@ -211,17 +161,17 @@ END_TEST
 START_TEST(own_segment_and_host_local_memory)
 {
     te_engine *e = engine();
-    void *a = dev_pattern(LEN, 41);
+    void *a = gpu_pattern(LEN, 41);
     char *b = gpu_alloc(LEN);
     ck_assert_int_eq(te_register_memory(e, b, LEN, "*"), 0);
     te_segment_id self;
     ck_assert_int_eq(te_segment_open(e, te_engine_segment_name(e), &self), 0);
     ck_assert_int_eq(transfer(e, TE_OP_WRITE, a, self, (uint64_t)(uintptr_t)b, LEN), 0);
-    check_dev(b, LEN, 41);
+    gpu_check(b, LEN, 41);
     char *host = malloc(LEN);
     te_test_fill(host, LEN, 42, 0);
     ck_assert_int_eq(transfer(e, TE_OP_WRITE, host, self, (uint64_t)(uintptr_t)b, LEN), 0);
-    check_dev(b, LEN, 42);
+    gpu_check(b, LEN, 42);
     memset(host, 0, LEN);
     ck_assert_int_eq(transfer(e, TE_OP_READ, host, self, (uint64_t)(uintptr_t)b, LEN), 0);
     ck_assert_int_lt(te_test_check(host, LEN, 42, 0), 0);
@@ -240,10 +190,7 @@ int main(void)
     printf("SKIP: libte_nvlink.so is not built (no CUDA toolkit at configure time)\n");
     return GPU_SKIP;
 #endif
-    if (gpu_load()) {
-        printf("SKIP: the CUDA runtime vanished after the probe\n");
-        return GPU_SKIP;
-    }
+    gpu_suite_start();
     Suite *s = suite_create("gpu_nvlink");
     TCase *tc = tcase_create("ipc");
     tcase_set_timeout(tc, 120);
@@ -255,10 +202,5 @@ int main(void)
     tcase_add_test(tc, tcp_peer_is_declined);
     tcase_add_test(tc, own_segment_and_host_local_memory);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* CUDA does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return gpu_suite_run(s);
 }

@@ -10,37 +10,22 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gpu_util.h"
+#include "gpu_suite.h"
 #include "te/te.h"
 #include "test_util.h"
 
 #define LEN ((8u << 20) + 4097) /* several slices and chunks, odd tails */
 #define OFF 12345
 
-static te_engine *engine(void)
-{
-    /* Exactly tcp: this suite is about tcp's staging, and in a CUDA process
-     * the engine would otherwise take nvlink for same-host device memory. */
-    setenv("MC_TE_TRANSPORTS", "tcp", 1);
-    te_engine *e = te_engine_create();
-    int rc = te_engine_initialize(e, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL);
-    ck_assert_msg(rc == 0, "initialize tcp: %d %s", rc, te_last_error());
-    return e;
-}
-
 /* Local memory of either kind, filled with the pattern of seed. */
 static void *local_buf(bool gpu, size_t n, uint64_t seed)
 {
+    if (gpu)
+        return gpu_pattern(n, seed);
     char *host = malloc(n);
     ck_assert_ptr_nonnull(host);
     te_test_fill(host, n, seed, 0);
-    if (!gpu)
-        return host;
-    void *d = gpu_alloc(n);
-    ck_assert_ptr_nonnull(d);
-    ck_assert_int_eq(gpu_put(d, host, n), 0);
-    free(host);
-    return d;
+    return host;
 }
 
 static void local_free(bool gpu, void *p)
@@ -53,31 +38,19 @@ static void local_free(bool gpu, void *p)
 
 static void check_local(bool gpu, const void *p, size_t n, uint64_t seed)
 {
-    char *host = malloc(n);
-    if (gpu)
-        ck_assert_int_eq(gpu_get(host, p, n), 0);
-    else
-        memcpy(host, p, n);
-    long long bad = te_test_check(host, n, seed, 0);
-    free(host);
+    if (gpu) {
+        gpu_check(p, n, seed);
+        return;
+    }
+    long long bad = te_test_check(p, n, seed, 0);
     ck_assert_msg(bad < 0, "first wrong byte at %lld", bad);
 }
 
-/* v1 writes are complete once sent (the framing has no acknowledgement),
- * so a check right after one may come before the bytes land: retry. */
-static void peer_ok(gpu_peer *p, const char *verb, size_t off, size_t len, uint64_t seed)
+/* Exactly tcp: this suite is about tcp's staging, and in a CUDA process the
+ * engine would otherwise take nvlink for same-host device memory. */
+static te_engine *engine(void)
 {
-    char cmd[128], reply[128];
-    snprintf(cmd, sizeof cmd, "%s %zu %zu %llu", verb, off, len, (unsigned long long)seed);
-    int rc = -1;
-    for (int tries = 0; tries < 100 && rc; tries++) {
-        rc = gpu_peer_cmd(p, cmd, reply, sizeof reply);
-        if (rc && (!getenv("MC_TCP_PROTO") || strncmp(reply, "BAD", 3)))
-            break;
-        if (rc)
-            usleep(50000);
-    }
-    ck_assert_msg(rc == 0, "%s -> %s", cmd, reply);
+    return gpu_engine("tcp");
 }
 
 /* Writes local memory to the peer and reads it back into fresh memory. */
@@ -92,8 +65,8 @@ static void round_trip(const char *peer_mem, bool local_gpu)
     void *src = local_buf(local_gpu, LEN, 51);
     te_request w = {TE_OP_WRITE, src, id, p.addr + OFF, LEN};
     ck_assert_int_eq(te_transfer_sync(e, &w, 1, NULL, NULL), 0);
-    peer_ok(&p, "check", OFF, LEN, 51);
-    peer_ok(&p, "fill", OFF, LEN, 52);
+    gpu_peer_ok(&p, "check", OFF, LEN, 51);
+    gpu_peer_ok(&p, "fill", OFF, LEN, 52);
     void *dst = local_buf(local_gpu, LEN, 0);
     te_request r = {TE_OP_READ, dst, id, p.addr + OFF, LEN};
     ck_assert_int_eq(te_transfer_sync(e, &r, 1, NULL, NULL), 0);
@@ -145,7 +118,7 @@ START_TEST(many_gpu_requests_in_one_batch)
         r[i] = (te_request){TE_OP_WRITE, src + (size_t)i * PIECE, id,
                             p.addr + (uint64_t)i * PIECE, PIECE};
     ck_assert_int_eq(te_transfer_sync(e, r, N, NULL, NULL), 0);
-    peer_ok(&p, "check", 0, (size_t)N * PIECE, 61);
+    gpu_peer_ok(&p, "check", 0, (size_t)N * PIECE, 61);
     char *back = gpu_alloc((size_t)N * PIECE);
     for (int i = 0; i < N; i++)
         r[i] = (te_request){TE_OP_READ, back + (size_t)i * PIECE, id,
@@ -166,32 +139,14 @@ START_TEST(held_default_stream_times_out_without_late_write)
     gpu_peer p;
     const char *args[] = {"--protocol", "tcp", "--mem", "gpu", "--size", "33554432", NULL};
     ck_assert_int_eq(gpu_peer_start(&p, args), 0);
-    peer_ok(&p, "fill", 0, LEN, 71);
-    setenv("MC_TRANSFER_TIMEOUT", "1", 1);
-    te_engine *e = engine();
-    unsetenv("MC_TRANSFER_TIMEOUT");
-    te_segment_id id;
-    ck_assert_int_eq(te_segment_open(e, p.segment, &id), 0);
-    void *src = local_buf(true, LEN, 72);
-    ck_assert_int_eq(gpu_block_default_stream(3000), 0);
-    te_request w = {TE_OP_WRITE, src, id, p.addr, LEN};
-    ck_assert_int_eq(te_transfer_sync(e, &w, 1, NULL, NULL), TE_ERR_TIMEOUT);
-    ck_assert_int_eq(gpu_sync(), 0);
-    usleep(300000);
-    peer_ok(&p, "check", 0, LEN, 71);
-    gpu_free(src);
-    te_engine_destroy(e);
+    gpu_held_stream_write("tcp", &p, LEN);
     gpu_peer_stop(&p);
 }
 END_TEST
 
 int main(void)
 {
-    gpu_require();
-    if (gpu_load()) {
-        printf("SKIP: the CUDA runtime vanished after the probe\n");
-        return GPU_SKIP;
-    }
+    gpu_suite_start();
     Suite *s = suite_create("gpu_tcp");
     TCase *tc = tcase_create("staging");
     tcase_set_timeout(tc, 120);
@@ -202,10 +157,5 @@ int main(void)
     tcase_add_test(tc, many_gpu_requests_in_one_batch);
     tcase_add_test(tc, held_default_stream_times_out_without_late_write);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* CUDA does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return gpu_suite_run(s);
 }
