@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,13 @@ long long te_test_check(const void *buf, size_t len, uint64_t seed, uint64_t off
         if (p[i] != pattern_byte(seed, offset + i))
             return (long long)i;
     return -1;
+}
+
+double te_test_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 const char *te_test_bin(const char *name, char *out, size_t out_len)
@@ -222,11 +230,25 @@ void te_test_engine_to_peer(const te_test_peer *p, size_t size, te_engine **eng,
     *eng = te_engine_create();
     ck_assert_ptr_nonnull(*eng);
     ck_assert_int_eq(te_engine_initialize(*eng, "127.0.0.1", "P2PHANDSHAKE", "tcp", "", NULL), 0);
+    te_test_local_to_peer(*eng, p, size, local, seg);
+}
+
+void te_test_local_to_peer(te_engine *e, const te_test_peer *p, size_t size, uint8_t **local,
+                           te_segment_id *seg)
+{
     *local = aligned_alloc(4096, size);
     ck_assert_ptr_nonnull(*local);
     memset(*local, 0, size);
-    ck_assert_int_eq(te_register_memory(*eng, *local, size, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(*eng, p->segment, seg), 0);
+    ck_assert_int_eq(te_register_memory(e, *local, size, "cpu:0"), 0);
+    ck_assert_int_eq(te_segment_open(e, p->segment, seg), 0);
+}
+
+void te_test_peer_teardown(te_test_peer *p, te_engine *e, void *local)
+{
+    if (p->pid > 0)
+        te_test_peer_stop(p);
+    te_engine_destroy(e);
+    free(local);
 }
 
 void te_test_peer_expect(te_test_peer *p, const char *cmd, const char *want)
@@ -236,13 +258,46 @@ void te_test_peer_expect(te_test_peer *p, const char *cmd, const char *want)
     ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
 }
 
+void te_test_peer_expectf(te_test_peer *p, const char *want, const char *fmt, ...)
+{
+    char cmd[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    te_test_peer_expect(p, cmd, want);
+}
+
+void te_test_notify_after_data(te_engine *e, te_segment_id seg, te_test_peer *p, uint8_t *local)
+{
+    te_test_fill(local, 1 << 20, 77, 0);
+    te_request w = {TE_OP_WRITE, local, seg, p->addr, 1 << 20};
+    ck_assert_int_eq(te_transfer_sync(e, &w, 1, "kv_done", "layer-7"), 0);
+    char reply[256];
+    ck_assert_int_eq(te_test_peer_cmd(p, "notifies", reply, sizeof reply), 0);
+    ck_assert_str_eq(reply, "NOTIFIES 1");
+    ck_assert_int_eq(te_test_peer_read(p, reply, sizeof reply), 0);
+    ck_assert_str_eq(reply, "kv_done\tlayer-7");
+    te_test_peer_expect(p, "check 0 1048576 77", "OK"); /* the data was there when it arrived */
+}
+
+void te_test_outside_rejected(te_engine *e, te_segment_id seg, const te_test_peer *p,
+                              uint8_t *local)
+{
+    te_test_fill(local, 4096, 1, 0);
+    te_request w = {TE_OP_WRITE, local, seg, p->addr + p->size - 100, 4096};
+    ck_assert_int_eq(te_transfer_sync(e, &w, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
+    te_request r = {TE_OP_READ, local, seg, p->addr - 4096, 100};
+    ck_assert_int_eq(te_transfer_sync(e, &r, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
+}
+
 void te_test_write_then_read(te_engine *e, te_segment_id seg, te_test_peer *p, uint8_t *local,
                              uint64_t off, uint64_t len, uint64_t seed)
 {
     char cmd[128];
     te_test_fill(local, len, seed, 0);
     te_request w = {TE_OP_WRITE, local, seg, p->addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(e, &w, 1, NULL, NULL), 0);
+    ck_assert_msg(te_transfer_sync(e, &w, 1, NULL, NULL) == 0, "write: %s", te_last_error());
     snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
              (unsigned long long)len, (unsigned long long)seed);
     te_test_peer_expect(p, cmd, "OK");
@@ -251,6 +306,6 @@ void te_test_write_then_read(te_engine *e, te_segment_id seg, te_test_peer *p, u
     te_test_peer_expect(p, cmd, "OK");
     memset(local, 0, len);
     te_request r = {TE_OP_READ, local, seg, p->addr + off, len};
-    ck_assert_int_eq(te_transfer_sync(e, &r, 1, NULL, NULL), 0);
+    ck_assert_msg(te_transfer_sync(e, &r, 1, NULL, NULL) == 0, "read: %s", te_last_error());
     ck_assert_int_eq(te_test_check(local, len, seed + 1, 0), -1);
 }

@@ -44,6 +44,9 @@ void te_test_fill(void *buf, size_t len, uint64_t seed, uint64_t offset);
 /* Index of the first byte that differs from the pattern, or -1. */
 long long te_test_check(const void *buf, size_t len, uint64_t seed, uint64_t offset);
 
+/* CLOCK_MONOTONIC in seconds. */
+double te_test_now_s(void);
+
 /* Path of a built test helper: $TE_TEST_BIN_DIR/name. */
 const char *te_test_bin(const char *name, char *out, size_t out_len);
 
@@ -60,8 +63,25 @@ int te_test_run(struct Suite *s);
  * and opens peer p's segment in *seg. */
 void te_test_engine_to_peer(const te_test_peer *p, size_t size, te_engine **eng, uint8_t **local,
                             te_segment_id *seg);
+/* Registers a zeroed 4096-aligned buffer of `size` bytes with engine e in
+ * *local (the caller frees it) and opens peer p's segment in *seg. */
+void te_test_local_to_peer(te_engine *e, const te_test_peer *p, size_t size, uint8_t **local,
+                           te_segment_id *seg);
+/* A teardown: stops the peer if it still runs, destroys e, frees local. */
+void te_test_peer_teardown(te_test_peer *p, te_engine *e, void *local);
 /* Sends cmd to the peer and checks that it answers `want`. */
 void te_test_peer_expect(te_test_peer *p, const char *cmd, const char *want);
+/* The same with a printf-style command. */
+void te_test_peer_expectf(te_test_peer *p, const char *want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Writes 1 MiB of pattern 77 from local to the start of peer p's buffer with
+ * the notification "kv_done"/"layer-7": the peer then holds exactly that
+ * notification, and the data was there when it arrived. */
+void te_test_notify_after_data(te_engine *e, te_segment_id seg, te_test_peer *p, uint8_t *local);
+/* A write running past the end of p's buffer and a read starting before it
+ * both fail with TE_ERR_ADDRESS_NOT_REGISTERED. */
+void te_test_outside_rejected(te_engine *e, te_segment_id seg, const te_test_peer *p,
+                              uint8_t *local);
 /* Writes len bytes of pattern `seed` from `local` to offset off of peer p's
  * buffer (segment seg of engine e) and has the peer check them; then the peer
  * fills that range with seed + 1, and it is read back into the zeroed `local`

@@ -19,13 +19,6 @@ static te_engine *eng;
 static uint8_t *local;
 static te_segment_id seg;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void setup(void)
 {
     const char *args[] = {"--size", "83886080", NULL};
@@ -35,10 +28,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    if (peer.pid > 0)
-        te_test_peer_stop(&peer);
-    te_engine_destroy(eng);
-    free(local);
+    te_test_peer_teardown(&peer, eng, local);
 }
 
 START_TEST(write_read_sizes)
@@ -81,26 +71,14 @@ END_TEST
 
 START_TEST(notification_after_data)
 {
-    te_test_fill(local, 1 << 20, 77, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr, 1 << 20};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, "kv_done", "layer-7"), 0);
-    char reply[256];
-    ck_assert_int_eq(te_test_peer_cmd(&peer, "notifies", reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "NOTIFIES 1");
-    ck_assert_int_eq(te_test_peer_read(&peer, reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "kv_done\tlayer-7");
-    te_test_peer_expect(&peer, "check 0 1048576 77", "OK"); /* the data was there when it arrived */
+    te_test_notify_after_data(eng, seg, &peer, local);
 }
 END_TEST
 
 START_TEST(range_outside_registered_memory_is_rejected)
 {
     te_test_peer_expect(&peer, "fill 0 83886080 9", "OK");
-    te_test_fill(local, 4096, 1, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr + PEER_SIZE - 100, 4096};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
-    te_request r = {TE_OP_READ, local, seg, peer.addr - 4096, 100};
-    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
+    te_test_outside_rejected(eng, seg, &peer, local);
     te_test_peer_expect(&peer, "check 0 83886080 9", "OK"); /* nothing around it changed */
 }
 END_TEST
@@ -115,11 +93,11 @@ START_TEST(killed_peer_fails_within_deadline)
     ck_assert_int_eq(te_batch_allocate(eng, N, &b), 0);
     ck_assert_int_eq(te_submit(eng, b, reqs, N), 0);
     te_test_peer_kill(&peer, SIGKILL);
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     int st;
     te_batch_wait(eng, b, -1, &st);
     ck_assert_int_ne(st, TE_TRANSFER_COMPLETED);
-    ck_assert_msg(now_s() - t0 < 6.0, "took %.1f s", now_s() - t0);
+    ck_assert_msg(te_test_now_s() - t0 < 6.0, "took %.1f s", te_test_now_s() - t0);
     ck_assert_int_eq(te_batch_free(eng, b), 0);
 }
 END_TEST
@@ -128,10 +106,10 @@ START_TEST(stopped_peer_times_out)
 {
     te_test_peer_kill(&peer, SIGSTOP);
     te_request w = {TE_OP_WRITE, local, seg, peer.addr, 64ull << 20};
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     int rc = te_transfer_sync(eng, &w, 1, NULL, NULL);
     ck_assert_int_ne(rc, 0);
-    ck_assert_msg(now_s() - t0 < 6.0, "took %.1f s", now_s() - t0);
+    ck_assert_msg(te_test_now_s() - t0 < 6.0, "took %.1f s", te_test_now_s() - t0);
     te_test_peer_kill(&peer, SIGCONT);
 }
 END_TEST
@@ -139,10 +117,10 @@ END_TEST
 START_TEST(missing_peer_fails_fast)
 {
     te_segment_id id;
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     ck_assert_int_lt(te_segment_open(eng, "127.0.0.1:1", &id), 0);
     ck_assert_int_lt(te_segment_open(eng, "no-such-host.invalid:15000", &id), 0);
-    ck_assert_msg(now_s() - t0 < 6.0, "took %.1f s", now_s() - t0);
+    ck_assert_msg(te_test_now_s() - t0 < 6.0, "took %.1f s", te_test_now_s() - t0);
 }
 END_TEST
 

@@ -41,18 +41,12 @@ static void start_engine(const char *protocol, const char *transports)
     eng = te_engine_create();
     int rc = te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", protocol, "", NULL);
     ck_assert_msg(rc == 0, "initialize %s: %s", protocol, te_last_error());
-    local = aligned_alloc(4096, SIZE);
-    memset(local, 0, SIZE);
-    ck_assert_int_eq(te_register_memory(eng, local, SIZE, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+    te_test_local_to_peer(eng, &peer, SIZE, &local, &seg);
 }
 
 static void teardown(void)
 {
-    if (peer.pid > 0)
-        te_test_peer_stop(&peer);
-    te_engine_destroy(eng);
-    free(local);
+    te_test_peer_teardown(&peer, eng, local);
     unsetenv("MC_TE_TRANSPORTS");
 }
 
@@ -71,21 +65,7 @@ static long long counter(const char *group, const char *t, const char *key)
 
 static void round_trip(uint64_t off, uint64_t len, uint64_t seed)
 {
-    char cmd[128], reply[128];
-    te_test_fill(local, len, seed, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr + off, len};
-    ck_assert_msg(te_transfer_sync(eng, &w, 1, NULL, NULL) == 0, "write: %s", te_last_error());
-    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
-             (unsigned long long)len, (unsigned long long)seed);
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "OK");
-    snprintf(cmd, sizeof cmd, "fill %llu %llu %llu", (unsigned long long)off,
-             (unsigned long long)len, (unsigned long long)seed + 1);
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    memset(local, 0, len);
-    te_request r = {TE_OP_READ, local, seg, peer.addr + off, len};
-    ck_assert_msg(te_transfer_sync(eng, &r, 1, NULL, NULL) == 0, "read: %s", te_last_error());
-    ck_assert_int_eq(te_test_check(local, len, seed + 1, 0), -1);
+    te_test_write_then_read(eng, seg, &peer, local, off, len, seed);
 }
 
 START_TEST(rdma_engine_reaches_a_tcp_only_peer)
@@ -127,13 +107,6 @@ START_TEST(refused_rdma_handshake_finishes_over_tcp)
 }
 END_TEST
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 typedef struct writer {
     atomic_bool stop;
     int failures, rounds;
@@ -148,11 +121,11 @@ static void *write_loop(void *arg)
         uint64_t off = (i % 8) << 20;
         te_test_fill(local + off, 1 << 20, 100 + i, 0);
         te_request r = {TE_OP_WRITE, local + off, seg, peer.addr + off, 1 << 20};
-        double t0 = now_s();
+        double t0 = te_test_now_s();
         if (te_transfer_sync(eng, &r, 1, NULL, NULL))
             w->failures++;
-        if (now_s() - t0 > w->longest)
-            w->longest = now_s() - t0;
+        if (te_test_now_s() - t0 > w->longest)
+            w->longest = te_test_now_s() - t0;
         w->rounds++;
     }
     return NULL;
@@ -192,12 +165,12 @@ START_TEST(rdma_link_down_mid_run_finishes_over_tcp)
     /* The port's PORT_ACTIVE event makes the NIC usable again: once the
      * core's cooldown (2 s, doubling per strike) ends, rdma carries writes. */
     long long rdma_before = counter("transports", "rdma", "write_bytes");
-    double t0 = now_s(), waited = 0;
+    double t0 = te_test_now_s(), waited = 0;
     while (counter("transports", "rdma", "write_bytes") == rdma_before && waited < 60) {
         te_request r = {TE_OP_WRITE, local, seg, peer.addr, 1 << 20};
         ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
         usleep(100000);
-        waited = now_s() - t0;
+        waited = te_test_now_s() - t0;
     }
     printf("link up again: rdma carries writes after %.1f s\n", waited);
     ck_assert_int_gt(counter("transports", "rdma", "write_bytes"), rdma_before);

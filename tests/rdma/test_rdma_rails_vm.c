@@ -35,13 +35,6 @@ static uint8_t *local;
 static te_segment_id seg;
 static char devs[NDEV][32], netdevs[NDEV][32];
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Splits a comma list from the VM script (RDMA_DEVS, RDMA_NETDEVS). */
 static int split_env(const char *name, char out[NDEV][32])
 {
@@ -78,19 +71,12 @@ static void setup(void)
     int rc = te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", "rdma", filter, NULL);
     ck_assert_msg(rc == 0, "initialize: %s", te_last_error());
     ck_assert_str_eq(te_engine_protocol(eng), "rdma");
-    local = aligned_alloc(4096, SIZE);
-    ck_assert_ptr_nonnull(local);
-    memset(local, 0, SIZE);
-    ck_assert_int_eq(te_register_memory(eng, local, SIZE, "cpu:0"), 0);
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
+    te_test_local_to_peer(eng, &peer, SIZE, &local, &seg);
 }
 
 static void teardown(void)
 {
-    if (peer.pid > 0)
-        te_test_peer_stop(&peer);
-    te_engine_destroy(eng);
-    free(local);
+    te_test_peer_teardown(&peer, eng, local);
 }
 
 /* ---- counters ------------------------------------------------------------------ */
@@ -126,7 +112,7 @@ static long long metric(const char *key)
 
 static sample take(void)
 {
-    sample s = {.t = now_s(), .retries = metric("retries"), .rail_pauses = metric("rail_pauses")};
+    sample s = {.t = te_test_now_s(), .retries = metric("retries"), .rail_pauses = metric("rail_pauses")};
     for (int i = 0; i < NDEV; i++)
         s.bytes[i] = netdev_stat(netdevs[i], "tx_bytes") + netdev_stat(netdevs[i], "rx_bytes");
     return s;
@@ -229,9 +215,9 @@ static void *run_rounds(void *arg)
 {
     runner *r = arg;
     for (uint64_t i = 0; !atomic_load(&r->stop); i++) {
-        double t0 = now_s();
+        double t0 = te_test_now_s();
         int failed = write_then_read((i % 16) * 2 * MIB, 2 * MIB, 1000 + 2 * i, 2);
-        double dt = now_s() - t0;
+        double dt = te_test_now_s() - t0;
         atomic_fetch_add(&r->failed, failed);
         atomic_fetch_add(&r->requests, 4);
         if (dt > atomic_load(&r->slowest))

@@ -7,7 +7,6 @@
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +26,6 @@ static te_test_peer peer;
 static te_engine *eng;
 static uint8_t *local;
 static te_segment_id seg;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* The peer: te-test-peer over rdma; with a fixed RPC port its segment name
  * survives a restart. */
@@ -57,17 +49,13 @@ static void start_engine(const char *timeout_s)
     ck_assert_ptr_nonnull(eng);
     ck_assert_int_eq(te_engine_initialize(eng, "127.0.0.1", "P2PHANDSHAKE", "rdma", "", NULL), 0);
     ck_assert_str_eq(te_engine_protocol(eng), "rdma");
-    local = aligned_alloc(4096, PEER_SIZE);
-    ck_assert_ptr_nonnull(local);
-    memset(local, 0, PEER_SIZE);
-    ck_assert_int_eq(te_register_memory(eng, local, PEER_SIZE, "cpu:0"), 0);
+    te_test_local_to_peer(eng, &peer, PEER_SIZE, &local, &seg);
 }
 
 static void setup(void)
 {
     ck_assert_int_eq(start_peer(false), 0);
     start_engine("30");
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
 }
 
 /* Failure cases: MC_TRANSFER_TIMEOUT=3 and a peer on a fixed port. */
@@ -75,35 +63,11 @@ static void setup_short(void)
 {
     ck_assert_int_eq(start_peer(true), 0);
     start_engine("3");
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
 }
 
 static void teardown(void)
 {
-    if (peer.pid > 0)
-        te_test_peer_stop(&peer);
-    te_engine_destroy(eng);
-    free(local);
-}
-
-static void peer_expect(const char *cmd, const char *want)
-{
-    char reply[256];
-    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
-    ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
-}
-
-static void peer_cmd(const char *want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Sends a formatted command and expects the reply `want`. */
-static void peer_cmd(const char *want, const char *fmt, ...)
-{
-    char cmd[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    peer_expect(cmd, want);
+    te_test_peer_teardown(&peer, eng, local);
 }
 
 #define ULL(x) ((unsigned long long)(x))
@@ -112,10 +76,10 @@ static void write_verified(uint64_t off, uint64_t len, uint64_t seed)
 {
     te_test_fill(local, len, seed, 0);
     te_request w = {TE_OP_WRITE, local, seg, peer.addr + off, len};
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
-    double dt = now_s() - t0;
-    peer_cmd("OK", "check %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
+    double dt = te_test_now_s() - t0;
+    te_test_peer_expectf(&peer, "OK", "check %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
     if (len >= (1 << 20))
         printf("rdma write %llu bytes: %.3f s, %.1f MB/s\n", (unsigned long long)len, dt,
                len / dt / 1e6);
@@ -123,7 +87,7 @@ static void write_verified(uint64_t off, uint64_t len, uint64_t seed)
 
 static void read_verified(uint64_t off, uint64_t len, uint64_t seed)
 {
-    peer_cmd("OK", "fill %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
+    te_test_peer_expectf(&peer, "OK", "fill %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
     memset(local, 0, len + 64);
     te_request r = {TE_OP_READ, local, seg, peer.addr + off, len};
     ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
@@ -166,7 +130,7 @@ START_TEST(scattered_batch_of_256_writes_then_reads)
     ck_assert_int_eq(te_batch_wait(eng, b, -1, &st), 0);
     ck_assert_int_eq(st, TE_TRANSFER_COMPLETED);
     for (int i = 0; i < N; i++)
-        peer_cmd("OK", "check %llu %llu %llu", ULL(reqs[i].remote - peer.addr),
+        te_test_peer_expectf(&peer, "OK", "check %llu %llu %llu", ULL(reqs[i].remote - peer.addr),
                  ULL(reqs[i].length), ULL(5000 + i));
     ck_assert_int_eq(te_batch_free(eng, b), 0);
     /* Read all of them back into another area, in one batch. */
@@ -189,31 +153,19 @@ END_TEST
 
 START_TEST(notification_arrives_after_its_data)
 {
-    te_test_fill(local, 1 << 20, 77, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr, 1 << 20};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, "kv_done", "layer-7"), 0);
-    char reply[256];
-    ck_assert_int_eq(te_test_peer_cmd(&peer, "notifies", reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "NOTIFIES 1");
-    ck_assert_int_eq(te_test_peer_read(&peer, reply, sizeof reply), 0);
-    ck_assert_str_eq(reply, "kv_done\tlayer-7");
-    peer_expect("check 0 1048576 77", "OK");
+    te_test_notify_after_data(eng, seg, &peer, local);
 }
 END_TEST
 
 START_TEST(range_outside_registered_memory_fails_untouched)
 {
-    peer_expect("fill 0 " PEER_SIZE_ARG " 9", "OK");
-    te_test_fill(local, 4096, 1, 0);
-    te_request w = {TE_OP_WRITE, local, seg, peer.addr + PEER_SIZE - 100, 4096};
-    ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
-    te_request r = {TE_OP_READ, local, seg, peer.addr - 4096, 100};
-    ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
+    te_test_peer_expect(&peer, "fill 0 " PEER_SIZE_ARG " 9", "OK");
+    te_test_outside_rejected(eng, seg, &peer, local);
     uint8_t *unregistered = malloc(4096);
     te_request u = {TE_OP_WRITE, unregistered, seg, peer.addr, 4096};
     ck_assert_int_eq(te_transfer_sync(eng, &u, 1, NULL, NULL), TE_ERR_ADDRESS_NOT_REGISTERED);
     free(unregistered);
-    peer_expect("check 0 " PEER_SIZE_ARG " 9", "OK"); /* nothing changed */
+    te_test_peer_expect(&peer, "check 0 " PEER_SIZE_ARG " 9", "OK"); /* nothing changed */
     write_verified(0, 4096, 10); /* and the connection still works */
 }
 END_TEST
@@ -294,9 +246,9 @@ START_TEST(rejected_handshake_fails_the_transfer)
     te_segment_id id;
     ck_assert_int_eq(te_segment_open(eng, odd.segment, &id), 0);
     te_request w = {TE_OP_WRITE, local, id, odd.addr, 4096};
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), TE_ERR_REJECT_HANDSHAKE);
-    ck_assert_msg(now_s() - t0 < 5, "took %.1f s", now_s() - t0);
+    ck_assert_msg(te_test_now_s() - t0 < 5, "took %.1f s", te_test_now_s() - t0);
     te_test_peer_stop(&odd);
     write_verified(0, 4096, 8); /* the good peer is unaffected */
 }
@@ -336,22 +288,22 @@ static void kill_mid_transfer(int n, uint64_t len, int delay_ms)
     te_request reqs[16];
     for (int i = 0; i < n; i++)
         reqs[i] = (te_request){TE_OP_WRITE, local, seg, peer.addr + (uint64_t)i * len, len};
-    double t1 = now_s();
+    double t1 = te_test_now_s();
     ck_assert_int_eq(te_transfer_sync(eng, &reqs[0], 1, NULL, NULL), 0);
-    int quarter_ms = (int)((now_s() - t1) * n * 1000 / 4);
+    int quarter_ms = (int)((te_test_now_s() - t1) * n * 1000 / 4);
     if (quarter_ms < delay_ms)
         delay_ms = quarter_ms > 1 ? quarter_ms : 1;
     te_batch_id b;
     int st;
     ck_assert_int_eq(te_batch_allocate(eng, (size_t)n, &b), 0);
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     ck_assert_int_eq(te_submit(eng, b, reqs, (size_t)n), 0);
-    double submit_s = now_s() - t0;
+    double submit_s = te_test_now_s() - t0;
     struct timespec d = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
     nanosleep(&d, NULL);
     te_test_peer_kill(&peer, SIGKILL);
     te_batch_wait(eng, b, -1, &st);
-    double dt = now_s() - t0, limit = 3.0 + n * len / 1e9 + 1.0;
+    double dt = te_test_now_s() - t0, limit = 3.0 + n * len / 1e9 + 1.0;
     printf("peer killed %d ms after a %.3f s submit: batch state %d after %.2f s (limit %.2f s)\n",
            delay_ms, submit_s, st, dt, limit);
     ck_assert_int_ne(st, TE_TRANSFER_COMPLETED);
@@ -378,7 +330,7 @@ static int restart_and_write(uint64_t seed)
         int rc = te_transfer_sync(eng, &w, 1, NULL, NULL);
         printf("after restart: write attempt %d -> %d\n", attempt, rc);
         if (rc == 0) {
-            peer_cmd("OK", "check %llu %llu %llu", ULL(8192), ULL(2 << 20), ULL(seed));
+            te_test_peer_expectf(&peer, "OK", "check %llu %llu %llu", ULL(8192), ULL(2 << 20), ULL(seed));
             return attempt;
         }
     }
@@ -403,7 +355,6 @@ static void setup_cap(void)
     setenv("MC_MAX_EP_PER_CTX", "1", 1);
     start_engine("30");
     unsetenv("MC_MAX_EP_PER_CTX");
-    ck_assert_int_eq(te_segment_open(eng, peer.segment, &seg), 0);
 }
 
 /* Writes len bytes of `seed` to p at off, reads them back into another area,
@@ -411,7 +362,6 @@ static void setup_cap(void)
 static void round_trip(te_test_peer *p, te_segment_id id, uint64_t off, uint64_t len,
                        uint64_t seed)
 {
-    char cmd[128], reply[256];
     te_test_fill(local, len, seed, 0);
     te_request w = {TE_OP_WRITE, local, id, p->addr + off, len};
     ck_assert_int_eq(te_transfer_sync(eng, &w, 1, NULL, NULL), 0);
@@ -420,9 +370,7 @@ static void round_trip(te_test_peer *p, te_segment_id id, uint64_t off, uint64_t
     te_request r = {TE_OP_READ, back, id, p->addr + off, len};
     ck_assert_int_eq(te_transfer_sync(eng, &r, 1, NULL, NULL), 0);
     ck_assert_int_eq(te_test_check(back, len, seed, 0), -1);
-    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
-    ck_assert_int_eq(te_test_peer_cmd(p, cmd, reply, sizeof reply), 0);
-    ck_assert_msg(!strcmp(reply, "OK"), "peer answered '%s' to '%s'", reply, cmd);
+    te_test_peer_expectf(p, "OK", "check %llu %llu %llu", ULL(off), ULL(len), ULL(seed));
 }
 
 /* One NIC, room for one endpoint with QPs: each switch of target retires
@@ -434,12 +382,12 @@ START_TEST(endpoint_cap_of_one_alternates_between_two_peers)
     ck_assert_int_eq(te_test_peer_start(&second, args), 0);
     te_segment_id id2;
     ck_assert_int_eq(te_segment_open(eng, second.segment, &id2), 0);
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     for (int i = 0; i < 4; i++) {
         round_trip(&peer, seg, (uint64_t)i * 4096, 300000, 700 + (uint64_t)i);
         round_trip(&second, id2, (uint64_t)i * 8192, 300000, 800 + (uint64_t)i);
     }
-    printf("MC_MAX_EP_PER_CTX=1: 8 switches between two peers in %.2f s\n", now_s() - t0);
+    printf("MC_MAX_EP_PER_CTX=1: 8 switches between two peers in %.2f s\n", te_test_now_s() - t0);
     te_test_peer_stop(&second);
 }
 END_TEST
@@ -469,10 +417,10 @@ static int bench(int mib)
     for (int i = 0; i < n; i++)
         reqs[i] = (te_request){TE_OP_WRITE, local + (uint64_t)(i % 16) * chunk, seg,
                                peer.addr + (uint64_t)(i % 16) * chunk, chunk};
-    double t0 = now_s();
+    double t0 = te_test_now_s();
     if (!rc)
         rc = te_transfer_sync(eng, reqs, (size_t)n, NULL, NULL);
-    double dt = now_s() - t0;
+    double dt = te_test_now_s() - t0;
     printf("TE_BENCH rdma write %d x 4 MiB (64 KiB slices): rc %d, %.2f s, %.3f Gb/s\n", n, rc,
            dt, n * chunk * 8 / dt / 1e9);
     te_test_peer_stop(&peer);

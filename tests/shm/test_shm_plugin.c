@@ -162,6 +162,18 @@ static void *open_target(void)
     return peer;
 }
 
+/* Opens the target as its descriptor stands now, expecting `want`; closes
+ * the peer again when it opened. */
+static void expect_open(int want)
+{
+    char *d = descriptor_of(target);
+    void *peer;
+    ck_assert_int_eq(open_with(d, &peer), want);
+    if (!want)
+        ops->peer_close(initiator, peer);
+    free(d);
+}
+
 /* Submits n prepared slices and waits until each is reported. */
 static void run_slices(size_t first, size_t n)
 {
@@ -297,11 +309,7 @@ START_TEST(cuda_process_is_accepted)
     if (access(path, R_OK) != 0)
         return; /* no stand-in driver in this build */
     ck_assert_ptr_nonnull(dlopen(path, RTLD_NOW | RTLD_LOCAL));
-    char *d = descriptor_of(target);
-    void *peer;
-    ck_assert_int_eq(open_with(d, &peer), 0);
-    ops->peer_close(initiator, peer);
-    free(d);
+    expect_open(0);
 }
 END_TEST
 
@@ -322,10 +330,7 @@ START_TEST(forced_kernel_refusal_is_declined)
     setenv("TE_SHM_TEST_FORCE_EPERM", "1", 1);
     ops->destroy(initiator);
     initiator = create();
-    char *d = descriptor_of(target);
-    void *peer;
-    ck_assert_int_eq(open_with(d, &peer), TE_ERR_NOT_SUPPORTED_TRANSPORT);
-    free(d);
+    expect_open(TE_ERR_NOT_SUPPORTED_TRANSPORT);
     unsetenv("TE_SHM_TEST_FORCE_EPERM");
 }
 END_TEST
@@ -344,11 +349,7 @@ START_TEST(shipped_plugin_ignores_test_switches)
     setenv("TE_SHM_TEST_FORCE_EPERM", "1", 1);
     initiator = create();
     unsetenv("TE_SHM_TEST_FORCE_EPERM");
-    char *d = descriptor_of(target);
-    void *peer;
-    ck_assert_int_eq(open_with(d, &peer), 0);
-    ops->peer_close(initiator, peer);
-    free(d);
+    expect_open(0);
 }
 END_TEST
 

@@ -7,8 +7,6 @@
 
 #include "te/plugin.h"
 
-static const te_host_api *host_api;
-
 typedef struct inst {
     te_host *host;
 } inst;
@@ -39,10 +37,10 @@ static int peer_open(void *i, const te_peer_info *peer, void **handle)
 static int submit(void *vi, te_slice *const *slices, size_t n)
 {
     inst *i = vi;
-    const char *v = host_api->config(i->host, "TE_TESTFAIL_STATUS");
+    const char *v = te_host_table->config(i->host, "TE_TESTFAIL_STATUS");
     int status = v ? atoi(v) : TE_ERR_SOCKET;
     for (size_t k = 0; k < n; k++)
-        host_api->slice_done(i->host, slices[k], status);
+        te_host_table->slice_done(i->host, slices[k], status);
     return 0;
 }
 
@@ -56,19 +54,4 @@ static const te_transport_ops ops = {
     .submit = submit,
 };
 
-static const te_plugin_desc desc = {
-    .size = sizeof desc,
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = "testfail",
-    .version = "test",
-    .ops = &ops,
-};
-
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
-{
-    host_api = host;
-    *out = &desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "testfail", "test", &ops, slice_done)

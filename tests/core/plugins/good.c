@@ -1,12 +1,11 @@
 /* good.c - a test transport "testgood": copies within one process (local
  * peers only), implements only create/destroy/peer_open/submit so the core's
  * stubs cover the rest.  Built for the loader and batch tests. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "te/plugin.h"
-
-static const te_host_api *host_api;
 
 typedef struct inst {
     te_host *host;
@@ -20,10 +19,10 @@ static int create(te_host *host, const te_transport_params *p, void **out)
     i->host = host;
     *out = i;
     /* Counters a transport reports, and one the core does not know (ignored). */
-    if (TE_HOST_HAS(host_api, metric_add)) {
-        host_api->metric_add(host, TE_METRIC_RETRIES, 2);
-        host_api->metric_add(host, TE_METRIC_RAIL_PAUSES, 3);
-        host_api->metric_add(host, 999, 7);
+    if (TE_HOST_HAS(te_host_table, metric_add)) {
+        te_host_table->metric_add(host, TE_METRIC_RETRIES, 2);
+        te_host_table->metric_add(host, TE_METRIC_RAIL_PAUSES, 3);
+        te_host_table->metric_add(host, 999, 7);
     }
     return 0;
 }
@@ -45,16 +44,14 @@ static int submit(void *vi, te_slice *const *slices, size_t n)
     for (size_t k = 0; k < n; k++) {
         te_slice *s = slices[k];
         void *pin = NULL;
-        int rc = host_api->pin_range(i->host, s->remote, s->length, &pin);
+        int rc = te_host_table->pin_range(i->host, s->remote, s->length, &pin);
         if (!rc) {
             void *remote = (void *)(uintptr_t)s->remote;
-            if (s->opcode == TE_OP_WRITE)
-                memmove(remote, s->local, s->length);
-            else
-                memmove(s->local, remote, s->length);
-            host_api->unpin_range(i->host, pin);
+            bool write = s->opcode == TE_OP_WRITE;
+            memmove(write ? remote : s->local, write ? s->local : remote, s->length);
+            te_host_table->unpin_range(i->host, pin);
         }
-        host_api->slice_done(i->host, s, rc);
+        te_host_table->slice_done(i->host, s, rc);
     }
     return 0;
 }
@@ -68,19 +65,4 @@ static const te_transport_ops ops = {
     .submit = submit,
 };
 
-static const te_plugin_desc desc = {
-    .size = sizeof desc,
-    .abi_major = TE_PLUGIN_ABI_MAJOR,
-    .abi_minor = TE_PLUGIN_ABI_MINOR,
-    .kind = TE_PLUGIN_TRANSPORT,
-    .name = "testgood",
-    .version = "test",
-    .ops = &ops,
-};
-
-TE_PLUGIN_EXPORT int te_plugin_init(const te_host_api *host, const te_plugin_desc **out)
-{
-    host_api = host;
-    *out = &desc;
-    return 0;
-}
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "testgood", "test", &ops, unpin_range)
