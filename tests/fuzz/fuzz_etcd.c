@@ -80,20 +80,13 @@ static void setup(void)
     fuzz_setup_env();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     g_engine = te_engine_create();
-    g_listen = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    if (!g_engine || g_listen < 0 || bind(g_listen, (struct sockaddr *)&a, sizeof a) ||
-        listen(g_listen, 16) || getsockname(g_listen, (struct sockaddr *)&a, &alen))
+    if (!g_engine)
         abort();
     char conn[64];
-    snprintf(conn, sizeof conn, "127.0.0.1:%u", ntohs(a.sin_port));
+    snprintf(conn, sizeof conn, "127.0.0.1:%u", fuzz_listen(&g_listen));
     if (etcd_client_init(&g_client, &te_host_api_table, &g_engine->host, conn))
         abort();
-    pthread_t t;
-    if (pthread_create(&t, NULL, server_main, NULL))
-        abort();
-    pthread_detach(t);
+    fuzz_thread(server_main);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

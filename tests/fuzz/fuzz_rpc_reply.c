@@ -87,18 +87,9 @@ static void setup(void)
         fprintf(stderr, "fuzz_rpc_reply: engine init failed: %s\n", te_last_error());
         abort();
     }
-    g_listen = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    if (g_listen < 0 || bind(g_listen, (struct sockaddr *)&a, sizeof a) ||
-        listen(g_listen, 16) || getsockname(g_listen, (struct sockaddr *)&a, &alen))
-        abort();
-    g_port = ntohs(a.sin_port);
+    g_port = fuzz_listen(&g_listen);
     snprintf(g_name, sizeof g_name, "127.0.0.1:%u", g_port);
-    pthread_t t;
-    if (pthread_create(&t, NULL, server_main, NULL))
-        abort();
-    pthread_detach(t);
+    fuzz_thread(server_main);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

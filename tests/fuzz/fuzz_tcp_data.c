@@ -41,15 +41,7 @@ static void setup(void)
         abort();
     add_region(g_map + PAGE);
     add_region(g_map + 3 * PAGE);
-    const te_plugin_desc *desc;
-    if (te_plugin_init(&te_host_api_table, &desc))
-        abort();
-    const te_transport_ops *ops = desc->ops;
-    te_transport_params params = {.size = sizeof params, .segment_name = "fuzz", .device_filter = ""};
-    void *inst;
-    if (ops->create(&g_engine->host, &params, &inst))
-        abort();
-    g_tcp = inst;
+    g_tcp = fuzz_transport(te_plugin_init, &te_host_api_table, &g_engine->host);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

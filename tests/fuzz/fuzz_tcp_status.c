@@ -46,22 +46,10 @@ static void setup(void)
     g_engine = te_engine_create();
     g_api = te_host_api_table;
     g_api.slice_done = on_slice_done;
-    const te_plugin_desc *desc;
-    if (!g_engine || te_plugin_init(&g_api, &desc))
+    if (!g_engine)
         abort();
-    const te_transport_ops *ops = desc->ops;
-    te_transport_params params = {.size = sizeof params, .segment_name = "fuzz", .device_filter = ""};
-    void *inst;
-    if (ops->create(&g_engine->host, &params, &inst))
-        abort();
-    g_tcp = inst;
-    g_listen = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    if (g_listen < 0 || bind(g_listen, (struct sockaddr *)&a, sizeof a) ||
-        listen(g_listen, 16) || getsockname(g_listen, (struct sockaddr *)&a, &alen))
-        abort();
-    g_port = ntohs(a.sin_port);
+    g_tcp = fuzz_transport(te_plugin_init, &g_api, &g_engine->host);
+    g_port = fuzz_listen(&g_listen);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,4 +154,36 @@ void fuzz_wait_until(int (*cond)(void *arg), void *arg, int limit_ms, const char
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+}
+
+uint16_t fuzz_listen(int *fd)
+{
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (*fd < 0 || bind(*fd, (struct sockaddr *)&a, sizeof a) || listen(*fd, 16) ||
+        getsockname(*fd, (struct sockaddr *)&a, &alen))
+        abort();
+    return ntohs(a.sin_port);
+}
+
+void fuzz_thread(void *(*fn)(void *))
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, fn, NULL))
+        abort();
+    pthread_detach(t);
+}
+
+void *fuzz_transport(te_plugin_init_fn init, const te_host_api *api, te_host *host)
+{
+    const te_plugin_desc *desc;
+    if (init(api, &desc))
+        abort();
+    const te_transport_ops *ops = desc->ops;
+    te_transport_params params = {.size = sizeof params, .segment_name = "fuzz", .device_filter = ""};
+    void *inst;
+    if (ops->create(host, &params, &inst))
+        abort();
+    return inst;
 }

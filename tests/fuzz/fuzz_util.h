@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "te/plugin.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Prints the broken property and traps, so the fuzzer saves the input. */
@@ -45,6 +47,17 @@ size_t fuzz_exchange(int fd, const uint8_t *data, size_t size, int limit_ms, uin
  * thousands of runs a second leave no TIME_WAIT behind to exhaust the
  * ephemeral ports. */
 void fuzz_close(int fd);
+
+/* A listening TCP socket on 127.0.0.1 and a free port: the port, the
+ * socket in *fd; aborts on failure. */
+uint16_t fuzz_listen(int *fd);
+
+/* Runs fn(NULL) on a detached thread; aborts on failure. */
+void fuzz_thread(void *(*fn)(void *));
+
+/* A transport instance from a plugin's init function linked into the
+ * target, created on `host` with host table `api`; aborts on failure. */
+void *fuzz_transport(te_plugin_init_fn init, const te_host_api *api, te_host *host);
 
 /* Polls cond(arg) every millisecond until it is true; traps after limit_ms. */
 void fuzz_wait_until(int (*cond)(void *arg), void *arg, int limit_ms, const char *what);

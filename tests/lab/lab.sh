@@ -20,6 +20,7 @@
 #   lab_addr NET IDX              prints 10.77.NET.IDX
 #   lab_reach H ADDR              whether H reaches ADDR (a TCP connect to a
 #                                 closed port is refused: no ping needed)
+#   fail MSG...                   prints "FAIL: MSG" and exits 1 (cleaning up)
 
 LAB_PREFIX="te-lab-$$"
 LAB_NS=()
@@ -28,6 +29,11 @@ LAB_TMP=() # files and folders removed at cleanup
 LAB_LAST_PID=
 
 lab_log() { echo "lab: $*" >&2; }
+
+fail() {
+    echo "FAIL: $*"
+    exit 1
+}
 
 lab_skip() {
     echo "SKIP: $*"

@@ -7,6 +7,9 @@
 #   bench_run H OUT ARGS...        runs an initiator in H (bounded), result in OUT
 #   bench_field OUT NAME           a number of the result ("throughput_gbps", "error")
 #   bench_tx H DEV                 bytes sent so far by DEV in H
+#   bench_two_links MBIT           hosts h1 and h2 joined by links 1 and 2, each
+#                                  capped at MBIT Mbit/s, and a target on h2
+#                                  over both: its segment name in BENCH_SEG
 
 bench_init() {
     TE_BUILD_DIR=${TE_BUILD_DIR:-$(dirname "$0")/../../build}
@@ -44,4 +47,14 @@ bench_field() {
 
 bench_tx() {
     lab_exec "$1" cat "/sys/class/net/$2/statistics/tx_bytes"
+}
+
+bench_two_links() {
+    lab_host h1
+    lab_host h2
+    lab_link h1 h2 1 "$1mbit"
+    lab_link h1 h2 2 "$1mbit"
+    BENCH_SEG=$(bench_target h2 "$BENCH_DIR/target.log" --local_server_name "$(lab_addr 1 2)" \
+        --device_name lab1,lab2 --buffer_size 64M) || fail "the target did not start"
+    echo "target $BENCH_SEG, links capped at $1 Mbit/s"
 }

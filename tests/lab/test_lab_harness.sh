@@ -7,11 +7,6 @@
 . "$(dirname "$0")/lab.sh"
 lab_init
 
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
-
 reach() { lab_reach "$1" "$2"; }
 
 # A lab in a child shell that exits with an error halfway: nothing may remain.

@@ -11,18 +11,9 @@ lab_init
 bench_init
 
 RATE_MBIT=${TE_LAB_RATE_MBIT:-200}
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
 
-lab_host h1
-lab_host h2
-lab_link h1 h2 1 "${RATE_MBIT}mbit"
-lab_link h1 h2 2 "${RATE_MBIT}mbit"
-seg=$(bench_target h2 "$BENCH_DIR/target.log" --local_server_name "$(lab_addr 1 2)" \
-    --device_name lab1,lab2 --buffer_size 64M) || fail "the target did not start"
-echo "target $seg, links capped at $RATE_MBIT Mbit/s"
+bench_two_links "$RATE_MBIT"
+seg=$BENCH_SEG
 
 out=$BENCH_DIR/cut.json
 lab_spawn h1 "$out" timeout 120 "$BENCH" --json --metrics --segment_id "$seg" \

@@ -12,18 +12,9 @@ bench_init
 
 RATE_MBIT=${TE_LAB_RATE_MBIT:-200}
 SECONDS_PER_RUN=${TE_LAB_SECONDS:-4}
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
 
-lab_host h1
-lab_host h2
-lab_link h1 h2 1 "${RATE_MBIT}mbit"
-lab_link h1 h2 2 "${RATE_MBIT}mbit"
-seg=$(bench_target h2 "$BENCH_DIR/target.log" --local_server_name "$(lab_addr 1 2)" \
-    --device_name lab1,lab2 --buffer_size 64M) || fail "the target did not start"
-echo "target $seg, links capped at $RATE_MBIT Mbit/s"
+bench_two_links "$RATE_MBIT"
+seg=$BENCH_SEG
 
 # One run: prints "gbps" and checks that it failed nothing.
 run() {

@@ -17,10 +17,6 @@ export MC_TRANSFER_TIMEOUT=2 MC_METADATA_LEASE_TTL=3 MC_LOG_LEVEL=ERROR
 DEADLINE_MS=2000 LEASE_MS=3000 HOSTS=8 BEFORE_S=8 AFTER_S=10
 DIR=${TE_LAB_KEEP:-$(mktemp -d)}
 [ -n "$TE_LAB_KEEP" ] || LAB_TMP+=("$DIR")
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
 
 lab_bridge 1
 for k in $(seq 1 $HOSTS); do
