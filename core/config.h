@@ -1,9 +1,14 @@
-/* config.h - engine settings read from the MC_* environment variables. */
+/* config.h - engine settings read from the MC_* environment variables,
+ * through the one typed configuration service (te_config_int/bool/string in
+ * te.h) over the declarations of config_vars.c. */
 #ifndef TE_CORE_CONFIG_H
 #define TE_CORE_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "te/te.h"
 
 typedef struct te_config {
     int64_t transfer_timeout_ms;   /* MC_TRANSFER_TIMEOUT (s), default 30, >= 1 */
@@ -31,13 +36,26 @@ void te_config_load(te_config *cfg);
 /* Parsers shared with tests: 0 on success, TE_ERR_INVALID_ARGUMENT otherwise. */
 int te_parse_bool(const char *s, bool *out);
 int te_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+int te_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* The declarations (config_vars.c) and a lookup by name (NULL: undeclared). */
+extern const te_config_var te_config_vars[];
+extern const size_t te_config_nvars;
+const te_config_var *te_config_find(const char *name);
+
+/* A declared variable's text (aliases applied, the default when unset), or
+ * for an undeclared name the environment's raw text: the host's `config`. */
+const char *te_config_text(const char *name);
 
 /* Host services config_int and config_bool (see te_host_api). */
 struct te_host;
 int te_config_host_int(struct te_host *host, const char *name, int64_t *out);
 int te_config_host_bool(struct te_host *host, const char *name, int *out);
 
-/* Value of an environment variable, NULL when unset or empty. */
-const char *te_env(const char *name);
+/* The core's shorthands of te_config_int/bool/string for declared names:
+ * the value, or 0 / false / NULL (and a log line) for an undeclared one. */
+int64_t te_cfg_int(const char *name);
+bool te_cfg_bool(const char *name);
+const char *te_cfg_str(const char *name);
 
 #endif

@@ -3,6 +3,8 @@
  * the same library in one process.  Handles stay open for the process. */
 #include "cuda_loader.h"
 
+#include "te/te.h"
+
 #include <dlfcn.h>
 #include <limits.h>
 #include <link.h>
@@ -18,7 +20,8 @@ static const char *const runtime_names[] = {"libcudart.so.13", "libcudart.so.12"
 
 void *cudl_open_runtime(char *why, size_t why_len)
 {
-    const char *forced = getenv("MC_CUDART_LIBRARY");
+    const char *forced = NULL; /* the public getter: tests and the Python module link this file */
+    te_config_string("MC_CUDART_LIBRARY", &forced);
     if (forced && *forced) { /* no fallback: an unloadable name disables CUDA */
         void *h = dlopen(forced, RTLD_NOW | RTLD_LOCAL);
         if (!h)

@@ -80,31 +80,18 @@ bool te_failover_breaks_path(int status)
 
 /* ---- settings ------------------------------------------------------------ */
 
-static int64_t seconds_from_env(const char *name, uint64_t def, uint64_t min, uint64_t max)
-{
-    const char *v = te_env(name);
-    uint64_t s = def;
-    if (v && te_parse_u64(v, min, max, &s)) {
-        te_log(TE_LOG_WARN, "core", "ignoring %s=%s: expected %llu..%llu, using %llu", name, v,
-               (unsigned long long)min, (unsigned long long)max, (unsigned long long)def);
-        s = def;
-    }
-    return (int64_t)s;
-}
-
 static void load_settings(te_failover *f)
 {
-    /* Milliseconds are accepted as well for tests: "0.5" is not, "500ms" is. */
-    const char *ms = te_env("MC_TE_FAILOVER_COOLDOWN_MS");
-    uint64_t base_ms = 0;
-    if (ms && te_parse_u64(ms, 1, 3600000, &base_ms) == 0)
-        f->cooldown.base_ns = (int64_t)base_ms * 1000000;
+    /* Milliseconds are accepted as well for tests (0: the seconds apply). */
+    int64_t base_ms = te_cfg_int("MC_TE_FAILOVER_COOLDOWN_MS");
+    if (base_ms > 0)
+        f->cooldown.base_ns = base_ms * 1000000;
     else
-        f->cooldown.base_ns = seconds_from_env("MC_TE_FAILOVER_COOLDOWN", 30, 1, 3600) * NS_PER_S;
-    f->cooldown.max_ns = seconds_from_env("MC_TE_FAILOVER_COOLDOWN_MAX", 300, 1, 86400) * NS_PER_S;
+        f->cooldown.base_ns = te_cfg_int("MC_TE_FAILOVER_COOLDOWN") * NS_PER_S;
+    f->cooldown.max_ns = te_cfg_int("MC_TE_FAILOVER_COOLDOWN_MAX") * NS_PER_S;
     if (f->cooldown.max_ns < f->cooldown.base_ns)
         f->cooldown.max_ns = f->cooldown.base_ns;
-    f->max_attempts = (int)seconds_from_env("MC_TE_FAILOVER_ATTEMPTS", 3, 0, 16);
+    f->max_attempts = (int)te_cfg_int("MC_TE_FAILOVER_ATTEMPTS");
 }
 
 /* ---- the resubmission thread --------------------------------------------- */

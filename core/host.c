@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "auth.h"
+#include "config.h"
 #include "cuda_loader.h"
 #include "log.h"
 #include "net.h"
@@ -28,9 +29,11 @@ static void host_set_error(const char *fmt, ...)
     va_end(ap);
 }
 
+/* Text of a variable: declared ones with their aliases and defaults, any
+ * other name (a plugin's own) straight from the environment. */
 static const char *host_config(te_host *h, const char *name)
 {
-    return te_env(name);
+    return te_config_text(name);
 }
 
 static int host_rpc_set_handler(te_host *h, int type, te_rpc_handler fn, void *arg)

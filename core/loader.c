@@ -14,6 +14,7 @@
 #include <sys/auxv.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 
 #define MAX_PLUGINS 32
@@ -153,7 +154,7 @@ void te_plugin_search_path(char *out, size_t out_len)
 {
     char here[4096];
     dir_of_libte(here, sizeof here);
-    const char *env = getauxval(AT_SECURE) ? NULL : getenv("MC_PLUGIN_PATH");
+    const char *env = getauxval(AT_SECURE) ? NULL : te_cfg_str("MC_PLUGIN_PATH");
     snprintf(out, out_len, "%s%s%s:" TE_PLUGIN_INSTALL_DIR, env && *env ? env : "",
              env && *env ? ":" : "", here);
 }

@@ -2,6 +2,8 @@
  * never allocates and never blocks on anything but stderr. */
 #include "log.h"
 
+#include "config.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,8 @@ static const char *const level_names[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERR
 
 void te_log_init(void)
 {
-    const char *v = getenv("MC_LOG_LEVEL");
-    if (!v || !*v)
+    const char *v = te_cfg_str("MC_LOG_LEVEL");
+    if (!v)
         return;
     if (!strcasecmp(v, "TRACE"))
         g_log_level = TE_LOG_TRACE;

@@ -413,22 +413,15 @@ static void *reporter_main(void *arg)
 int te_metrics_start(te_engine *e)
 {
     te_metrics *m = &e->metrics;
-    bool on = false;
-    const char *v = te_env("MC_TE_METRIC");
-    if (v && te_parse_bool(v, &on))
-        TE_WARN("ignoring MC_TE_METRIC=%s (use 1/true/yes/on)", v);
-    uint64_t interval = 5;
-    v = te_env("MC_TE_METRIC_INTERVAL_SECONDS");
-    if (v && te_parse_u64(v, 1, 86400, &interval))
-        TE_WARN("ignoring MC_TE_METRIC_INTERVAL_SECONDS=%s, using 5", v), interval = 5;
-    m->interval_s = (int)interval;
+    bool on = te_cfg_bool("MC_TE_METRIC");
+    m->interval_s = (int)te_cfg_int("MC_TE_METRIC_INTERVAL_SECONDS");
     m->stop = false;
     if (on) {
         if (pthread_create(&m->reporter, NULL, reporter_main, e) != 0)
             return te_fail(TE_ERR_MEMORY, "cannot start the metrics reporter");
         m->reporter_running = true;
     }
-    const char *listen = te_env("MC_TE_METRIC_LISTEN");
+    const char *listen = te_cfg_str("MC_TE_METRIC_LISTEN");
     if (listen) {
         int rc = te_metrics_http_start(e, listen);
         if (rc) {

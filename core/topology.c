@@ -155,7 +155,7 @@ static int add_entries(json_t *matrix, const te_topo_model *m, const unsigned ch
  * a GPU whose nearest NIC is filtered out prefers the next nearest. */
 static int build_matrix(const te_topo_model *m, const char *device_filter, json_t **out)
 {
-    const char *env = te_env("MC_TE_FILTERS");
+    const char *env = te_cfg_str("MC_TE_FILTERS");
     unsigned char *ok = calloc((size_t)m->nic_count + 1, 1);
     unsigned char *pref = calloc((size_t)m->nic_count + 1, 1);
     json_t *matrix = json_object();
@@ -248,7 +248,7 @@ static int load_custom(const char *path, json_t **out)
 
 static int local_matrix(const char *device_filter, json_t **out)
 {
-    const char *custom = te_env("MC_CUSTOM_TOPO_JSON");
+    const char *custom = te_cfg_str("MC_CUSTOM_TOPO_JSON");
     const te_topo_model *m;
     if (custom)
         return load_custom(custom, out);

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 
 #ifdef TE_HAVE_HWLOC
@@ -290,7 +291,7 @@ static int next_visible(const char **s, int *uuid)
  * would.  UUID entries need NVML to resolve: then the list is ignored. */
 static int apply_cuda_visible(found_set *f)
 {
-    const char *env = getenv("CUDA_VISIBLE_DEVICES");
+    const char *env = te_cfg_str("CUDA_VISIBLE_DEVICES");
     if (!env)
         return 0;
     found_dev *keep = calloc((size_t)f->gpu_count + 1, sizeof *keep);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config.h"
 #include "cuda_loader.h"
 #include "engine.h"
 #include "log.h"
@@ -55,15 +56,13 @@ static int want_list(wanted *w, const char *list)
 
 static bool same_host_enabled(void)
 {
-    const char *v = te_env("MC_TE_SAME_HOST_TRANSPORT");
-    bool on = true;
-    return !(v && te_parse_bool(v, &on) == 0 && !on);
+    return te_cfg_bool("MC_TE_SAME_HOST_TRANSPORT");
 }
 
 /* The transports to start, in order; protocol holds the protocol list. */
 static void choose(te_engine *e, const char *protocol, wanted *w, wanted *proto)
 {
-    const char *only = te_env("MC_TE_TRANSPORTS");
+    const char *only = te_cfg_str("MC_TE_TRANSPORTS");
     want_list(proto, protocol && *protocol ? protocol : "tcp");
     if (e->cfg.force_tcp) {
         if (proto->count != 1 || strcmp(proto->names[0], "tcp"))

@@ -46,6 +46,8 @@ static const flag_def flags[] = {
                        "of SIZE (e.g. 64G or 1G,64), no transfers"),
     NUM(control_fd, K_INT, NULL), /* internal: loopback's target */
     NUM(help, K_BOOL, "this text"),
+    {"help-env", K_BOOL, offsetof(bench_opts, help_env), 0,
+     "the engine's environment variables: type, default, range, owner, help"},
 };
 
 void bench_usage(FILE *out)
@@ -61,6 +63,38 @@ void bench_usage(FILE *out)
     fprintf(out, "latency: p50/p99/p999_us are per operation (a batch's completion time from\n"
                  "te_submit to te_batch_wait divided by its size; with --batch_size 1 the\n"
                  "round trip of one request); batch_*_us are whole-batch completion times.\n");
+}
+
+static void default_text(const te_config_var *v, char *out, size_t len)
+{
+    if (v->type == TE_CONFIG_STRING)
+        snprintf(out, len, "%s", v->default_string ? v->default_string : "(unset)");
+    else if (v->type == TE_CONFIG_BOOL)
+        snprintf(out, len, "%s", v->default_int ? "1" : "0");
+    else
+        snprintf(out, len, "%lld", (long long)v->default_int);
+}
+
+/* Columns: name, type, default, range, owner, then the help text (the
+ * first five never hold spaces: scripts/configuration_md.sh relies on it). */
+void bench_help_env(FILE *out)
+{
+    static const char *const types[] = {"bool", "int", "string"};
+    fprintf(out, "%-31s %-6s %-9s %-22s %-14s %s\n", "variable", "type", "default", "range",
+            "owner", "help");
+    const te_config_var *v;
+    for (size_t i = 0; (v = te_config_describe(i)) != NULL; i++) {
+        char def[64], range[48] = "-";
+        default_text(v, def, sizeof def);
+        if (v->type == TE_CONFIG_INT)
+            snprintf(range, sizeof range, "%lld..%lld", (long long)v->min, (long long)v->max);
+        else if (v->type == TE_CONFIG_BOOL)
+            snprintf(range, sizeof range, "1/0,yes/no,on/off");
+        fprintf(out, "%-31s %-6s %-9s %-22s %-14s %s%s%s%s\n", v->name,
+                types[v->type < 3 ? v->type : 2], def, range, v->owner, v->help,
+                v->aliases ? " (alias: " : "", v->aliases ? v->aliases : "",
+                v->aliases ? ")" : "");
+    }
 }
 
 static void defaults(bench_opts *o)
@@ -194,7 +228,7 @@ static int finish(bench_opts *o)
                                "duration and buffer_size (>= 4096) must be positive\n"), 2;
     if (o->register_only[0])
         return parse_register_only(o);
-    if (o->mode == BENCH_INITIATOR && !o->segment_id[0] && !o->help)
+    if (o->mode == BENCH_INITIATOR && !o->segment_id[0] && !o->help && !o->help_env)
         return fprintf(stderr, "te-bench: the initiator needs --segment_id (the target "
                                "prints it), or use --mode loopback\n"), 2;
     return 0;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -344,13 +343,11 @@ static int measure(const bench_opts *o, const bench_target *t, const bench_cfg *
 
 static const char *same_host_mode(const char *proto)
 {
-    const char *v = getenv("MC_TE_SAME_HOST_TRANSPORT");
+    int on = 1; /* read as the engine reads it */
     if (strcmp(proto, "tcp") != 0)
         return "n/a";
-    return v && (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
-                 !strcasecmp(v, "off"))
-               ? "off"
-               : "auto";
+    te_config_bool("MC_TE_SAME_HOST_TRANSPORT", &on);
+    return on ? "auto" : "off";
 }
 
 /* The transport that actually carried the requests: with --protocol tcp a

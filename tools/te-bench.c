@@ -300,6 +300,10 @@ int main(int argc, char **argv)
         bench_usage(rc ? stderr : stdout);
         return rc;
     }
+    if (o.help_env) {
+        bench_help_env(stdout);
+        return 0;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (o.register_only[0]) {
         te_engine *e = start_engine(&o);

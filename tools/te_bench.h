@@ -27,7 +27,7 @@ typedef struct bench_opts {
     uint64_t buffer_size;
     int threads;
     double duration;
-    bool verify, json, sweep, help, metrics;
+    bool verify, json, sweep, help, help_env, metrics;
     bool load_cuda; /* initiator: load the CUDA runtime first */
     char register_only[64]; /* "SIZE[,COUNT]": measure registration only */
     uint64_t register_size, register_count; /* parsed from register_only */
@@ -37,6 +37,8 @@ typedef struct bench_opts {
 /* Parses argv into *o (defaults first).  0, or 2 after printing why. */
 int bench_parse(int argc, char **argv, bench_opts *o);
 void bench_usage(FILE *out);
+/* --help-env: every configuration variable (te_config_describe), one a line. */
+void bench_help_env(FILE *out);
 
 /* What the initiator measures against. */
 typedef struct bench_target {

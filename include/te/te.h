@@ -310,6 +310,42 @@ TE_API int te_get_metrics(te_engine *engine, char **json);
  * without an engine. */
 TE_API int te_get_local_topology(const char *device_filter, char **json);
 
+/* ---- configuration (an addition beyond the original API) ------------------ */
+
+/*
+ * Every setting the engine, its bundled plugins, the Python module and
+ * te-bench read is declared once (docs/configuration.md lists them; so does
+ * `te-bench --help-env`).  Values come from the environment, read on every
+ * call.  A value of the wrong type or out of range is logged once (per
+ * variable and value) and read as the default.  Booleans take 1/0,
+ * true/false, yes/no, on/off, y/n (any case).
+ */
+enum te_config_type { TE_CONFIG_BOOL = 0, TE_CONFIG_INT = 1, TE_CONFIG_STRING = 2 };
+
+typedef struct te_config_var {
+    const char *name;           /* e.g. "MC_TCP_SLICE_SIZE" */
+    int type;                   /* enum te_config_type */
+    int64_t default_int;        /* TE_CONFIG_INT and TE_CONFIG_BOOL (0 or 1) */
+    const char *default_string; /* TE_CONFIG_STRING: NULL when unset means "none" */
+    int64_t min, max;           /* TE_CONFIG_INT: the accepted range, inclusive */
+    const char *aliases;        /* other names read when `name` is unset, comma separated,
+                                   in order; NULL if none */
+    const char *owner;          /* who reads it: "core", "tcp", "rdma", "tcp,nvlink", ... */
+    const char *help;           /* one line */
+} te_config_var;
+
+/* The index-th declaration (0, 1, ... in a stable order), NULL past the end. */
+TE_API const te_config_var *te_config_describe(size_t index);
+
+/* The value of a declared variable (its default when unset or bad).  0, or
+ * TE_ERR_INVALID_ARGUMENT (logged, *out untouched) when `name` is not
+ * declared or is declared with another type.  te_config_string's *out is
+ * the environment's text or the default (NULL: none), valid until the
+ * variable is next changed. */
+TE_API int te_config_int(const char *name, int64_t *out);
+TE_API int te_config_bool(const char *name, int *out);
+TE_API int te_config_string(const char *name, const char **out);
+
 /* ---- errors and memory ---------------------------------------------------- */
 
 /* A static description of a status code. */

@@ -18,8 +18,6 @@
 
 #define PLUGIN_NAME "metadata_etcd"
 #define DEFAULT_TTL 5
-#define MIN_TTL 2
-#define MAX_TTL 3600
 
 
 #define LOG(s, lvl, ...) te_host_table->log((s)->host, lvl, PLUGIN_NAME, __VA_ARGS__)
@@ -234,18 +232,8 @@ static void *keepalive_main(void *arg)
 
 static int64_t lease_ttl(te_host *host)
 {
-    const char *v = te_host_table->config(host, "MC_METADATA_LEASE_TTL");
-    if (!v)
-        return DEFAULT_TTL;
-    char *end;
-    errno = 0;
-    long long t = strtoll(v, &end, 10);
-    if (errno || end == v || *end || t < MIN_TTL || t > MAX_TTL) {
-        te_host_table->log(host, TE_LOG_WARN, PLUGIN_NAME,
-                   "ignoring MC_METADATA_LEASE_TTL=%s: want seconds in [%d, %d]; using %d", v,
-                   MIN_TTL, MAX_TTL, DEFAULT_TTL);
-        return DEFAULT_TTL;
-    }
+    int64_t t = DEFAULT_TTL; /* 2..3600 s, declared in the core */
+    te_host_table->config_int(host, "MC_METADATA_LEASE_TTL", &t);
     return t;
 }
 
@@ -408,4 +396,4 @@ static const te_metadata_ops g_ops = {
 };
 
 
-TE_PLUGIN_DEFINE(TE_PLUGIN_METADATA, PLUGIN_NAME, "1.0", &g_ops, parse_meta_key)
+TE_PLUGIN_DEFINE(TE_PLUGIN_METADATA, PLUGIN_NAME, "1.0", &g_ops, config_int)

@@ -13,16 +13,6 @@
 #include "nvlink_hex.h"
 
 
-static bool config_flag(te_host *host, const char *name, bool def)
-{
-    const char *v = te_host_table->config(host, name);
-    if (!v || !*v)
-        return def;
-    if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
-        return false;
-    return true;
-}
-
 /* ---- lifetime ------------------------------------------------------------ */
 
 static int nvl_create(te_host *host, const te_transport_params *params, void **inst)
@@ -41,7 +31,9 @@ static int nvl_create(te_host *host, const te_transport_params *params, void **i
     in->host = host;
     in->pid = getpid();
     in->ndev = ndev;
-    in->order_default_stream = config_flag(host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM", true);
+    int order = 1;
+    te_host_table->config_bool(host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM", &order);
+    in->order_default_stream = order;
     /* CUDA IPC handles open only under the kernel (and driver) that made
      * them: the boot id says which. */
     if (te_host_table->host_identity(0, in->host_id, sizeof in->host_id)) {

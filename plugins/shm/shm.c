@@ -16,18 +16,11 @@
 
 /* ---- configuration ------------------------------------------------------- */
 
+/* Copy threads: 1..SHM_MAX_WORKERS, default 2 (declared in the core). */
 static int worker_count(te_host *host)
 {
-    const char *v = te_host_table->config(host, "MC_TE_SHM_WORKERS");
-    char *end = NULL;
-    long n = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || n < 1 || n > SHM_MAX_WORKERS) {
-        if (v)
-            te_host_table->log(host, TE_LOG_WARN, SHM_NAME,
-                          "ignoring MC_TE_SHM_WORKERS=%s: expected 1..%d, using 2", v,
-                          SHM_MAX_WORKERS);
-        return 2;
-    }
+    int64_t n = 2;
+    te_host_table->config_int(host, "MC_TE_SHM_WORKERS", &n);
     return (int)n;
 }
 
@@ -35,16 +28,8 @@ static int worker_count(te_host *host)
  * workers take the rest: 0..64 MiB, default SHM_INLINE_BYTES. */
 static uint64_t inline_bytes(te_host *host)
 {
-    const char *v = te_host_table->config(host, "MC_TE_SHM_INLINE_BYTES");
-    char *end = NULL;
-    long long n = v ? strtoll(v, &end, 10) : -1;
-    if (!v || end == v || *end || n < 0 || n > (64ll << 20)) {
-        if (v)
-            te_host_table->log(host, TE_LOG_WARN, SHM_NAME,
-                          "ignoring MC_TE_SHM_INLINE_BYTES=%s: expected 0..%lld, using %u", v,
-                          64ll << 20, SHM_INLINE_BYTES);
-        return SHM_INLINE_BYTES;
-    }
+    int64_t n = SHM_INLINE_BYTES;
+    te_host_table->config_int(host, "MC_TE_SHM_INLINE_BYTES", &n);
     return (uint64_t)n;
 }
 
@@ -330,4 +315,4 @@ static const te_transport_ops shm_ops = {
 };
 
 
-TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, SHM_NAME, "0.1.0", &shm_ops, memory_location)
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, SHM_NAME, "0.1.0", &shm_ops, config_int)

@@ -15,19 +15,11 @@
 #include "tcp_rail.h"
 
 
-long tcp_config_long(te_host *h, const char *name, long def, long min, long max)
+int64_t tcp_config(te_host *h, const char *name)
 {
-    const char *v = te_host_table->config(h, name);
-    if (!v)
-        return def;
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < min || x > max) {
-        te_host_table->log(h, TE_LOG_WARN, "tcp", "ignoring %s=%s (expected %ld..%ld)", name, v,
-                          min, max);
-        return def;
-    }
-    return x;
+    int64_t v = 0;
+    te_host_table->config_int(h, name, &v);
+    return v;
 }
 
 void tcp_tune_socket(const tcp_transport *t, int fd)
@@ -82,22 +74,21 @@ static int tcp_create(te_host *host, const te_transport_params *params, void **i
     if (!t)
         return TE_ERR_MEMORY;
     t->host = host;
-    t->lanes_per_peer = (int)tcp_config_long(host, "MC_TCP_LANES_PER_PEER", 2, 1, TCP_MAX_LANES);
-    t->lane_min_bytes = (uint64_t)tcp_config_long(host, "MC_TCP_LANE_MIN_BYTES", 512 << 10, 0,
-                                                  1l << 30);
-    t->connect_timeout_ms = tcp_config_long(host, "MC_HANDSHAKE_CONNECT_TIMEOUT", 5, 1, 600) * 1000;
-    t->sock_buf = (int)tcp_config_long(host, "MC_TCP_SOCKET_BUFFER", 0, 0, 1 << 30);
-    t->force_v1 = tcp_config_long(host, "MC_TCP_PROTO", 2, 1, 2) == 1;
+    t->lanes_per_peer = (int)tcp_config(host, "MC_TCP_LANES_PER_PEER"); /* <= TCP_MAX_LANES */
+    t->lane_min_bytes = (uint64_t)tcp_config(host, "MC_TCP_LANE_MIN_BYTES");
+    t->connect_timeout_ms = tcp_config(host, "MC_HANDSHAKE_CONNECT_TIMEOUT") * 1000;
+    t->sock_buf = (int)tcp_config(host, "MC_TCP_SOCKET_BUFFER");
+    t->force_v1 = tcp_config(host, "MC_TCP_PROTO") == 1;
     /* Splicing saves the sender's copy (CPU), not memory bandwidth; on
      * loopback with large buffers it measured no faster, so it is opt-in. */
-    t->use_splice = tcp_config_long(host, "MC_TCP_SPLICE", 0, 0, 1) == 1;
+    t->use_splice = tcp_config(host, "MC_TCP_SPLICE") == 1;
     /* Rails: a link that moves nothing for the stall time is taken as down
      * (TCP alone would retransmit for minutes). */
-    t->rail_pause_ns = tcp_config_long(host, "MC_TCP_RAIL_PAUSE_MS", 1000, 0, 3600000) * 1000000LL;
-    t->rail_stall_ns = tcp_config_long(host, "MC_TCP_RAIL_STALL_MS", 2000, 50, 3600000) * 1000000LL;
+    t->rail_pause_ns = tcp_config(host, "MC_TCP_RAIL_PAUSE_MS") * 1000000LL;
+    t->rail_stall_ns = tcp_config(host, "MC_TCP_RAIL_STALL_MS") * 1000000LL;
     /* Slices of 1 MiB let large requests stripe over the lanes while
      * keeping per-slice overhead small. */
-    t->slice_size = (uint64_t)tcp_config_long(host, "MC_TCP_SLICE_SIZE", 1 << 20, 4096, 1l << 30);
+    t->slice_size = (uint64_t)tcp_config(host, "MC_TCP_SLICE_SIZE");
     t->nics = tcp_nics_open(host, params->device_filter);
     pthread_mutex_init(&t->lanes_lock, NULL);
     pthread_cond_init(&t->lanes_cond, NULL);
@@ -206,4 +197,4 @@ static const te_transport_ops ops = {
 };
 
 
-TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "tcp", "1.0", &ops, max_connections_per_peer)
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "tcp", "1.0", &ops, config_bool)

@@ -119,8 +119,9 @@ struct tcp_transport {
 void tcp_lane_started(tcp_transport *t);
 void tcp_lane_exited(tcp_transport *t);
 
-/* An integer setting in [min, max]; def when unset, or (with a warning) invalid. */
-long tcp_config_long(te_host *h, const char *name, long def, long min, long max);
+/* A declared integer setting (docs/configuration.md) through the host's
+ * config_int: its default when unset, or (logged once) when invalid. */
+int64_t tcp_config(te_host *h, const char *name);
 void tcp_tune_socket(const tcp_transport *t, int fd);
 void tcp_block_sigpipe(void);
 void tcp_take_sigpipe(void);

@@ -307,9 +307,9 @@ static tcp_cuda *state_new(tcp_transport *t)
     if (!c)
         return NULL;
     c->t = t;
-    const char *v = te_host_table->config(t->host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM");
-    c->order_default_stream = !v || !(!strcmp(v, "0") || !strcmp(v, "false") ||
-                                      !strcmp(v, "no") || !strcmp(v, "off"));
+    int order = 1;
+    te_host_table->config_bool(t->host, "MC_TE_CUDA_SYNC_DEFAULT_STREAM", &order);
+    c->order_default_stream = order;
     pool_init(&c->stage, STAGE_BUFFERS);
     pool_init(&c->serve, SERVE_BUFFERS);
     lock_init(&c->lock, &c->cond);

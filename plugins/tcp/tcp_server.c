@@ -244,10 +244,10 @@ static void *accept_main(void *arg)
  * data port, dual-stack where IPv6 is available. */
 static int bind_data_port(tcp_transport *t, tcp_server *s)
 {
-    const char *lo_s = te_host_table->config(t->host, "MC_MIN_RPC_PORT");
-    const char *hi_s = te_host_table->config(t->host, "MC_MAX_RPC_PORT");
-    long lo = lo_s ? strtol(lo_s, NULL, 10) : 15000, hi = hi_s ? strtol(hi_s, NULL, 10) : 17000;
-    if (lo < 1024 || hi > 65535 || lo > hi)
+    /* Read as the core reads its RPC range, MC_*_PRC_PORT aliases included. */
+    long lo = (long)tcp_config(t->host, "MC_MIN_RPC_PORT");
+    long hi = (long)tcp_config(t->host, "MC_MAX_RPC_PORT");
+    if (lo > hi)
         lo = 15000, hi = 17000;
     unsigned seed = (unsigned)te_host_table->now_ns() ^ (unsigned)getpid();
     for (int tries = 0; tries < 500; tries++) {
@@ -287,14 +287,14 @@ static void read_limits(tcp_transport *t, tcp_server *s)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     long loops = ncpu < 1 ? 1 : ncpu > 4 ? 4 : ncpu;
-    s->nloops = (int)tcp_config_long(t->host, "MC_TCP_SERVER_THREADS", loops, 1, 64);
-    s->max_connections = (int)tcp_config_long(t->host, "MC_TCP_MAX_CONNECTIONS", 8192, 16, 1 << 20);
+    s->nloops = (int)tcp_config(t->host, "MC_TCP_SERVER_THREADS"); /* 0: automatic */
+    if (s->nloops == 0)
+        s->nloops = (int)loops;
+    s->max_connections = (int)tcp_config(t->host, "MC_TCP_MAX_CONNECTIONS");
     s->max_per_peer = te_host_table->max_connections_per_peer(t->host);
-    s->io_timeout_ns = tcp_config_long(t->host, "MC_TCP_STATUS_TIMEOUT_SEC", 30, 1, 3599) * 1000000000LL;
-    s->header_timeout_ns =
-        tcp_config_long(t->host, "MC_TCP_HEADER_TIMEOUT_MS", 10000, 10, 3600000) * 1000000LL;
-    s->idle_timeout_ns =
-        tcp_config_long(t->host, "MC_TCP_IDLE_TIMEOUT_MS", 300000, 100, 86400000) * 1000000LL;
+    s->io_timeout_ns = tcp_config(t->host, "MC_TCP_STATUS_TIMEOUT_SEC") * 1000000000LL;
+    s->header_timeout_ns = tcp_config(t->host, "MC_TCP_HEADER_TIMEOUT_MS") * 1000000LL;
+    s->idle_timeout_ns = tcp_config(t->host, "MC_TCP_IDLE_TIMEOUT_MS") * 1000000LL;
 }
 
 static void close_pipes(tcp_server *s)

@@ -44,12 +44,9 @@ struct pyte_managed {
 
 static uint64_t region_size_from_env(void)
 {
-    const char *v = getenv("MC_MANAGED_REGION_MB");
-    char *end;
-    unsigned long long mb = v && *v ? strtoull(v, &end, 10) : 0;
-    if (!v || !*v || *end || mb == 0 || mb > (1ull << 20))
-        mb = 256;
-    uint64_t bytes = mb << 20;
+    int64_t mb = 256; /* 1..1048576, declared in the core (te_config_int) */
+    te_config_int("MC_MANAGED_REGION_MB", &mb);
+    uint64_t bytes = (uint64_t)mb << 20;
     return (bytes + TOP_SIZE - 1) / TOP_SIZE * TOP_SIZE; /* whole 256 MiB pieces */
 }
 

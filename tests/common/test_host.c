@@ -3,6 +3,8 @@
  * and the plugin's te_plugin_init found with dlopen. */
 #include "test_host.h"
 
+#include "te/te.h"
+
 #include <check.h>
 #include <dlfcn.h>
 #include <pthread.h>
@@ -52,6 +54,18 @@ static const char *h_config(te_host *h, const char *name)
     return v && *v ? v : NULL;
 }
 
+/* As core/host.c wires them (ABI 1.3): the engine's one configuration
+ * service, so plugins under test read their settings as in an engine. */
+static int h_config_int(te_host *h, const char *name, int64_t *out)
+{
+    return te_config_int(name, out);
+}
+
+static int h_config_bool(te_host *h, const char *name, int *out)
+{
+    return te_config_bool(name, out);
+}
+
 static void h_slice_done(te_host *h, te_slice *s, int status) {}
 
 int64_t te_test_now_ns(void)
@@ -72,6 +86,8 @@ void te_test_host_init(te_host_api *api)
         .config = h_config,
         .slice_done = h_slice_done,
         .now_ns = te_test_now_ns,
+        .config_int = h_config_int,
+        .config_bool = h_config_bool,
     };
 }
 

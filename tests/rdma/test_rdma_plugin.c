@@ -44,6 +44,17 @@ static const char *fake_config(te_host *h, const char *name)
     return v && *v ? v : NULL;
 }
 
+/* As core/host.c wires them (ABI 1.3): the engine's one configuration service. */
+static int fake_config_int(te_host *h, const char *name, int64_t *out)
+{
+    return te_config_int(name, out);
+}
+
+static int fake_config_bool(te_host *h, const char *name, int *out)
+{
+    return te_config_bool(name, out);
+}
+
 static int fake_topology(te_host *h, char **json)
 {
     *json = NULL;
@@ -66,6 +77,8 @@ static const te_host_api fake_host = {
     .config = fake_config,
     .topology = fake_topology,
     .now_ns = fake_now,
+    .config_int = fake_config_int,
+    .config_bool = fake_config_bool,
 };
 
 static const te_plugin_desc *load(void **handle)
