@@ -101,7 +101,7 @@ static const te_config_var *declared(const char *name, int type)
         return NULL;
     }
     if (v->type != type) {
-        te_fail(TE_ERR_INVALID_ARGUMENT, "configuration: %s is a %s, not a %s", name,
+        te_fail(TE_ERR_INVALID_ARGUMENT, "configuration: %s is declared as %s, not %s", name,
                 type_names[v->type], type_names[type]);
         return NULL;
     }

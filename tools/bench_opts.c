@@ -88,8 +88,6 @@ void bench_help_env(FILE *out)
         default_text(v, def, sizeof def);
         if (v->type == TE_CONFIG_INT)
             snprintf(range, sizeof range, "%lld..%lld", (long long)v->min, (long long)v->max);
-        else if (v->type == TE_CONFIG_BOOL)
-            snprintf(range, sizeof range, "1/0,yes/no,on/off");
         fprintf(out, "%-31s %-6s %-9s %-22s %-14s %s%s%s%s\n", v->name,
                 types[v->type < 3 ? v->type : 2], def, range, v->owner, v->help,
                 v->aliases ? " (alias: " : "", v->aliases ? v->aliases : "",

@@ -1,7 +1,8 @@
 /* test_te_bench.c - smoke tests of te-bench: one loopback command verifies
  * data and prints one parseable JSON line per configuration (shm and tcp);
  * --register_only registers 64 GiB of untouched memory without touching it;
- * bad flags exit with status 2. */
+ * bad flags exit with status 2; --help-env lists every configuration
+ * variable, as docs/configuration.md does. */
 #include <check.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -189,6 +190,73 @@ START_TEST(bad_flags_exit_2)
 }
 END_TEST
 
+/* Everything te-bench prints with `args`, in one malloc'd string. */
+static char *bench_output(const char *args, int *status)
+{
+    const char *dir = getenv("TE_BUILD_DIR");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/bin/te-bench %s", dir ? dir : ".", args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, len = 0, n;
+    char *out = malloc(cap);
+    while ((n = fread(out + len, 1, cap - 1 - len, p)) > 0)
+        if ((len += n) + 1 == cap)
+            out = realloc(out, cap *= 2);
+    out[len] = '\0';
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+/* The line of `name` (it starts the line), NULL if missing. */
+static const char *env_line(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, name, n) && l[n] == ' ')
+            return l;
+    return NULL;
+}
+
+START_TEST(help_env_lists_every_variable)
+{
+    int st;
+    char *out = bench_output("--help-env", &st);
+    ck_assert_int_eq(st, 0);
+    /* A core, a tcp and an rdma variable: type, default, range, owner, help. */
+    static const char *const want[][2] = {
+        {"MC_TRANSFER_TIMEOUT", "int    30        1..86400               core "},
+        {"MC_TCP_SLICE_SIZE", "int    1048576   4096..1073741824       tcp "},
+        {"MC_GID_INDEX", "int    -1        -1..65535              rdma "},
+        {"MC_TE_CUDA_SYNC_DEFAULT_STREAM", "bool   1         -                      tcp,nvlink "},
+        {"MC_MIN_RPC_PORT", "(alias: MC_MIN_PRC_PORT)"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        const char *l = env_line(out, want[i][0]);
+        ck_assert_msg(l, "%s not listed", want[i][0]);
+        const char *end = strchr(l, '\n');
+        ck_assert_msg(strstr(l, want[i][1]) && strstr(l, want[i][1]) < end, "%.*s",
+                      (int)(end - l), l);
+    }
+    /* docs/configuration.md (scripts/configuration_md.sh) lists the same variables. */
+    FILE *f = fopen(TE_SOURCE_DIR "/docs/configuration.md", "r");
+    ck_assert_ptr_nonnull(f);
+    static char doc[1 << 17];
+    doc[fread(doc, 1, sizeof doc - 1, f)] = '\0';
+    fclose(f);
+    int listed = 0;
+    for (const char *l = strchr(out, '\n') + 1; *l; l = strchr(l, '\n') + 1, listed++) {
+        char row[96];
+        snprintf(row, sizeof row, "| `%.*s` |", (int)strcspn(l, " "), l);
+        ck_assert_msg(strstr(doc, row), "docs/configuration.md lacks %s: "
+                      "run scripts/configuration_md.sh", row);
+    }
+    ck_assert_int_ge(listed, 60);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("te_bench");
@@ -202,6 +270,7 @@ int main(void)
     tcase_add_test(tc, human_summary_without_json);
     tcase_add_test(tc, register_only_leaves_untouched_memory_untouched);
     tcase_add_test(tc, bad_flags_exit_2);
+    tcase_add_test(tc, help_env_lists_every_variable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
