@@ -1,5 +1,5 @@
 /* fuzz_config.c - MC_* environment values (user input): te_parse_u64,
- * te_parse_bool and te_config_load, whose results must stay in range
+ * te_parse_i64, te_parse_bool and te_config_load, whose results must stay in range
  * whatever the values are. */
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = all;
     if (te_parse_u64(s, 5, 1000, &v) == 0)
         FUZZ_ASSERT(v >= 5 && v <= 1000, "u64 %llu out of [5, 1000]", (unsigned long long)v);
+    int64_t sv;
+    if (te_parse_i64(s, -7, 7, &sv) == 0)
+        FUZZ_ASSERT(sv >= -7 && sv <= 7, "i64 %lld out of [-7, 7]", (long long)sv);
     bool b;
     int rc = te_parse_bool(s, &b);
     FUZZ_ASSERT(rc == 0 || rc == TE_ERR_INVALID_ARGUMENT, "bool status %d", rc);
