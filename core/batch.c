@@ -9,8 +9,8 @@
 #include <time.h>
 
 #include "batch.h"
+#include "clock.h"
 #include "log.h"
-#include "net.h"
 
 #define ID_INDEX_BITS 24
 
@@ -35,7 +35,7 @@ void te_batch_unref(te_batch *b)
     free(b);
 }
 
-static void settle_one(te_batch *b)
+void te_batch_settle_one(te_batch *b)
 {
     if (atomic_fetch_sub(&b->settle_left, 1) == 1) {
         pthread_mutex_lock(&b->lock);
@@ -44,29 +44,16 @@ static void settle_one(te_batch *b)
     }
 }
 
-static void sender_enqueue(te_engine *e, te_batch *b)
-{
-    atomic_fetch_add(&b->refs, 1);
-    pthread_mutex_lock(&e->sender_lock);
-    b->sender_next = NULL;
-    te_batch **p = &e->sender_head;
-    while (*p)
-        p = &(*p)->sender_next;
-    *p = b;
-    pthread_cond_signal(&e->sender_cond);
-    pthread_mutex_unlock(&e->sender_lock);
-}
-
 static void all_tasks_done(te_batch *b)
 {
     if (!b->notify_name)
         return;
     if (atomic_load(&b->any_failed)) {
         atomic_store(&b->notify_status, TE_ERR_STATE);
-        settle_one(b); /* no notification after a failure, like the original */
+        te_batch_settle_one(b); /* no notification after a failure, like the original */
         return;
     }
-    sender_enqueue(b->engine, b);
+    te_sender_enqueue(b->engine, b);
 }
 
 static int is_peer_failure(int st)
@@ -97,7 +84,7 @@ static void task_finish(te_task *t)
     t->seg = NULL;
     if (atomic_fetch_sub(&b->tasks_left, 1) == 1)
         all_tasks_done(b);
-    settle_one(b);
+    te_batch_settle_one(b);
     te_batch_unref(b);
 }
 
@@ -403,53 +390,7 @@ int te_transfer_sync(te_engine *e, const te_request *reqs, size_t n, const char 
     return te_transfer_sync_hint(e, reqs, n, notify_name, notify_msg, NULL);
 }
 
-/* ---- notification sender and teardown ------------------------------------- */
-
-static void *sender_main(void *arg)
-{
-    te_engine *e = arg;
-    pthread_mutex_lock(&e->sender_lock);
-    for (;;) {
-        while (!e->sender_head && !e->sender_stop)
-            pthread_cond_wait(&e->sender_cond, &e->sender_lock);
-        te_batch *b = e->sender_head;
-        if (!b)
-            break;
-        e->sender_head = b->sender_next;
-        bool stopping = e->sender_stop;
-        pthread_mutex_unlock(&e->sender_lock);
-        int rc = stopping ? TE_ERR_STATE
-                          : te_notify_send(e, b->notify_seg, b->notify_name, b->notify_msg);
-        if (rc)
-            atomic_store(&b->notify_status, rc);
-        settle_one(b);
-        te_batch_unref(b);
-        pthread_mutex_lock(&e->sender_lock);
-    }
-    pthread_mutex_unlock(&e->sender_lock);
-    return NULL;
-}
-
-int te_sender_start(te_engine *e)
-{
-    e->sender_stop = false;
-    if (pthread_create(&e->sender_thread, NULL, sender_main, e) != 0)
-        return te_fail(TE_ERR_MEMORY, "cannot start the notification thread");
-    e->sender_running = true;
-    return 0;
-}
-
-void te_sender_stop(te_engine *e)
-{
-    if (!e->sender_running)
-        return;
-    pthread_mutex_lock(&e->sender_lock);
-    e->sender_stop = true;
-    pthread_cond_broadcast(&e->sender_cond);
-    pthread_mutex_unlock(&e->sender_lock);
-    pthread_join(e->sender_thread, NULL);
-    e->sender_running = false;
-}
+/* ---- teardown ------------------------------------------------------------ */
 
 /* Waits (bounded by each batch's deadline plus a grace second) for every
  * batch to settle, so transports can be destroyed with nothing in flight. */

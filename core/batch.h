@@ -1,6 +1,7 @@
 /* batch.h - the core's private batch, task and slice types, shared by
- * batch.c (ids, completion accounting, status, waiting) and submit.c
- * (cutting requests into slices, choosing transports, failover). */
+ * batch.c (ids, completion accounting, status, waiting), submit.c
+ * (cutting requests into slices, choosing transports, failover) and
+ * notify_sender.c (the notification sent after a batch). */
 #ifndef TE_CORE_BATCH_H
 #define TE_CORE_BATCH_H
 
@@ -67,9 +68,15 @@ struct te_batch {
 /* batch.c */
 te_batch *te_batch_get(te_engine *e, te_batch_id id); /* a reference, or NULL */
 void te_batch_unref(te_batch *b);
+/* One unfinished task or unsent notification less; the last wakes waiters. */
+void te_batch_settle_one(te_batch *b);
 /* Fails a task that never got a slice, keeping te_last_error() as the
  * batch's failure detail. */
 void te_task_fail_now(te_task *t, int status);
+
+/* notify_sender.c: queues a batch whose tasks all succeeded for its
+ * notification (takes a reference; the sender settles it once sent). */
+void te_sender_enqueue(te_engine *e, te_batch *b);
 
 /* submit.c: a failed slice is queued for the next transport; false when it
  * is final (the caller counts it). */

@@ -7,8 +7,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cuda_loader.h"
-#include "net.h"
 
 typedef int (*event_sync_fn)(void *event);
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "connstr.h"
+#include "hostport.h"
 #include "log.h"
 #include "net.h"
 #include "topology.h"

@@ -123,6 +123,8 @@ void te_segments_destroy(te_engine *e);
 void te_batches_quiesce(te_engine *e);
 void te_batches_destroy(te_engine *e);
 void te_slice_done(te_host *h, te_slice *slice, int status);
+
+/* notify_sender.c: the thread sending notifications after batches. */
 int te_sender_start(te_engine *e);
 void te_sender_stop(te_engine *e);
 
@@ -130,6 +132,8 @@ void te_sender_stop(te_engine *e);
 void te_notify_deliver(te_host *h, const char *name, const char *msg);
 int te_notify_send(te_engine *e, te_segment *seg, const char *name, const char *msg);
 void te_notifies_clear(te_engine *e);
+
+/* rpc_builtin.c: the Metadata, Notify and Probe handlers on e->rpc. */
 int te_rpc_install_builtin(te_engine *e);
 
 #endif

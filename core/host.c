@@ -7,8 +7,10 @@
 
 #include "engine.h"
 #include "auth.h"
+#include "clock.h"
 #include "config.h"
 #include "cuda_loader.h"
+#include "hostport.h"
 #include "log.h"
 #include "net.h"
 #include "topology.h"

@@ -12,7 +12,6 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
-#include "net.h"
 
 #define ADD(a, v) atomic_fetch_add_explicit(&(a), (v), memory_order_relaxed)
 #define GET(a) atomic_load_explicit(&(a), memory_order_relaxed)

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "hostport.h"
 #include "log.h"
 #include "net.h"
 

@@ -1,5 +1,6 @@
 /* net.c - blocking sockets bounded by deadlines (poll before every read and
- * write), host:port parsing shared with plugins through the host table. */
+ * write): connect, listen, full reads and writes, local and peer addresses.
+ * Deadlines are te_now_ns() values (clock.c). */
 #include "net.h"
 
 #include <arpa/inet.h>
@@ -15,99 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
-
-int64_t te_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int parse_port(const char *s, size_t n, uint16_t *port)
-{
-    if (n == 0 || n > 5)
-        return TE_ERR_INVALID_ARGUMENT;
-    unsigned v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return TE_ERR_INVALID_ARGUMENT;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    if (v == 0 || v > 65535)
-        return TE_ERR_INVALID_ARGUMENT;
-    *port = (uint16_t)v;
-    return 0;
-}
-
-static int copy_host(const char *s, size_t n, char *host, size_t host_len)
-{
-    if (n == 0 || n >= host_len)
-        return TE_ERR_INVALID_ARGUMENT;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ' || s[i] == '/' || s[i] == '[' || s[i] == ']')
-            return TE_ERR_INVALID_ARGUMENT;
-    memcpy(host, s, n);
-    host[n] = '\0';
-    return 0;
-}
-
-int te_parse_host_port(const char *s, char *host, size_t host_len, uint16_t *port,
-                       uint16_t default_port)
-{
-    if (!s || !host || !port || host_len == 0)
-        return TE_ERR_INVALID_ARGUMENT;
-    size_t len = strlen(s);
-    if (s[0] == '[') { /* [v6]:port or [v6] */
-        const char *close = strchr(s, ']');
-        if (!close)
-            return TE_ERR_INVALID_ARGUMENT;
-        int rc = copy_host(s + 1, (size_t)(close - s - 1), host, host_len);
-        if (rc)
-            return rc;
-        if (close[1] == '\0') {
-            *port = default_port;
-            return 0;
-        }
-        if (close[1] != ':')
-            return TE_ERR_INVALID_ARGUMENT;
-        return parse_port(close + 2, strlen(close + 2), port);
-    }
-    const char *colon = strrchr(s, ':');
-    if (!colon)
-        return copy_host(s, len, host, host_len) ? TE_ERR_INVALID_ARGUMENT
-                                                 : (*port = default_port, 0);
-    const char *pct = strchr(s, '%');
-    if (strchr(s, ':') != colon && !(pct && colon > pct)) {
-        /* Several colons and no "%scope:port": a bare IPv6 address. */
-        char tmp[INET6_ADDRSTRLEN + 64];
-        struct in6_addr a6;
-        if (len < sizeof tmp) {
-            memcpy(tmp, s, len + 1);
-            char *scope = strchr(tmp, '%');
-            if (scope)
-                *scope = '\0';
-            if (inet_pton(AF_INET6, tmp, &a6) == 1)
-                return copy_host(s, len, host, host_len) ? TE_ERR_INVALID_ARGUMENT
-                                                         : (*port = default_port, 0);
-        }
-    }
-    int rc = copy_host(s, (size_t)(colon - s), host, host_len);
-    if (rc)
-        return rc;
-    return parse_port(colon + 1, strlen(colon + 1), port);
-}
-
-void te_format_host_port(const char *host, uint16_t port, char *out, size_t out_len)
-{
-    if (strchr(host, ':'))
-        snprintf(out, out_len, "[%s]:%u", host, port);
-    else
-        snprintf(out, out_len, "%s:%u", host, port);
-}
 
 static int remaining_ms(int64_t deadline_ns)
 {

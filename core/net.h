@@ -1,21 +1,11 @@
-/* net.h - sockets with deadlines, host:port parsing, local addresses. */
+/* net.h - sockets with deadlines (on the te_now_ns() clock), local addresses. */
 #ifndef TE_CORE_NET_H
 #define TE_CORE_NET_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-int64_t te_now_ns(void);
-
-/* "host:port", "[v6]:port", "v6%scope" or "host" (then default_port).  The
- * port is split on the last ':' unless the host is a bare IPv6 address.
- * TE_ERR_INVALID_ARGUMENT for an empty host, a bad port or a host that does
- * not fit. */
-int te_parse_host_port(const char *s, char *host, size_t host_len, uint16_t *port,
-                       uint16_t default_port);
-
-/* "host:port" with brackets around IPv6 hosts. */
-void te_format_host_port(const char *host, uint16_t port, char *out, size_t out_len);
+#include "clock.h"
 
 /* Connects with a timeout; returns a blocking fd with TCP_NODELAY, or a
  * negative status (TE_ERR_DNS, TE_ERR_SOCKET, TE_ERR_TIMEOUT). */

@@ -8,10 +8,10 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "clock.h"
 #include "cuda_loader.h"
 #include "engine.h"
 #include "log.h"
-#include "net.h"
 
 /* ---- the choice (pure) ----------------------------------------------------- */
 

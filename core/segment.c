@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "engine.h"
+#include "hostport.h"
 #include "log.h"
-#include "net.h"
 #include "route.h"
 
 void te_segment_put(te_segment *s)

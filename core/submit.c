@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "batch.h"
+#include "clock.h"
 #include "log.h"
-#include "net.h"
 
 /* What one request needs before its task exists. */
 typedef struct plan {

@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include "config.h"
+#include "hostport.h"
 #include "memreg.h"
-#include "net.h"
 #include "rpc.h"
 #include "segdesc.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "net.h"
+#include "hostport.h"
 #include "te/te.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
