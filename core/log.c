@@ -140,6 +140,7 @@ const char *te_strerror(int status)
     case TE_ERR_NOT_FOUND: return "not found";
     case TE_ERR_REMOTE: return "rejected by the peer";
     case TE_ERR_PEER_CLOSED: return "peer closed the connection";
+    case TE_ERR_MALFORMED_FRAME: return "malformed frame";
     case TE_ERR_DNS: return "name resolution failed";
     case TE_ERR_SOCKET: return "socket error";
     case TE_ERR_MALFORMED_JSON: return "malformed JSON";

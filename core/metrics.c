@@ -36,6 +36,7 @@ static const struct {
     {TE_ERR_NOT_SUPPORTED_TRANSPORT, "not_supported_transport"},
     {TE_ERR_METADATA, "metadata"},
     {TE_ERR_CONTEXT, "context"},
+    {TE_ERR_MALFORMED_FRAME, "malformed_frame"},
 };
 
 int te_metrics_failure_index(int status)

@@ -13,7 +13,7 @@
 #include "memreg.h"
 
 #define TE_LAT_BUCKETS 25 /* upper bounds 1 us .. 2^23 us, then +Inf */
-#define TE_FAILURE_KINDS 16
+#define TE_FAILURE_KINDS 17
 
 typedef struct te_io_counters {
     atomic_uint_fast64_t read_bytes, write_bytes, reads, writes;

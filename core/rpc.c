@@ -36,7 +36,7 @@ int te_rpc_decode_header(const uint8_t hdr[9], uint64_t max_frame, uint64_t *pay
     for (int i = 0; i < 8; i++)
         len |= (uint64_t)hdr[i] << (8 * i);
     if (len == 0 || len > max_frame)
-        return TE_ERR_MALFORMED_JSON;
+        return TE_ERR_MALFORMED_FRAME;
     if (hdr[8] < TE_RPC_TYPES) {
         *type = hdr[8];
         *legacy = 0;
@@ -373,7 +373,7 @@ int te_rpc_call(const char *host, uint16_t port, int type, const char *req, size
         return te_fail(rc, "RPC to %s:%u failed: %s", host, port, te_strerror(rc));
     if (rtype != type) {
         free(buf);
-        return te_fail(TE_ERR_MALFORMED_JSON, "RPC to %s:%u: reply of type %d to type %d", host,
+        return te_fail(TE_ERR_MALFORMED_FRAME, "RPC to %s:%u: reply of type %d to type %d", host,
                        port, rtype, type);
     }
     *reply = buf;

@@ -49,7 +49,7 @@ int te_rpc_call(const char *host, uint16_t port, int type, const char *req, size
 
 /* Frame helpers, exposed for tests and fuzzing.  A header is 9 bytes. */
 void te_rpc_encode_header(uint8_t hdr[9], uint64_t payload_len, int type);
-/* Validates a header: 0 (filling payload_len and type), or TE_ERR_MALFORMED_JSON
+/* Validates a header: 0 (filling payload_len and type), or TE_ERR_MALFORMED_FRAME
  * (zero or oversized length).  A first type byte > 3 is the legacy untyped
  * form: *type = CONNECTION and *legacy = 1 (that byte is payload). */
 int te_rpc_decode_header(const uint8_t hdr[9], uint64_t max_frame, uint64_t *payload_len,

@@ -50,6 +50,7 @@ enum te_status {
     TE_ERR_NOT_FOUND = -13,      /* unknown segment, batch id, key */
     TE_ERR_REMOTE = -14,         /* the peer rejected the request */
     TE_ERR_PEER_CLOSED = -15,    /* the peer closed or reset the connection */
+    TE_ERR_MALFORMED_FRAME = -16, /* a peer's binary frame failed validation */
     TE_ERR_DNS = -101,
     TE_ERR_SOCKET = -102,
     TE_ERR_MALFORMED_JSON = -103,

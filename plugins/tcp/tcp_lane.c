@@ -467,7 +467,7 @@ static int do_recv(lane *l, bool wait)
             if ((st & 0xFFFFFFFF00000000ull) != TCP_STATUS_MAGIC) {
                 TCP_LOG(l->peer->t, TE_LOG_WARN, "bad status frame from %s:%u", l->peer->host,
                         l->peer->port);
-                return TE_ERR_MALFORMED_JSON;
+                return TE_ERR_MALFORMED_FRAME;
             }
             uint32_t code = (uint32_t)st;
             if (code != TCP_STATUS_OK || s->opcode == TE_OP_WRITE) {
@@ -493,7 +493,7 @@ static int do_recv(lane *l, bool wait)
             if (!l->flying.head) {
                 TCP_LOG(l->peer->t, TE_LOG_WARN, "unexpected bytes from %s:%u", l->peer->host,
                         l->peer->port);
-                return TE_ERR_MALFORMED_JSON;
+                return TE_ERR_MALFORMED_FRAME;
             }
             l->rlen += (size_t)n;
             progress(l);
@@ -583,7 +583,7 @@ static void redistribute(tcp_peer *p, int from, slist *moved, int status);
 static void lane_failed(lane *l, int status)
 {
     tcp_peer *p = l->peer;
-    if (!multi_rail(p) || status == TE_ERR_MALFORMED_JSON) {
+    if (!multi_rail(p) || status == TE_ERR_MALFORMED_FRAME) {
         reset_lane(l, status);
         return;
     }

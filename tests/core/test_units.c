@@ -183,11 +183,15 @@ START_TEST(rpc_frame_headers)
     ck_assert_int_eq(type, 2);
     ck_assert_int_eq(legacy, 0);
     memset(hdr, 0, sizeof hdr); /* zero length */
-    ck_assert_int_ne(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy), 0);
+    ck_assert_int_eq(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy),
+                     TE_ERR_MALFORMED_FRAME);
     te_rpc_encode_header(hdr, 1 << 20, 1); /* one byte over the cap */
-    ck_assert_int_ne(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy), 0);
+    ck_assert_int_eq(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy),
+                     TE_ERR_MALFORMED_FRAME);
     memset(hdr, 0xff, sizeof hdr);
-    ck_assert_int_ne(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy), 0);
+    ck_assert_int_eq(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy),
+                     TE_ERR_MALFORMED_FRAME);
+    ck_assert_str_eq(te_strerror(TE_ERR_MALFORMED_FRAME), "malformed frame");
     te_rpc_encode_header(hdr, 9, 1);
     hdr[8] = '{'; /* legacy untyped frame: that byte is JSON */
     ck_assert_int_eq(te_rpc_decode_header(hdr, 1 << 20, &len, &type, &legacy), 0);
