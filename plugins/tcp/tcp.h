@@ -89,7 +89,7 @@ typedef struct tcp_server {
 int tcp_server_start(tcp_transport *t, tcp_server *s);
 void tcp_server_stop(tcp_server *s);
 
-/* ---- initiator side (tcp_lane.c) --------------------------------------------- */
+/* ---- initiator side (tcp_lane.h, tcp_lane*.c) -------------------------------- */
 
 tcp_peer *tcp_peer_new(tcp_transport *t, const char *host, uint16_t port, bool v2);
 void tcp_peer_free(tcp_peer *p);
