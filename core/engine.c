@@ -16,6 +16,8 @@
 #include "net.h"
 #include "topology.h"
 
+#define RPC_BACKLOG 128 /* pending connections on the RPC port */
+
 te_engine *te_engine_create(void)
 {
     te_log_init();
@@ -79,12 +81,12 @@ static int start_rpc(te_engine *e, const char *host, uint16_t port_hint)
     int fd = -1;
     uint16_t port = 0;
     if (!e->p2p && e->cfg.legacy_rpc_binding) {
-        fd = te_net_listen(NULL, port_hint, 128, &port);
+        fd = te_net_listen(NULL, port_hint, RPC_BACKLOG, &port);
         if (fd < 0)
             return te_fail(TE_ERR_SOCKET, "cannot bind the RPC port %u (MC_LEGACY_RPC_PORT_BINDING)",
                            port_hint);
     } else {
-        fd = te_net_listen_in_range(e->cfg.min_rpc_port, e->cfg.max_rpc_port, 128, &port);
+        fd = te_net_listen_in_range(e->cfg.min_rpc_port, e->cfg.max_rpc_port, RPC_BACKLOG, &port);
         if (fd < 0)
             return te_fail(TE_ERR_SOCKET, "no free RPC port in %u..%u", e->cfg.min_rpc_port,
                            e->cfg.max_rpc_port);
@@ -180,7 +182,7 @@ static int publish_self(te_engine *e)
     int rc = te_engine_publish(e);
     if (rc || e->p2p)
         return rc;
-    char key[1024], *json = NULL;
+    char key[TE_META_KEY_MAX], *json = NULL;
     rc = te_meta_rpc_key(e->cfg.cluster_id, e->segment_name, key, sizeof key);
     if (!rc)
         rc = te_rpc_meta_encode(e->advertised_host, e->rpc_port, &json);
@@ -407,7 +409,7 @@ static void stop_everything(te_engine *e)
     e->transport_count = 0;
     if (e->metadata) {
         /* Take our keys away (the P2P store has none). */
-        char key[1024];
+        char key[TE_META_KEY_MAX];
         if (e->segment_name[0] && !te_meta_segment_key(e->cfg.cluster_id, e->segment_name, key, sizeof key))
             e->metadata_plugin->metadata.remove(e->metadata, key);
         if (e->segment_name[0] && !e->p2p &&

@@ -12,6 +12,8 @@
 #include "hostport.h"
 
 #define MAX_NOTIFY_FIELD (64u << 10)
+/* A probed name longer than this cannot fit a metadata key with its prefix. */
+#define PROBE_NAME_MAX 900
 
 static int reply_json(json_t *o, char **reply, size_t *len)
 {
@@ -82,7 +84,7 @@ static int probe_address(te_engine *e, const char *name, char *host, size_t cap,
                    ? te_fail(TE_ERR_INVALID_ARGUMENT, "probe: P2P name '%s' is not host:port",
                              name)
                    : 0;
-    char key[1024], *json = NULL;
+    char key[TE_META_KEY_MAX], *json = NULL;
     int rc = te_meta_rpc_key(e->cfg.cluster_id, name, key, sizeof key);
     if (rc)
         return te_fail(rc, "probe: segment name too long: %s", name);
@@ -104,7 +106,7 @@ int te_probe(te_engine *e, const char *peer_name)
         return TE_ERR_STATE;
     while (*peer_name == '/')
         peer_name++;
-    if (!*peer_name || strlen(peer_name) > 900)
+    if (!*peer_name || strlen(peer_name) > PROBE_NAME_MAX)
         return te_fail(TE_ERR_INVALID_ARGUMENT, "probe: bad name");
     char host[256], *reply = NULL;
     uint16_t port;

@@ -36,6 +36,7 @@ int te_segdesc_find(const te_segdesc *d, uint64_t addr, uint64_t len);
 
 /* Keys: "mooncake/[cluster/]ram/<name>" (or "mooncake/[cluster/]<name>" when
  * the name holds a '/') and "mooncake/[cluster/]rpc_meta/<name>". */
+#define TE_META_KEY_MAX 1024 /* a key's buffer, its NUL included */
 int te_meta_segment_key(const char *cluster, const char *name, char *out, size_t out_len);
 int te_meta_rpc_key(const char *cluster, const char *name, char *out, size_t out_len);
 /* enum te_meta_key_kind of a key; *name points into key. */

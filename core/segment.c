@@ -157,7 +157,7 @@ int te_engine_publish(te_engine *e)
     if (e->segment_count > 0)
         e->segments[0].stale = true; /* our own slot sees the new buffers */
     pthread_mutex_unlock(&e->seg_lock);
-    char key[1024];
+    char key[TE_META_KEY_MAX];
     rc = te_meta_segment_key(e->cfg.cluster_id, e->segment_name, key, sizeof key);
     if (!rc)
         rc = e->metadata_plugin->metadata.put(e->metadata, key, json);
@@ -187,7 +187,7 @@ static int fetch_descriptor(te_engine *e, te_segment_id id, const char *name, te
         pthread_mutex_unlock(&e->seg_lock);
         return rc;
     }
-    char key[1024];
+    char key[TE_META_KEY_MAX];
     int rc = te_meta_segment_key(e->cfg.cluster_id, name, key, sizeof key);
     if (rc)
         return te_fail(rc, "segment name too long: %s", name);
@@ -216,7 +216,7 @@ static int fetch_rpc_address(te_engine *e, te_segment_id id, const char *name, t
                    ? te_fail(TE_ERR_INVALID_ARGUMENT, "P2P segment name '%s' is not host:port",
                              name)
                    : 0;
-    char key[1024], *json = NULL;
+    char key[TE_META_KEY_MAX], *json = NULL;
     int rc = te_meta_rpc_key(e->cfg.cluster_id, name, key, sizeof key);
     if (!rc)
         rc = e->metadata_plugin->metadata.get(e->metadata, key, &json);

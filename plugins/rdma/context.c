@@ -13,6 +13,7 @@
 #include "rdma.h"
 
 #define RXE_VENDOR_ID 0xffffff /* what rdma_rxe reports as vendor_id */
+#define MAX_NUMA_NODES 1024    /* node<N> directories looked for in sysfs */
 
 /* ---- filters ---------------------------------------------------------------- */
 
@@ -363,7 +364,7 @@ static int numa_nodes(void)
 {
     int n = 0;
     char path[64];
-    for (; n < 1024; n++) {
+    for (; n < MAX_NUMA_NODES; n++) {
         snprintf(path, sizeof path, "/sys/devices/system/node/node%d", n);
         if (access(path, F_OK))
             break;

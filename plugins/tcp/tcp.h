@@ -20,6 +20,10 @@
 #define TCP_MAX_LANES 16
 #define TCP_SPLICE_MIN (64 * 1024)  /* payloads this big are sent with vmsplice */
 #define TCP_PIPE_SIZE (1024 * 1024)
+/* A payload with at least this much left is received straight into place
+ * (READ data at the initiator, WRITE data at the target), not through the
+ * receive buffer. */
+#define TCP_DIRECT_MIN 16384
 
 
 #define TCP_LOG(t, lvl, ...) te_host_table->log((t)->host, (lvl), "tcp", __VA_ARGS__)

@@ -44,7 +44,7 @@ static int recv_data(lane *l, te_slice *s, bool *wait)
         tcp_lane_complete(l, s, 0);
         return STEP_NEXT;
     }
-    if (want < 16384)
+    if (want < TCP_DIRECT_MIN)
         return STEP_FILL;
     size_t got;
     int rc = recv_some(l, (char *)s->local + l->data_off, want, *wait, &got);

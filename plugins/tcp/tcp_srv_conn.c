@@ -17,7 +17,6 @@
 #include "tcp_srv.h"
 
 #define RUN_BUDGET (8u << 20) /* bytes read per run before other connections get a turn */
-#define DIRECT_MIN 16384      /* payload left that is received straight into place */
 
 typedef struct srv_in { /* bytes read, being handed to the state machine */
     const uint8_t *p;
@@ -286,7 +285,7 @@ static int input_step(tcp_srv_conn *c, uint8_t *buf, size_t cap, size_t *budget)
         return feed(c, &in) || stash_rest(c, &in) ? -1 : 0;
     }
     ssize_t n;
-    if (c->state == SRV_PAYLOAD && c->dst && c->left >= DIRECT_MIN)
+    if (c->state == SRV_PAYLOAD && c->dst && c->left >= TCP_DIRECT_MIN)
         n = receive_direct(c, budget);
     else if ((n = recv(c->fd, buf, cap, MSG_DONTWAIT)) > 0) {
         *budget = (size_t)n < *budget ? *budget - (size_t)n : 0;

@@ -28,11 +28,15 @@
 #define BLK (FAULT_TSAN ? 1024u : 16384u)
 #define STATUS_OK 0x4D43545600000000ull
 #define HEADER_MS 500 /* the peer's MC_TCP_HEADER_TIMEOUT_MS in the limits cases, scaled */
+/* Connections in flight at once: a typical batch, then the large batch that
+ * Mooncake's classic initiator opens a connection per request for. */
+#define SMALL_BATCH 128
+#define LARGE_BATCH 1024
 
 static te_test_peer peer;
 static uint16_t data_port;
 
-/* 1024 connections need more than the usual 1024 descriptors on both ends
+/* LARGE_BATCH connections need more than the usual 1024 descriptors on both ends
  * (the peer inherits the limit). */
 static void raise_nofile(void)
 {
@@ -203,8 +207,8 @@ static void churn(int batch, uint64_t seed, int threads_before)
 START_TEST(connection_per_request_batches_are_served_by_a_fixed_set_of_threads)
 {
     int before = peer_threads();
-    churn(128, 11, before);
-    churn(1024, 12, before);
+    churn(SMALL_BATCH, 11, before);
+    churn(LARGE_BATCH, 12, before);
 }
 END_TEST
 
