@@ -128,6 +128,11 @@ START_TEST(metadata_frame_returns_the_descriptor)
     ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(b, "length")), peer.size);
     ck_assert_str_eq(json_string_value(json_object_get(b, "name")), peer.segment);
     json_decref(d);
+    /* A reply frame over our cap is a malformed frame, not malformed JSON. */
+    char *reply = NULL;
+    ck_assert_int_eq(te_rpc_call("127.0.0.1", (uint16_t)peer.rpc_port, 1, "{}", 2, &reply, NULL,
+                                 3000, 16, NULL), TE_ERR_MALFORMED_FRAME);
+    ck_assert_ptr_null(reply);
 }
 END_TEST
 
