@@ -304,7 +304,7 @@ START_TEST(sigstop_mid_batches_from_many_threads)
 END_TEST
 
 /* Small synchronous writes are driven by the calling thread (a blocking
- * receive bounded by the lane's hand-over time, tcp_lane.c): to a stopped
+ * receive bounded by the lane's hand-over time, tcp_lane_drive.c): to a stopped
  * peer one still fails by its deadline, not later; to a killed one at once;
  * the resumed peer serves them again. */
 static void small_sync_writes_land(uint64_t off, uint64_t seed, int n)
