@@ -72,7 +72,7 @@ void te_failover_destroy(struct te_engine *e);
  * when the thread is not running (the caller then finishes the slice). */
 bool te_failover_enqueue(struct te_engine *e, te_slice *slice);
 
-/* batch.c: moves a queued slice to its next transport, or finishes it with
+/* submit.c: moves a queued slice to its next transport, or finishes it with
  * the status it failed with. */
 void te_batch_resubmit(struct te_engine *e, te_slice *slice);
 
