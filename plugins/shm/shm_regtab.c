@@ -255,7 +255,7 @@ static int read_table(shm_peer *p, uint64_t s1)
         free(r);
         if (rc)
             return rc;
-        return s2 != s1 ? 1 : rd ? shm_errno_status(-rd) : TE_ERR_MALFORMED_JSON;
+        return s2 != s1 ? 1 : rd ? shm_errno_status(-rd) : TE_ERR_MALFORMED_FRAME;
     }
     free(p->ranges);
     p->ranges = r;

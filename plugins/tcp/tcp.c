@@ -197,4 +197,4 @@ static const te_transport_ops ops = {
 };
 
 
-TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "tcp", "1.0", &ops, config_bool)
+TE_PLUGIN_DEFINE(TE_PLUGIN_TRANSPORT, "tcp", "1.0", &ops, listen_in_range)

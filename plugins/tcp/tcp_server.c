@@ -240,46 +240,24 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
-/* Binds a random port in [MC_MIN_RPC_PORT, MC_MAX_RPC_PORT] like the original's
- * data port, dual-stack where IPv6 is available. */
+/* Listens on a random free port of [MC_MIN_RPC_PORT, MC_MAX_RPC_PORT] like
+ * the original's data port: the core's listener (host listen_in_range),
+ * the one its RPC port uses, with the range read as the core reads it. */
 static int bind_data_port(tcp_transport *t, tcp_server *s)
 {
-    /* Read as the core reads its RPC range, MC_*_PRC_PORT aliases included. */
     long lo = (long)tcp_config(t->host, "MC_MIN_RPC_PORT");
     long hi = (long)tcp_config(t->host, "MC_MAX_RPC_PORT");
     if (lo > hi)
         lo = 15000, hi = 17000;
-    unsigned seed = (unsigned)te_host_table->now_ns() ^ (unsigned)getpid();
-    for (int tries = 0; tries < 500; tries++) {
-        uint16_t port = (uint16_t)(lo + rand_r(&seed) % (hi - lo + 1));
-        int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port),
-                                  .sin6_addr = in6addr_any};
-        struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port),
-                                 .sin_addr.s_addr = htonl(INADDR_ANY)};
-        struct sockaddr *a = (struct sockaddr *)&a6;
-        socklen_t alen = sizeof a6;
-        if (fd < 0) {
-            fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            a = (struct sockaddr *)&a4;
-            alen = sizeof a4;
-        } else {
-            int zero = 0;
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        }
-        if (fd < 0)
-            return TE_ERR_SOCKET;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, a, alen) == 0 && listen(fd, 4096) == 0) {
-            s->listen_fd = fd;
-            s->port = port;
-            return 0;
-        }
-        close(fd);
+    uint16_t port = 0;
+    int fd = te_host_table->listen_in_range((uint16_t)lo, (uint16_t)hi, 4096, &port);
+    if (fd < 0) {
+        te_host_table->set_error("tcp: no free data port in %ld..%ld", lo, hi);
+        return TE_ERR_SOCKET;
     }
-    te_host_table->set_error("tcp: no free data port in %ld..%ld", lo, hi);
-    return TE_ERR_SOCKET;
+    s->listen_fd = fd;
+    s->port = port;
+    return 0;
 }
 
 /* Limits from the environment; see the README's table and docs/reliability.md. */
