@@ -66,6 +66,8 @@ const te_config_var te_config_vars[] = {
         "[host:]port of a Prometheus /metrics endpoint (unset: none)"),
     /* ---- tcp ---- */
     INT("MC_TCP_LANES_PER_PEER", 2, 1, 16, NULL, "tcp", "TCP connections per peer"),
+    INT("MC_TCP_MAX_LANE_THREADS", 256, 1, 65536, NULL, "tcp",
+        "lane threads of one engine, whatever the number of busy peers; more lanes wait their turn"),
     INT("MC_TCP_LANE_MIN_BYTES", 512 << 10, 0, 1 << 30, NULL, "tcp",
         "a submit stripes over a peer's lanes in runs of at least this (0: every lane)"),
     INT("MC_TCP_SLICE_SIZE", 1 << 20, 4096, 1 << 30, NULL, "tcp",

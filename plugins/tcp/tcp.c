@@ -53,21 +53,6 @@ void tcp_take_sigpipe(void)
         ;
 }
 
-void tcp_lane_started(tcp_transport *t)
-{
-    pthread_mutex_lock(&t->lanes_lock);
-    t->live_lanes++;
-    pthread_mutex_unlock(&t->lanes_lock);
-}
-
-void tcp_lane_exited(tcp_transport *t)
-{
-    pthread_mutex_lock(&t->lanes_lock);
-    if (--t->live_lanes == 0)
-        pthread_cond_broadcast(&t->lanes_cond);
-    pthread_mutex_unlock(&t->lanes_lock);
-}
-
 static int tcp_create(te_host *host, const te_transport_params *params, void **inst)
 {
     tcp_transport *t = calloc(1, sizeof *t);
@@ -90,8 +75,9 @@ static int tcp_create(te_host *host, const te_transport_params *params, void **i
      * keeping per-slice overhead small. */
     t->slice_size = (uint64_t)tcp_config(host, "MC_TCP_SLICE_SIZE");
     t->nics = tcp_nics_open(host, params->device_filter);
-    pthread_mutex_init(&t->lanes_lock, NULL);
-    pthread_cond_init(&t->lanes_cond, NULL);
+    /* A bound on lane threads however many peers are busy: with all taken,
+     * lanes wait their turn (see tcp_lane_slots.h). */
+    tcp_slots_init(&t->slots, (int)tcp_config(host, "MC_TCP_MAX_LANE_THREADS"), tcp_lane_kick);
     int rc = tcp_server_start(t, &t->server);
     if (rc) {
         tcp_nics_free(t->nics);
@@ -107,13 +93,9 @@ static void tcp_destroy(void *inst)
     tcp_transport *t = inst;
     tcp_server_stop(&t->server);
     /* Peers were closed by the core; their lane threads end on their own. */
-    pthread_mutex_lock(&t->lanes_lock);
-    while (t->live_lanes > 0)
-        pthread_cond_wait(&t->lanes_cond, &t->lanes_lock);
-    pthread_mutex_unlock(&t->lanes_lock);
+    tcp_slots_wait_drained(&t->slots);
     tcp_cuda_destroy(t); /* after the lanes: they hand staged chunks back */
-    pthread_mutex_destroy(&t->lanes_lock);
-    pthread_cond_destroy(&t->lanes_cond);
+    tcp_slots_destroy(&t->slots);
     tcp_nics_free(t->nics);
     free(t);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "te/plugin.h"
+#include "tcp_lane_slots.h"
 
 #define TCP_HDR_LEN 24
 #define TCP_OP_READ 0
@@ -111,17 +112,15 @@ struct tcp_transport {
     int64_t connect_timeout_ms;
     int sock_buf; /* SO_SNDBUF/SO_RCVBUF, 0 = kernel autotuning */
     bool use_splice; /* MC_TCP_SPLICE=1: the lanes' large WRITE payloads through vmsplice */
-    pthread_mutex_t lanes_lock;
-    pthread_cond_t lanes_cond;
-    int live_lanes; /* lane threads still running; destroy waits for 0 */
+    tcp_lane_slots slots; /* MC_TCP_MAX_LANE_THREADS; destroy waits until all are free */
     struct tcp_cuda *_Atomic cuda; /* GPU memory staging (tcp_cuda.c), made on first need */
     struct tcp_nics *nics;  /* rails: the device filters' interfaces (tcp_rail.h), or NULL */
     int64_t rail_pause_ns;  /* MC_TCP_RAIL_PAUSE_MS: first cool-down of a failed rail */
     int64_t rail_stall_ns;  /* MC_TCP_RAIL_STALL_MS: a lane without progress has failed */
 };
 
-void tcp_lane_started(tcp_transport *t);
-void tcp_lane_exited(tcp_transport *t);
+/* Wakes an idle lane whose thread should end (tcp_lane_slots.kick). */
+void tcp_lane_kick(void *lane);
 
 /* A declared integer setting (docs/configuration.md) through the host's
  * config_int: its default when unset, or (logged once) when invalid. */

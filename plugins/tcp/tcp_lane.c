@@ -97,7 +97,7 @@ void tcp_peer_free(tcp_peer *p)
 static void queue_run(tcp_peer *p, lane *l, slist *run)
 {
     pthread_mutex_lock(&l->lock);
-    int rc = l->started ? 0 : tcp_lane_start(l);
+    int rc = l->started || l->waiting ? 0 : tcp_lane_start(l);
     if (!rc) {
         bool was_empty = !l->queued.head;
         slist_append(&l->queued, run);
@@ -106,6 +106,7 @@ static void queue_run(tcp_peer *p, lane *l, slist *run)
     }
     pthread_mutex_unlock(&l->lock);
     if (rc) {
+        tcp_lane_pass_slot(p->t);
         te_slice *s;
         while ((s = slist_pop(run))) {
             rail_done(p, l->rail, s, false);

@@ -13,7 +13,10 @@
  * use: a lane idle for MC_TCP_IDLE_TIMEOUT_MS, or whose idle connection the
  * peer closed, closes everything and its thread ends; the next slice starts
  * them again.  So an engine that talked to many peers holds threads and
- * descriptors only for the peers it talked to recently.
+ * descriptors only for the peers it talked to recently.  And never more lane
+ * threads than MC_TCP_MAX_LANE_THREADS (tcp_lane_slots.h): past it a lane
+ * waits for a thread, idle lanes give theirs up at once, busy ones after
+ * their turn, and a thread goes straight on to the lane it hands over to.
  *
  * With several NICs (tcp_rail.h) each rail (local address, remote address)
  * has its own lanes; slices go to the rail whose queue drains first at its
@@ -35,6 +38,11 @@
 #include "tcp_rail.h"
 
 #define LANE_RBUF 65536
+
+/* While lanes wait for a thread, a busy lane that has had its thread this
+ * long takes no new slices, and gives the thread up once those in flight
+ * are done. */
+#define TCP_LANE_TURN_NS 50000000
 
 /* How long a submitting thread waits for the answer to a request it sent
  * itself before leaving it to the lane thread. */
@@ -70,6 +78,9 @@ typedef struct lane {
     int rail;             /* index in peer->rails */
     int64_t progress_ns;  /* when bytes last moved while the lane had work */
     bool blocking;        /* fd in blocking mode for a lent lane's receive (tcp_lane_drive.c) */
+    bool waiting;         /* queued slices wait for a thread slot (under lock; holds a peer ref) */
+    tcp_slot_node slot;   /* its place in the transport's slot lists */
+    int64_t slot_since;   /* when its thread got its slot: busy lanes give way after TCP_LANE_TURN_NS */
 } lane;
 
 struct tcp_peer {
@@ -162,8 +173,14 @@ void tcp_peer_redistribute(tcp_peer *p, int from, slist *moved, int status);
 bool tcp_lane_drive_first_idle(tcp_peer *p, lane *lanes, int n, te_slice *s);
 
 /* tcp_lane_thread.c */
-/* Starts the lane's thread, eventfd and buffers (caller holds l->lock). */
+/* Starts the lane's thread, eventfd and buffers (caller holds l->lock), or
+ * leaves the lane waiting for a thread slot (l->waiting; queued slices wait
+ * with it).  On failure the caller passes the slot on with
+ * tcp_lane_pass_slot once it has dropped l->lock. */
 int tcp_lane_start(lane *l);
+/* A thread slot is free (a lane thread ends, or a start failed; no lane
+ * lock held): it goes to the longest waiting lane, else back to the pool. */
+void tcp_lane_pass_slot(tcp_transport *t);
 /* Wakes the lane's thread (caller holds l->lock). */
 void tcp_lane_wake(lane *l);
 /* The lane's connection failed or stalled: its slices move to other rails,

@@ -2,7 +2,9 @@
  * eventfd and receive buffer on first use, it runs work rounds (deadlines,
  * stalls, connect, send, poll, receive) while the lane has work, sleeps while
  * it is idle or lent to a submitting thread, and retires after the idle
- * timeout or when the peer closes the idle connection. */
+ * timeout or when the peer closes the idle connection.  Threads are bounded
+ * (tcp_lane_slots.h): while lanes wait for one, idle lanes retire at once and
+ * busy ones give theirs up after their turn. */
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -33,6 +35,15 @@ void tcp_lane_wake(lane *l)
 {
     if (l->efd < 0)
         return;
+    uint64_t one = 1;
+    ssize_t w = write(l->efd, &one, sizeof one);
+    (void)w;
+}
+
+/* Under the slots' lock, the lane in their idle list: its eventfd is open. */
+void tcp_lane_kick(void *lane_ptr)
+{
+    lane *l = lane_ptr;
     uint64_t one = 1;
     ssize_t w = write(l->efd, &one, sizeof one);
     (void)w;
@@ -208,47 +219,94 @@ static bool lane_retire(lane *l, int64_t idle_ns)
  * until the idle timeout.  true when the lane retired: its thread ends. */
 static bool idle_wait(lane *l, int fd, int64_t last_io_ns)
 {
+    tcp_lane_slots *slots = &l->peer->t->slots;
     int64_t idle_ns = l->peer->t->server.idle_timeout_ns;
     int64_t left = last_io_ns + idle_ns - te_host_table->now_ns();
-    if (fd >= 0 && left > 0) {
+    /* In the idle list first: a lane that starts waiting for a thread from
+     * now on kicks us, and one already waiting is seen below. */
+    tcp_slots_idle_enter(slots, &l->slot);
+    if (fd >= 0 && left > 0 && !tcp_slots_contended(slots)) {
         /* POLLRDHUP alone: the peer's FIN (or an error) wakes us, an answer
          * to a lender's request does not (a wake-up per sync round trip). */
         struct pollfd pe[2] = {{.fd = l->efd, .events = POLLIN}, {.fd = fd, .events = POLLRDHUP}};
         int r = poll(pe, 2, (int)(left / 1000000) + 1);
         if (r > 0 && pe[0].revents)
             drain_efd(l);
-        if (r > 0 && !pe[1].revents)
+        if (r > 0 && !pe[1].revents && !tcp_slots_contended(slots)) {
+            tcp_slots_idle_leave(slots, &l->slot);
             return false; /* woken: work, or a submitter lent the lane */
+        }
     }
-    return lane_retire(l, idle_ns);
+    tcp_slots_idle_leave(slots, &l->slot); /* before the eventfd can close */
+    /* Lanes wait for a thread: an idle one gives its thread up now. */
+    return lane_retire(l, tcp_slots_contended(slots) ? 0 : idle_ns);
 }
 
-static void *lane_main(void *arg)
+/* Whether a busy lane has had its thread long enough while others wait for
+ * one: it then takes no new slices (caller holds l->lock). */
+static bool turn_over(const lane *l)
 {
-    lane *l = arg;
-    tcp_block_sigpipe();
-    tcp_peer *p = l->peer;
-    for (;;) {
-        pthread_mutex_lock(&l->lock);
-        bool lent = l->lent, stop = l->stop && !lent, was_busy = l->busy;
-        if (!lent)
-            slist_append(&l->sending, &l->queued);
-        l->busy = !lent && (l->sending.head || l->flying.head || l->pipe_bytes);
-        bool busy = l->busy;
-        /* A lender owns the socket (and its clock) until it gives it back. */
-        int fd = lent ? -1 : l->fd;
-        int64_t last_io_ns = lent ? 0 : l->last_io_ns;
+    return tcp_slots_contended(&l->peer->t->slots) &&
+           te_host_table->now_ns() - l->slot_since > TCP_LANE_TURN_NS;
+}
+
+/* Gives the thread up (caller holds l->lock, nothing in flight, slices
+ * queued): the lane waits for a slot again, keeping its queue and, as a
+ * waiter, this thread's reference to the peer. */
+static void give_way(lane *l)
+{
+    TCP_LOG(l->peer->t, TE_LOG_DEBUG, "lane to %s:%u gives its thread to a waiting lane",
+            tcp_lane_host(l), l->peer->port);
+    lane_release(l);
+    l->waiting = true;
+}
+
+/* One pass of the loop on the lane's state: 1 to go on working, 0 to sleep,
+ * -1 when the thread ends (stop), -2 when it gave way. */
+static int lane_step(lane *l, bool *lent_out, int *fd_out, int64_t *last_io_out)
+{
+    pthread_mutex_lock(&l->lock);
+    bool lent = l->lent, stop = l->stop && !lent, was_busy = l->busy;
+    bool turn = !lent && !stop && l->queued.head && turn_over(l);
+    if (!lent && !turn)
+        slist_append(&l->sending, &l->queued);
+    l->busy = !lent && (l->sending.head || l->flying.head || l->pipe_bytes);
+    if (turn && !l->busy) {
+        give_way(l);
         pthread_mutex_unlock(&l->lock);
-        if (busy && !was_busy)
-            progress(l); /* the stall clock starts with the work */
-        if (stop) {
-            tcp_lane_reset(l, TE_ERR_STATE); /* outside the lock: completions may free the peer */
-            pthread_mutex_lock(&l->lock);
-            lane_release(l);
-            pthread_mutex_unlock(&l->lock);
-            break;
-        }
-        if (busy) {
+        return -2;
+    }
+    bool busy = l->busy;
+    /* A lender owns the socket (and its clock) until it gives it back. */
+    *lent_out = lent;
+    *fd_out = lent ? -1 : l->fd;
+    *last_io_out = lent ? 0 : l->last_io_ns;
+    pthread_mutex_unlock(&l->lock);
+    if (busy && !was_busy)
+        progress(l); /* the stall clock starts with the work */
+    if (stop) {
+        tcp_lane_reset(l, TE_ERR_STATE); /* outside the lock: completions may free the peer */
+        pthread_mutex_lock(&l->lock);
+        lane_release(l);
+        pthread_mutex_unlock(&l->lock);
+        return -1;
+    }
+    return busy ? 1 : 0;
+}
+
+static lane *adopt(tcp_transport *t, lane *heir);
+
+/* Runs the lane until it ends or gives way; then the lane this thread
+ * serves next (a waiter handed the slot, prepared), or NULL. */
+static lane *lane_run(lane *l)
+{
+    tcp_peer *p = l->peer;
+    tcp_transport *t = p->t;
+    bool lent;
+    int fd, step;
+    int64_t last_io_ns;
+    while ((step = lane_step(l, &lent, &fd, &last_io_ns)) >= 0) {
+        if (step) {
             lane_work(l);
             continue;
         }
@@ -259,18 +317,33 @@ static void *lane_main(void *arg)
         }
         /* Lent: only the eventfd wakes us, the socket is the lender's; a
          * lender that leaves the lane idle does not wake us, so the idle
-         * timeout is checked again after one timeout's sleep at most. */
+         * timeout is checked again after one timeout's sleep at most (10 ms
+         * while lanes wait for a thread). */
+        int64_t ms = tcp_slots_contended(&t->slots) ? 10 : t->server.idle_timeout_ns / 1000000;
         struct pollfd pe = {.fd = l->efd, .events = POLLIN};
-        if (poll(&pe, 1, (int)(l->peer->t->server.idle_timeout_ns / 1000000)) > 0)
+        if (poll(&pe, 1, (int)ms) > 0)
             drain_efd(l);
     }
-    tcp_transport *t = p->t;
+    if (step == -2) /* the lane waits again, keeping our peer reference */
+        return adopt(t, tcp_slots_yield(&t->slots, &l->slot));
     tcp_peer_unref(p);
-    tcp_lane_exited(t);
+    return adopt(t, tcp_slots_give(&t->slots));
+}
+
+/* A thread serves lanes one after another: the slot it holds goes with it
+ * from a lane that ended to the next waiter, so a hand-over creates no
+ * thread and the count never exceeds the bound. */
+static void *lane_main(void *arg)
+{
+    tcp_block_sigpipe();
+    for (lane *l = arg; l;)
+        l = lane_run(l);
     return NULL;
 }
 
-int tcp_lane_start(lane *l)
+/* Gets a lane that holds a slot ready to run (caller holds l->lock): its
+ * eventfd, receive buffer, pipe and a peer reference for its thread. */
+static int lane_prepare(lane *l)
 {
     l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     l->rbuf = malloc(LANE_RBUF);
@@ -286,25 +359,77 @@ int tcp_lane_start(lane *l)
         tcp_lane_open_pipe(l);
     else
         l->pipe[0] = l->pipe[1] = -1;
-    l->last_io_ns = te_host_table->now_ns(); /* the idle timeout counts from here */
+    l->last_io_ns = l->slot_since = te_host_table->now_ns(); /* the idle timeout counts from here */
     atomic_fetch_add(&l->peer->refs, 1);
-    tcp_lane_started(l->peer->t);
+    l->started = true;
+    return 0;
+}
+
+/* lane_prepare, then a thread for it (caller holds l->lock). */
+static int lane_launch(lane *l)
+{
+    int rc = lane_prepare(l);
+    if (rc)
+        return rc;
     pthread_t th;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, lane_main, l);
+    rc = pthread_create(&th, &attr, lane_main, l);
     pthread_attr_destroy(&attr);
     if (rc) {
         atomic_fetch_sub(&l->peer->refs, 1);
-        tcp_lane_exited(l->peer->t);
-        tcp_lane_close_pipe(l);
-        free(l->rbuf);
-        l->rbuf = NULL;
-        close(l->efd);
-        l->efd = -1;
+        lane_release(l);
         return TE_ERR_MEMORY;
     }
-    l->started = true;
     return 0;
+}
+
+int tcp_lane_start(lane *l)
+{
+    l->slot.lane = l;
+    if (!tcp_slots_take(&l->peer->t->slots, &l->slot)) {
+        l->waiting = true;
+        atomic_fetch_add(&l->peer->refs, 1); /* the peer stays while the lane waits */
+        return 0;
+    }
+    return lane_launch(l);
+}
+
+/* A waiting lane handed a slot (no lane lock held): prepared to run on this
+ * thread (own_thread) or started on a new one.  A lane whose peer was closed
+ * meanwhile, or that cannot start, fails its queue.  true when it runs. */
+static bool take_over(lane *h, bool own_thread)
+{
+    pthread_mutex_lock(&h->lock);
+    h->waiting = false;
+    int rc = h->stop ? TE_ERR_STATE : own_thread ? lane_prepare(h) : lane_launch(h);
+    slist failed = {0};
+    if (rc)
+        slist_append(&failed, &h->queued);
+    pthread_mutex_unlock(&h->lock);
+    te_slice *s;
+    while ((s = slist_pop(&failed))) {
+        rail_done(h->peer, h->rail, s, false);
+        tcp_slice_finish(h->peer->t, s, rc);
+    }
+    tcp_peer_unref(h->peer); /* the waiter's reference; a running lane took its own */
+    return rc == 0;
+}
+
+/* The next lane for this thread: heir, or the waiters after it when it
+ * cannot run; NULL when the slot went back to the pool. */
+static lane *adopt(tcp_transport *t, lane *heir)
+{
+    while (heir && !take_over(heir, true))
+        heir = tcp_slots_give(&t->slots);
+    return heir;
+}
+
+void tcp_lane_pass_slot(tcp_transport *t)
+{
+    lane *heir;
+    while ((heir = tcp_slots_give(&t->slots)) != NULL)
+        if (take_over(heir, false))
+            return;
 }

@@ -66,9 +66,9 @@ static int all_done(void *arg)
 static int lanes_gone(void *arg)
 {
     tcp_transport *t = arg;
-    pthread_mutex_lock(&t->lanes_lock);
-    int gone = t->live_lanes == 0;
-    pthread_mutex_unlock(&t->lanes_lock);
+    pthread_mutex_lock(&t->slots.lock);
+    int gone = t->slots.live == 0;
+    pthread_mutex_unlock(&t->slots.lock);
     return gone;
 }
 
