@@ -167,9 +167,5 @@ int main(void)
     tcase_add_test(tc, same_token_works_others_are_refused);
     tcase_add_test(tc, replayed_answer_is_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

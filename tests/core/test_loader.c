@@ -8,6 +8,7 @@
 
 #include "te/plugin.h"
 #include "te/te.h"
+#include "test_util.h"
 
 static te_engine *eng;
 
@@ -274,9 +275,5 @@ int main(void)
     tcase_add_test(tc, notify_to_self);
     tcase_add_test(tc, batch_size_limit);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

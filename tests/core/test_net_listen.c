@@ -6,6 +6,7 @@
 
 #include "net.h"
 #include "te/te.h"
+#include "test_util.h"
 
 START_TEST(port_is_in_range)
 {
@@ -50,9 +51,5 @@ int main(void)
     tcase_add_test(tc, bad_range_is_refused);
     tcase_add_test(tc, full_range_fails);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

@@ -284,9 +284,5 @@ int main(void)
     tcase_add_test(tc, notify_frames_are_validated);
     tcase_add_test(tc, reader_hanging_up_mid_payload_does_not_kill_the_target);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

@@ -14,6 +14,7 @@
 #include "memreg.h"
 #include "rpc.h"
 #include "segdesc.h"
+#include "test_util.h"
 
 START_TEST(host_port_forms)
 {
@@ -315,9 +316,5 @@ int main(void)
     tcase_add_test(tc, registration_table);
     tcase_add_test(tc, removal_waits_for_the_last_pin);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

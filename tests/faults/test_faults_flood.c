@@ -294,9 +294,5 @@ int main(void)
     tcase_set_timeout(full, 40 * fault_scale());
     tcase_add_test(full, full_rpc_port_evicts_idle_connections_and_serves);
     suite_add_tcase(s, full);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

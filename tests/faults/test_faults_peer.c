@@ -392,9 +392,5 @@ int main(void)
     tcase_add_test(tc, sigstop_mid_batches_from_many_threads);
     tcase_add_test(tc, small_sync_writes_to_a_stopped_or_killed_peer);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

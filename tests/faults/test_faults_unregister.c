@@ -188,9 +188,5 @@ int main(void)
     tcase_add_test(tc, target_unregister_waits_and_nothing_lands_after);
     tcase_add_test(tc, initiator_unregister_waits_for_tasks_in_flight);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

@@ -269,9 +269,5 @@ int main(void)
     tcase_add_test(tc, short_status_frame_fails_fast);
     tcase_add_test(tc, destroy_with_transfers_stuck_on_a_silent_peer_is_bounded);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

@@ -15,6 +15,7 @@
 #include "test_host.h"
 #include "te/plugin.h"
 #include "te/te.h"
+#include "test_util.h"
 
 /* ---- the hex codec ---------------------------------------------------------- */
 
@@ -258,9 +259,5 @@ int main(void)
     tcase_add_test(plugin, alloc_device_without_gpu);
     tcase_add_test(plugin, alloc_device_without_runtime);
     suite_add_tcase(s, plugin);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

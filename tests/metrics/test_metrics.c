@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "te/te.h"
+#include "test_util.h"
 
 /* Forking while engine threads run: ThreadSanitizer cannot run threads in
  * such a child, and GCC 12's AddressSanitizer runtime takes no allocator lock
@@ -553,9 +554,5 @@ int main(void)
     tcase_add_test(tc, forked_child_starts_without_the_endpoint);
 #endif
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

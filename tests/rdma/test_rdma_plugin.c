@@ -14,6 +14,7 @@
 
 #include "te/plugin.h"
 #include "te/te.h"
+#include "test_util.h"
 
 static char last_error[1024];
 static char warnings[4096]; /* TE_LOG_WARN lines, newline separated */
@@ -215,9 +216,5 @@ int main(void)
     tcase_add_test(tc, gid_retries_setting_is_validated);
     tcase_add_test(tc, engine_asked_for_rdma_falls_back_to_tcp);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

@@ -15,6 +15,7 @@
 #include "rdma_rail.h"
 #include "rdma_sched.h"
 #include "te/te.h"
+#include "test_util.h"
 
 /* ---- scheduling ------------------------------------------------------------------ */
 
@@ -854,9 +855,5 @@ int main(void)
     tcase_add_test(tc, evict_never_picks_a_busy_endpoint);
     tcase_add_test(tc, evict_returns_none_when_all_are_busy);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

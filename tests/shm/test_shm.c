@@ -237,9 +237,5 @@ int main(void)
     tcase_add_test(tc, own_segment_uses_shm);
     tcase_add_test(tc, killed_peer_fails_fast);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

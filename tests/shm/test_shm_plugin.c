@@ -19,6 +19,7 @@
 
 #include "te/plugin.h"
 #include "test_host.h"
+#include "test_util.h"
 
 /* ---- a stand-in host ---------------------------------------------------------- */
 
@@ -831,9 +832,5 @@ int main(void)
     tcase_add_test(tc, small_batch_is_done_when_submit_returns);
     tcase_add_test(tc, idle_workers_use_no_cpu);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

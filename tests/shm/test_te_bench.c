@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "test_util.h"
+
 #define MAX_LINES 16
 
 static char lines[MAX_LINES][4096];
@@ -272,9 +274,5 @@ int main(void)
     tcase_add_test(tc, bad_flags_exit_2);
     tcase_add_test(tc, help_env_lists_every_variable);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

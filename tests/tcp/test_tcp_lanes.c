@@ -19,6 +19,7 @@
 #include "loader.h"
 #include "tcp.h"
 #include "te/plugin.h"
+#include "test_util.h"
 
 #define MAX_SLICES 256
 #define MAX_CONNS 4
@@ -222,9 +223,5 @@ int main(void)
     tcase_add_test(tc, min_bytes_zero_stripes_every_batch);
     tcase_add_test(tc, small_batches_take_turns_over_the_lanes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

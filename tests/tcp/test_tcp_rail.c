@@ -6,6 +6,7 @@
 #include <check.h>
 
 #include "tcp_rail.h"
+#include "test_util.h"
 
 #define MS 1000000LL
 #define MB (1u << 20)
@@ -149,9 +150,5 @@ int main(void)
     tcase_add_test(tc, the_cool_down_doubles_while_failures_repeat);
     tcase_add_test(tc, one_rail_or_none);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

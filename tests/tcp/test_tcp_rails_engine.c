@@ -101,9 +101,5 @@ int main(void)
     tcase_add_test(tc, no_interface_named_keeps_the_descriptor_as_before);
     tcase_add_test(tc, railed_and_plain_engines_move_data_both_ways);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

@@ -235,9 +235,5 @@ int main(void)
     tcase_add_test(tc, two_lane_threads_serve_every_peer);
     tcase_add_test(tc, a_busy_lane_gives_its_thread_to_a_waiting_one);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }

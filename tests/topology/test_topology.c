@@ -13,6 +13,7 @@
 #include "te/te.h"
 #include "topology.h"
 #include "topology_model.h"
+#include "test_util.h"
 
 #define XML_8GPU TE_TOPO_DATA_DIR "/2socket-4nic-8gpu.xml"
 #define XML_NO_NIC TE_TOPO_DATA_DIR "/2socket-no-nic.xml"
@@ -352,9 +353,5 @@ int main(void)
     tcase_add_test(tc, custom_file_missing_fails);
     tcase_add_test(tc, memory_location_of_host_memory);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return te_test_run(s);
 }
