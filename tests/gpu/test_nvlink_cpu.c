@@ -62,6 +62,13 @@ END_TEST
 
 /* ---- the plugin through its ABI (where it is built) -------------------------- */
 
+/* cuda_wait.c's clock (core/clock.c is not linked here), built with
+ * or without the nvlink plugin. */
+int64_t te_now_ns(void)
+{
+    return te_test_now_ns();
+}
+
 #ifdef TE_NVLINK_BUILT
 
 static int h_host_identity(int with_pid_namespace, char *out, size_t len)
@@ -74,12 +81,6 @@ static int h_host_identity(int with_pid_namespace, char *out, size_t len)
 static int h_cuda_device_of(const void *addr)
 {
     return cudl_device_ordinal(cudl_pointer_attr(), addr);
-}
-
-/* cuda_wait.c's clock (core/net.c is not linked here). */
-int64_t te_now_ns(void)
-{
-    return te_test_now_ns();
 }
 
 static te_host_api host_api; /* host_api_init() */
