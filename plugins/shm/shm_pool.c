@@ -201,19 +201,31 @@ static int finish_one(pid_t pid, bool write, const te_slice *s, uint64_t done)
     return 0;
 }
 
-/* Builds the iovecs of the pending slices from index i; returns how many. */
-static size_t gather(shm_work *w, size_t i, size_t n)
+/* Builds the iovecs of the pending slices from index i: returns how many
+ * slices (their indexes in w->idx), *niov how many iovecs.  A slice that
+ * continues the previous one on both sides extends its iovecs: the kernel
+ * looks up and pins pages per iovec, so a run of adjacent blocks (KV pages
+ * laid out in order) costs what one block of their total size does. */
+static size_t gather(shm_work *w, size_t i, size_t n, size_t *niov)
 {
-    size_t k = 0;
+    size_t k = 0, v = 0;
     for (size_t j = i; j < n && k < w->cap; j++) {
         if (w->st[j] != ST_PENDING)
             continue;
         te_slice *s = w->s[j];
-        w->idx[k] = j;
-        w->liov[k] = (struct iovec){s->local, s->length};
-        w->riov[k] = (struct iovec){(void *)(uintptr_t)s->remote, s->length};
-        k++;
+        w->idx[k++] = j;
+        void *remote = (void *)(uintptr_t)s->remote;
+        if (v && (char *)w->liov[v - 1].iov_base + w->liov[v - 1].iov_len == (char *)s->local &&
+            (char *)w->riov[v - 1].iov_base + w->riov[v - 1].iov_len == (char *)remote) {
+            w->liov[v - 1].iov_len += s->length;
+            w->riov[v - 1].iov_len += s->length;
+            continue;
+        }
+        w->liov[v] = (struct iovec){s->local, s->length};
+        w->riov[v] = (struct iovec){remote, s->length};
+        v++;
     }
+    *niov = v;
     return k;
 }
 
@@ -224,10 +236,10 @@ static void copy_pending(shm_peer *p, shm_work *w, size_t n, bool write)
 {
     size_t i = 0;
     while (i < n) {
-        size_t k = gather(w, i, n);
+        size_t niov, k = gather(w, i, n, &niov);
         if (k == 0)
             return;
-        ssize_t got = vm_copy(p->pid, write, w->liov, w->riov, k);
+        ssize_t got = vm_copy(p->pid, write, w->liov, w->riov, niov);
         uint64_t done = got > 0 ? (uint64_t)got : 0;
         size_t m = 0;
         while (m < k && done >= w->s[w->idx[m]]->length) {

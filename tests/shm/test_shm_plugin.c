@@ -547,6 +547,48 @@ START_TEST(fault_inside_a_run_fails_only_its_slice)
 }
 END_TEST
 
+/* Adjacent slices (on both sides) go to the kernel as one iovec; a hole in
+ * the target's middle page still fails exactly the slices over it, each
+ * slice is reported once, and the others' bytes land (writes and reads). */
+START_TEST(adjacent_slices_merged_with_a_hole_fail_only_theirs)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t len = 3 * (size_t)page, piece = (size_t)page / 4;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(m != MAP_FAILED);
+    void *mr;
+    ck_assert_int_eq(ops->register_memory(target, m, len, NULL, &mr), 0);
+    mprotect(m + page, (size_t)page, PROT_NONE); /* unmapped, its address could be reused */
+    void *peer = open_target();
+    char *local = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        local[i] = (char)(i % 251 + 1);
+    for (int op = 0; op < 2; op++) {
+        int opcode = op ? TE_OP_READ : TE_OP_WRITE;
+        if (opcode == TE_OP_READ)
+            memset(local, 0, len);
+        pthread_mutex_lock(&done_lock);
+        memset(done_count, 0, sizeof done_count);
+        pthread_mutex_unlock(&done_lock);
+        for (size_t i = 0; i < 12; i++)
+            prep(i, peer, opcode, local + i * piece, m + i * piece, piece);
+        run_slices(0, 12);
+        for (size_t i = 0; i < 12; i++) {
+            bool hole = i >= 4 && i < 8;
+            ck_assert_int_eq(done_count[i], 1);
+            ck_assert_msg(done_status[i] == (hole ? TE_ERR_ADDRESS_NOT_REGISTERED : 0),
+                          "%s slice %zu: status %d", op ? "read" : "write", i, done_status[i]);
+            for (size_t b = i * piece; !hole && b < (i + 1) * piece; b++)
+                ck_assert_int_eq(opcode == TE_OP_WRITE ? m[b] : local[b], (char)(b % 251 + 1));
+        }
+    }
+    ops->peer_close(initiator, peer);
+    ops->unregister_memory(target, mr);
+    munmap(m, len);
+    free(local);
+}
+END_TEST
+
 /* The core never hands shm device memory, but if it gets some anyway (a
  * pinned hint, a bug) the kernel refuses the copy (EFAULT): that slice fails
  * as "not this transport" (the core may move it), the others land, nothing
@@ -822,6 +864,7 @@ int main(void)
     tcase_add_test(tc, bad_seq_fd_falls_back_to_reads_by_pid);
     tcase_add_test(tc, destroyed_target_fails_mapped_copies);
     tcase_add_test(tc, fault_inside_a_run_fails_only_its_slice);
+    tcase_add_test(tc, adjacent_slices_merged_with_a_hole_fail_only_theirs);
     tcase_add_test(tc, device_memory_fails_its_slice_as_not_this_transport);
     tcase_add_test(tc, many_small_slices_each_reported_once);
     tcase_add_test(tc, passed_deadline_fails_without_copying);
