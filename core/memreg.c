@@ -129,6 +129,39 @@ int te_memreg_pin(te_memreg *m, uint64_t addr, uint64_t len, te_region **out)
     return rc;
 }
 
+/* Pins the local range of each request, one read lock for all of them and
+ * one atomic add per run of requests in the same region (a batch of KV
+ * blocks usually lies in one): out[i] is the region, or NULL when the range
+ * is not inside one. */
+void te_memreg_pin_many(te_memreg *m, const te_request *reqs, size_t n, te_region **out)
+{
+    te_region *run = NULL;
+    unsigned count = 0;
+    pthread_rwlock_rdlock(&m->lock);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t addr = (uint64_t)(uintptr_t)reqs[i].local, len = reqs[i].length;
+        te_region *r = run;
+        if (!r || addr < r->addr || addr + len > r->addr + r->length || addr + len < addr) {
+            size_t at = lower_bound(m, addr);
+            r = at < m->count ? m->regions[at] : NULL;
+            if (r && !(r->addr <= addr && addr + len <= r->addr + r->length && addr + len >= addr))
+                r = NULL;
+        }
+        out[i] = r;
+        if (r == run) {
+            count += r != NULL;
+            continue;
+        }
+        if (count)
+            atomic_fetch_add(&run->pin_state, count);
+        run = r;
+        count = r != NULL;
+    }
+    if (count)
+        atomic_fetch_add(&run->pin_state, count);
+    pthread_rwlock_unlock(&m->lock);
+}
+
 void te_memreg_unpin(te_memreg *m, te_region *r)
 {
     if (atomic_fetch_sub(&r->pin_state, 1) != (TE_REGION_DYING | 1))

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "te/te.h"
+
 #define TE_MAX_TRANSPORTS 6 /* e.g. rdma, shm, nvlink, tcp, and room for plugins */
 
 typedef struct te_region {
@@ -43,6 +45,9 @@ int te_memreg_remove(te_memreg *m, uint64_t addr, te_region **out);
 /* Pins the region that wholly contains [addr, addr+len). */
 int te_memreg_pin(te_memreg *m, uint64_t addr, uint64_t len, te_region **out);
 void te_memreg_unpin(te_memreg *m, te_region *r);
+/* te_memreg_pin for every request's local range (NULL where it is not
+ * registered), under one lock. */
+void te_memreg_pin_many(te_memreg *m, const te_request *reqs, size_t n, te_region **out);
 /* Calls fn on every region in address order under the read lock. */
 void te_memreg_foreach(te_memreg *m, void (*fn)(te_region *r, void *arg), void *arg);
 /* Holds the table still (regions can neither appear nor go away) while a

@@ -88,9 +88,18 @@ void te_metrics_request_done(te_metrics *m, te_io_counters *segment, int transpo
         }
     }
     uint64_t us = latency_ns > 0 ? (uint64_t)latency_ns / 1000 : 0;
-    ADD(m->completed, 1);
     ADD(m->latency_sum_us, us);
     ADD(m->latency[latency_bucket(us)], 1);
+}
+
+/* Completed requests: each one counts in exactly one latency bucket, so the
+ * sum saves a counter update per request. */
+static uint64_t completed_count(te_metrics *m)
+{
+    uint64_t n = 0;
+    for (int b = 0; b < TE_LAT_BUCKETS; b++)
+        n += GET(m->latency[b]);
+    return n;
 }
 
 /* ---- JSON ------------------------------------------------------------------ */
@@ -144,11 +153,11 @@ int te_metrics_json(te_engine *e, char **json)
     json_object_set_new(root, "inflight_requests", json_integer((json_int_t)GET(m->inflight)));
     json_object_set_new(root, "registered_bytes",
                         json_integer((json_int_t)GET(m->registered_bytes)));
-    json_object_set_new(root, "completed_requests", json_integer((json_int_t)GET(m->completed)));
+    json_object_set_new(root, "completed_requests", json_integer((json_int_t)completed_count(m)));
     json_object_set_new(root, "latency_us",
                         json_pack("{s:o, s:I, s:I}", "buckets", buckets, "sum_us",
                                   (json_int_t)GET(m->latency_sum_us), "count",
-                                  (json_int_t)GET(m->completed)));
+                                  (json_int_t)completed_count(m)));
     *json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(root);
     return *json ? 0 : TE_ERR_MEMORY;
@@ -362,7 +371,7 @@ static void take(te_engine *e, snapshot *s)
         s->rbytes += GET(m->transport[i].read_bytes);
         s->wbytes += GET(m->transport[i].write_bytes);
     }
-    s->done = GET(m->completed);
+    s->done = completed_count(m);
     for (int i = 0; i < TE_FAILURE_KINDS; i++)
         s->fails += GET(m->failures[i]);
     for (int i = 0; i < TE_LAT_BUCKETS; i++)

@@ -22,7 +22,7 @@ typedef struct te_io_counters {
 typedef struct te_metrics {
     te_io_counters transport[TE_MAX_TRANSPORTS];
     atomic_uint_fast64_t failures[TE_FAILURE_KINDS];
-    atomic_uint_fast64_t retries, rail_pauses, completed, latency_sum_us;
+    atomic_uint_fast64_t retries, rail_pauses, latency_sum_us;
     atomic_uint_fast64_t latency[TE_LAT_BUCKETS];
     atomic_int_fast64_t inflight, registered_bytes;
 

@@ -45,18 +45,20 @@ static int validate(te_engine *e, const te_request *reqs, size_t n)
     return 0;
 }
 
-/* Every target first, so that a failure takes nothing. */
+/* Every target first, so that a failure takes nothing; a run of requests
+ * to one target takes its references in one atomic add. */
 static int resolve_targets(te_engine *e, const te_request *reqs, size_t n, plan *p)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0 && reqs[i].target == reqs[i - 1].target) {
-            p[i].seg = p[i - 1].seg;
-            atomic_fetch_add(&p[i].seg->refs, 1);
-            continue;
-        }
+    for (size_t i = 0; i < n;) {
         int rc = te_segment_get(e, reqs[i].target, false, &p[i].seg);
         if (rc)
             return rc;
+        size_t j = i + 1;
+        for (; j < n && reqs[j].target == reqs[i].target; j++)
+            p[j].seg = p[i].seg;
+        if (j > i + 1)
+            atomic_fetch_add(&p[i].seg->refs, (int)(j - i - 1));
+        i = j;
     }
     return 0;
 }
@@ -84,8 +86,6 @@ static void plan_one(te_engine *e, const te_request *r, int hint, const char *hi
                                     "remote range 0x%llx+%llu is not inside a buffer of segment %s",
                                     (unsigned long long)r->remote, (unsigned long long)r->length,
                                     p->seg->desc->name));
-    if (te_memreg_pin(&e->memreg, (uint64_t)(uintptr_t)r->local, r->length, &p->pin))
-        p->pin = NULL;
     if (hint == TE_HINT_NOT_LOADED)
         return plan_fail(p, te_fail(TE_ERR_NOT_SUPPORTED_TRANSPORT,
                                     "transport hint '%s': this engine has not loaded it",
@@ -162,8 +162,11 @@ static void task_init(te_task *t, te_batch *b, const te_request *r, plan *p, int
     t->hint = hint;
     t->route = p->route;
     t->local_pin = p->pin;
-    atomic_store(&t->transport, p->route.count ? p->route.order[0] : p->seg->transport);
-    atomic_store(&t->state, TE_TRANSFER_WAITING);
+    /* Relaxed: the task is published by handing its slices over (a lock or
+     * a system call in every transport), not by these stores. */
+    atomic_store_explicit(&t->transport, p->route.count ? p->route.order[0] : p->seg->transport,
+                          memory_order_relaxed);
+    atomic_store_explicit(&t->state, TE_TRANSFER_WAITING, memory_order_relaxed);
     p->seg = NULL; /* the task holds them now */
     p->pin = NULL;
 }
@@ -190,7 +193,7 @@ static size_t cut(te_engine *e, te_task *t, const te_request *r, int buf, core_s
         c->pub.deadline_ns = deadline;
         ptrs[count] = &c->pub;
     }
-    atomic_store(&t->slices_left, (unsigned)count);
+    atomic_store_explicit(&t->slices_left, (unsigned)count, memory_order_relaxed);
     return count;
 }
 
@@ -237,6 +240,14 @@ static int launch(te_engine *e, te_batch *b, const te_request *reqs, size_t n,
     pthread_mutex_unlock(&b->lock);
     size_t total = 0, base = 0;
     uint64_t bytes = 0;
+    te_region *pins_small[SMALL], **pins = n <= SMALL ? pins_small : malloc(n * sizeof *pins);
+    if (!pins)
+        return te_fail(TE_ERR_MEMORY, "submit: cannot allocate %zu requests", n);
+    te_memreg_pin_many(&e->memreg, reqs, n, pins);
+    for (size_t i = 0; i < n; i++)
+        p[i].pin = pins[i];
+    if (pins != pins_small)
+        free(pins);
     for (size_t i = 0; i < n; i++) {
         plan_one(e, &reqs[i], hint, hint_name, &p[i]);
         total += p[i].slices;
