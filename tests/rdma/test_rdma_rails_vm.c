@@ -166,6 +166,30 @@ static void peer_says(const char *want, const char *cmd)
     ck_assert_msg(!strcmp(reply, want), "peer answered '%s' to '%s'", reply, cmd);
 }
 
+/* Says what a read-back holds from its first wrong byte on: how far it is
+ * wrong, and whether it is zero (the read did not land there) or the
+ * pattern written before the peer's fill (a write landed after the fill). */
+static void describe_mismatch(uint64_t off, uint64_t len, uint64_t seed, long long bad)
+{
+    uint64_t end = (uint64_t)bad;
+    while (end < len && te_test_check(local + off + end, 1, seed + 1, end) >= 0)
+        end++;
+    uint64_t n = end - (uint64_t)bad;
+    bool zero = true;
+    for (uint64_t i = (uint64_t)bad; i < end && zero; i++)
+        zero = local[off + i] == 0;
+    bool old = te_test_check(local + off + bad, n, seed, (uint64_t)bad) < 0;
+    printf("read-back of [%llu, +%llu) wrong at %llu for %llu bytes: %s\n",
+           (unsigned long long)off, (unsigned long long)len, (unsigned long long)(off + bad),
+           (unsigned long long)n,
+           zero ? "zeros (not read)" : old ? "the bytes written before the fill" : "other bytes");
+    char cmd[128], reply[128];
+    snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
+             (unsigned long long)len, (unsigned long long)seed + 1);
+    te_test_peer_cmd(&peer, cmd, reply, sizeof reply);
+    printf("the peer's range checked against its fill: %s\n", reply);
+}
+
 /* Writes len bytes of pattern seed, the peer checks them; the peer fills the
  * range with seed + 1, it is read back and checked.  Returns failed requests. */
 static int write_then_read(uint64_t off, uint64_t len, uint64_t seed, int batch)
@@ -181,7 +205,10 @@ static int write_then_read(uint64_t off, uint64_t len, uint64_t seed, int batch)
     peer_says("OK", cmd);
     memset(local + off, 0, len);
     failed += move(TE_OP_READ, off, len, batch);
-    ck_assert_int_eq(te_test_check(local + off, len, seed + 1, 0), -1);
+    long long bad = te_test_check(local + off, len, seed + 1, 0);
+    if (bad >= 0)
+        describe_mismatch(off, len, seed, bad);
+    ck_assert_int_eq(bad, -1);
     return failed;
 }
 
@@ -270,7 +297,10 @@ static void cut_mid_run(int d, int cut_s)
     print_shares("  link back, pause over", &back, &end);
     ck_assert_int_eq(atomic_load(&r.failed), 0);
     ck_assert_int_gt(req_cut, 0);
-    ck_assert_int_gt(cut.retries - before.retries, 0); /* slices moved to other rails */
+    /* Retries are printed, not asserted: slices on the wire when the port
+     * goes down are retried on other rails, but the port event may come
+     * while the runner is between transfers (the peer checking a round),
+     * and then every slice is routed around the NIC without a retry. */
     /* Pauses are printed, not asserted: on a loaded host a rail may see fewer
      * than 5 consecutive errors in 10 s (one per QP reset); the cut NIC's
      * share below shows that the other rails carry its slices either way. */
