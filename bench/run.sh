@@ -124,6 +124,11 @@ for r in $(seq 1 "$repeat"); do
             --batch_size 128
         record "shm/$b" te --protocol shm --operation "$operation" --block_size "$b" --batch_size 128
     done
+    if [[ " $sizes " == *" 4096 "* ]]; then
+        log "  shm 4 KiB, blocks scattered (no two adjacent: nothing to merge)"
+        record "shm-scatter/4096" te --protocol shm --operation "$operation" --block_size 4096 \
+            --batch_size 128 --scatter
+    fi
     log "  process_vm_writev, one 64 KiB block per call"
     record "vm_writev/65536" "$baseline" --vm_writev --json --block_size 65536 --batch_size 128 \
         --buffer_size 268435456 --duration "$duration"
@@ -230,6 +235,10 @@ print("| {} GB/s, {} ops/s | {} GB/s, {} calls/s | {} |".format(
     spread("shm/4096", "throughput_gbps", "{:.3f}"), spread("shm/4096", "ops_per_sec", "{:.0f}"),
     spread("vm_writev/65536", "throughput_gbps", "{:.3f}"),
     spread("vm_writev/65536", "calls_per_sec", "{:.0f}"), ratio(med("shm/4096", "throughput_gbps"), vmw)))
+print("| scattered (`--scatter`): {} GB/s, {} ops/s | | {} |".format(
+    spread("shm-scatter/4096", "throughput_gbps", "{:.3f}"),
+    spread("shm-scatter/4096", "ops_per_sec", "{:.0f}"),
+    ratio(med("shm-scatter/4096", "throughput_gbps"), vmw)))
 print()
 
 ops4k = med("tcp/4096", "ops_per_sec")
@@ -254,6 +263,11 @@ print("| shm ≥ 1.5 M ops/s at 4 KiB, batch 128 | {} | {} |".format(
     verdict(None if shmops4k is None else shmops4k >= 1.5e6)))
 print("| shm ≥ 0.8 × process_vm_writev of 64 KiB at 4 KiB, batch 128 | {} | {} |".format(
     ratio(shm4k, vmw), verdict(None if not (shm4k and vmw) else shm4k >= 0.8 * vmw)))
+shmsc, shmscops = med("shm-scatter/4096", "throughput_gbps"), med("shm-scatter/4096", "ops_per_sec")
+print("| the same two with the blocks scattered (`--scatter`) | {:} ops/s, {} | {}, {} |".format(
+    "{:.0f}".format(shmscops) if shmscops else "n/a", ratio(shmsc, vmw),
+    verdict(None if shmscops is None else shmscops >= 1.5e6),
+    verdict(None if not (shmsc and vmw) else shmsc >= 0.8 * vmw)))
 print("| tcp 64 B sync write ≤ 1.1 × raw ping-pong (same run) | {} | {} |".format(
     ratio(tcp64, pp), verdict(None if not (tcp64 and pp) else tcp64 <= 1.1 * pp)))
 print("| shm 64 B sync write ≤ 3 µs | {} | {} |".format(

@@ -41,6 +41,8 @@ static const flag_def flags[] = {
     NUM(json, K_BOOL, "one JSON object per configuration on stdout"),
     NUM(sweep, K_BOOL, "block sizes 4K,16K,...,64M (powers of 4)"),
     NUM(metrics, K_BOOL, "print the engine's own counters (te_get_metrics) at the end"),
+    NUM(scatter, K_BOOL, "a batch's blocks land on the target in reverse order: no two requests "
+                         "are adjacent on both sides, so no transport can merge them"),
     NUM(load_cuda, K_BOOL, "initiator: load the CUDA runtime first, as a GPU worker has"),
     STR(register_only, "SIZE[,COUNT]: only time registering COUNT (default 1) untouched regions "
                        "of SIZE (e.g. 64G or 1G,64), no transfers"),

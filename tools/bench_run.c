@@ -19,6 +19,7 @@ typedef struct bench_cfg {
     size_t batch; /* effective: at most region / block */
     int threads;
     int opcode;
+    bool scatter;
     uint64_t region; /* bytes of each buffer a thread owns */
 } bench_cfg;
 
@@ -216,9 +217,11 @@ static te_request *make_requests(const bench_target *t, const bench_cfg *c, int 
     if (!reqs)
         return NULL;
     uint64_t base = (uint64_t)i * c->region;
-    for (size_t j = 0; j < c->batch; j++)
+    for (size_t j = 0; j < c->batch; j++) {
+        size_t to = c->scatter ? c->batch - 1 - j : j;
         reqs[j] = (te_request){c->opcode, t->local + base + j * c->block, t->seg,
-                               t->remote + base + j * c->block, c->block};
+                               t->remote + base + to * c->block, c->block};
+    }
     return reqs;
 }
 
@@ -369,11 +372,12 @@ static void print_json(const bench_opts *o, const bench_target *t, const bench_c
            "\"throughput_gbps\":%.4f,\"ops_per_sec\":%.1f,"
            "\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,"
            "\"batch_p50_us\":%.2f,\"batch_p99_us\":%.2f,\"batch_p999_us\":%.2f,"
-           "\"latency\":\"per_op=batch_time/batch_size\",\"verified\":%s,\"error\":%d}\n",
+           "\"latency\":\"per_op=batch_time/batch_size\",\"scatter\":%s,\"verified\":%s,"
+           "\"error\":%d}\n",
            c->block, c->batch, c->threads, o->operation, proto, segment_transport(t),
            same_host_mode(proto), t->segment,
            r->seconds, r->ops, r->batches, r->gbps, r->ops_per_sec, r->p50, r->p99, r->p999,
-           r->bp50, r->bp99, r->bp999,
+           r->bp50, r->bp99, r->bp999, c->scatter ? "true" : "false",
            r->verified < 0 ? "null" : r->verified ? "true" : "false", r->error);
     fflush(stdout);
 }
@@ -411,6 +415,7 @@ static int plan(const bench_opts *o, const bench_target *t, uint64_t block, benc
     c->block = block;
     c->threads = o->threads;
     c->opcode = o->opcode;
+    c->scatter = o->scatter;
     c->region = span / (uint64_t)o->threads;
     if (c->region < block) {
         fprintf(stderr, "te-bench: block_size %" PRIu64 " does not fit buffer_size/threads "

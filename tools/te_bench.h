@@ -29,6 +29,7 @@ typedef struct bench_opts {
     double duration;
     bool verify, json, sweep, help, help_env, metrics;
     bool load_cuda; /* initiator: load the CUDA runtime first */
+    bool scatter;   /* a batch's blocks land on the target in reverse order */
     char register_only[64]; /* "SIZE[,COUNT]": measure registration only */
     uint64_t register_size, register_count; /* parsed from register_only */
     int control_fd; /* loopback: the socket to the initiator, -1 otherwise */

@@ -87,6 +87,29 @@ START_TEST(loopback_over_shm_write)
 }
 END_TEST
 
+/* --scatter reverses where a batch's blocks land: still verified (the data
+ * check follows each block's remote offset), and said in the JSON. */
+START_TEST(loopback_scattered_blocks_verify)
+{
+    int n;
+    ck_assert_int_eq(run_bench(NULL, "--mode loopback --protocol shm --operation write "
+                                     "--block_size 4K --batch_size 64 --duration 1 --verify "
+                                     "--json --buffer_size 16M --scatter",
+                               &n),
+                     0);
+    ck_assert_int_eq(n, 1);
+    json_t *o = parse_result(lines[0]);
+    ck_assert(json_is_true(json_object_get(o, "scatter")));
+    ck_assert(json_is_true(json_object_get(o, "verified")));
+    json_decref(o);
+    ck_assert_int_eq(run_bench(NULL, "--mode loopback --duration 1 --json --buffer_size 16M", &n),
+                     0);
+    o = parse_result(lines[0]);
+    ck_assert(json_is_false(json_object_get(o, "scatter")));
+    json_decref(o);
+}
+END_TEST
+
 START_TEST(loopback_over_tcp_only)
 {
     int n;
@@ -266,6 +289,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, loopback_default_verifies_and_prints_json);
     tcase_add_test(tc, loopback_over_shm_write);
+    tcase_add_test(tc, loopback_scattered_blocks_verify);
     tcase_add_test(tc, loopback_over_tcp_only);
     tcase_add_test(tc, metrics_match_the_run);
     tcase_add_test(tc, sweep_prints_one_line_per_block_size);
