@@ -19,7 +19,6 @@ void tcp_slice_finish(tcp_transport *t, te_slice *s, int status)
 
 void tcp_lane_complete(lane *l, te_slice *s, int status)
 {
-    l->last_io_ns = te_host_table->now_ns();
     rail_done(l->peer, l->rail, s, status == 0);
     tcp_slice_finish(l->peer->t, s, status);
 }

@@ -74,7 +74,7 @@ typedef struct lane {
     uint64_t data_off;
     uint8_t *rbuf;
     size_t rpos, rlen;
-    int64_t last_io_ns;   /* when a response last arrived */
+    int64_t last_io_ns;   /* when bytes of a response last arrived */
     int rail;             /* index in peer->rails */
     int64_t progress_ns;  /* when bytes last moved while the lane had work */
     bool blocking;        /* fd in blocking mode for a lent lane's receive (tcp_lane_drive.c) */

@@ -53,6 +53,7 @@ static int recv_data(lane *l, te_slice *s, bool *wait)
         return rc;
     l->data_off += got;
     progress(l);
+    l->last_io_ns = te_host_table->now_ns();
     return STEP_NEXT;
 }
 
@@ -101,6 +102,7 @@ static int fill_rbuf(lane *l, bool *wait)
     }
     l->rlen += got;
     progress(l);
+    l->last_io_ns = te_host_table->now_ns(); /* per receive, not per slice it completes */
     return STEP_NEXT;
 }
 

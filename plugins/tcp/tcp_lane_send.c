@@ -27,14 +27,19 @@ static void advance(lane *l, uint64_t sent)
     if (sent)
         progress(l);
     uint64_t left = sent + l->send_off;
+    bool done = false;
     while (l->sending.head && left >= wire_bytes(l->sending.head)) {
         te_slice *s = slist_pop(&l->sending);
         left -= wire_bytes(s);
-        if (!l->peer->v2 && s->opcode == TE_OP_WRITE)
+        if (!l->peer->v2 && s->opcode == TE_OP_WRITE) {
             tcp_lane_complete(l, s, 0);
-        else
+            done = true;
+        } else {
             slist_push(&l->flying, s);
+        }
     }
+    if (done) /* v1 writes get no answer: their send is the last I/O */
+        l->last_io_ns = te_host_table->now_ns();
     l->send_off = left;
 }
 
