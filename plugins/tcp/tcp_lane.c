@@ -11,7 +11,9 @@
 /* Chunks of staged GPU memory go back to tcp_cuda.c, the rest to the core. */
 void tcp_slice_finish(tcp_transport *t, te_slice *s, int status)
 {
-    if (tcp_cuda_is_shadow(s))
+    if (tcp_is_fence(s))
+        free(s); /* the writes it fenced are reported on their own */
+    else if (tcp_cuda_is_shadow(s))
         tcp_cuda_shadow_done(s, status);
     else
         te_host_table->slice_done(t->host, s, status);
@@ -19,7 +21,8 @@ void tcp_slice_finish(tcp_transport *t, te_slice *s, int status)
 
 void tcp_lane_complete(lane *l, te_slice *s, int status)
 {
-    rail_done(l->peer, l->rail, s, status == 0);
+    if (!tcp_is_fence(s)) /* no rail counted it as sent */
+        rail_done(l->peer, l->rail, s, status == 0);
     tcp_slice_finish(l->peer->t, s, status);
 }
 
@@ -166,6 +169,10 @@ void tcp_peer_redistribute(tcp_peer *p, int from, slist *moved, int status)
     int64_t now = te_host_table->now_ns();
     te_slice *s;
     while ((s = slist_pop(moved))) {
+        if (tcp_is_fence(s)) { /* the writes it fenced get one where they go */
+            free(s);
+            continue;
+        }
         rail_done(p, from, s, false);
         int r = s->deadline_ns && now >= s->deadline_ns
                     ? -1

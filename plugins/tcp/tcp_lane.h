@@ -154,6 +154,17 @@ static inline void tcp_lane_encode(const tcp_peer *p, te_slice *s)
                                 (p->v2 ? TCP_OP_V2 : 0)));
 }
 
+/* v1 answers no WRITE: after a lane's last queued write goes out, a fence
+ * follows, a 1-byte READ of the last byte written (the lane's own slice,
+ * tagged through local_mr).  A connection is served in order, so the first
+ * byte of a later READ's answer shows every write before it has landed:
+ * only then are they reported done (tcp_lane_send.c, tcp_lane_recv.c). */
+extern char tcp_fence_tag;
+static inline bool tcp_is_fence(const te_slice *s)
+{
+    return s->local_mr == &tcp_fence_tag;
+}
+
 /* tcp_lane.c */
 /* The slice leaves the transport: to tcp_cuda.c for a chunk of staged GPU
  * memory, otherwise to the core. */

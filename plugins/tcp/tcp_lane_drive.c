@@ -14,7 +14,7 @@
  * caller queues the slice as usual). */
 static bool drive_inline(tcp_peer *p, lane *l, te_slice *s)
 {
-    if (!p->v2 || s->length >= TCP_SPLICE_MIN)
+    if (s->length >= TCP_SPLICE_MIN)
         return false;
     pthread_mutex_lock(&l->lock);
     bool ok = l->started && !l->busy && !l->lent && !l->queued.head && !l->stop && l->fd >= 0;

@@ -106,17 +106,32 @@ static int fill_rbuf(lane *l, bool *wait)
     return STEP_NEXT;
 }
 
+/* v1, no status frames: a READ's answer is its data; a WRITE at the head
+ * has landed once bytes of a later READ's answer are here (its fence's, see
+ * tcp_lane.h). */
+static int v1_step(lane *l, te_slice *s, bool *wait)
+{
+    if (s->opcode == TE_OP_READ) {
+        l->in_data = true;
+        l->data_off = 0;
+        return recv_data(l, s, wait);
+    }
+    if (l->rpos == l->rlen)
+        return STEP_FILL;
+    slist_pop(&l->flying);
+    tcp_lane_complete(l, s, 0);
+    return STEP_NEXT;
+}
+
 int tcp_lane_recv(lane *l, bool wait)
 {
     for (;;) {
         te_slice *s = l->flying.head;
-        if (s && !l->in_data && !l->peer->v2) { /* v1: only READs wait, and get no status */
-            l->in_data = true;
-            l->data_off = 0;
-        }
         int rc = STEP_FILL;
         if (s && l->in_data)
             rc = recv_data(l, s, &wait);
+        else if (s && !l->peer->v2)
+            rc = v1_step(l, s, &wait);
         else if (s && l->rlen - l->rpos >= 8)
             rc = recv_status(l, s);
         if (rc == STEP_FILL)

@@ -2,9 +2,10 @@
  * payloads gathered into one sendmsg straight from user memory (up to
  * MAX_IOV pieces, MAX_SEND_BYTES), large v2 payloads through vmsplice, and
  * the accounting that moves requests fully on the wire to the in-flight
- * list. */
+ * list, where v1 writes wait for a fence (tcp_lane.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -20,27 +21,45 @@ static uint64_t wire_bytes(const te_slice *s)
     return TCP_HDR_LEN + (s->opcode == TE_OP_WRITE ? s->length : 0);
 }
 
+char tcp_fence_tag;
+
+typedef struct fence {
+    te_slice pub; /* first: freed as a te_slice by tcp_slice_finish */
+    uint8_t byte;
+} fence;
+
+/* Queues the fence of the v1 write w, the last on the wire (tcp_lane.h). */
+static int queue_fence(lane *l, const te_slice *w)
+{
+    fence *f = malloc(sizeof *f);
+    if (!f)
+        return TE_ERR_MEMORY; /* the lane fails: its writes are retried or fail */
+    f->pub = (te_slice){.opcode = TE_OP_READ, .local = &f->byte,
+                        .remote = w->remote + w->length - 1, .length = 1, .peer = w->peer,
+                        .local_mr = &tcp_fence_tag, .remote_buffer = w->remote_buffer,
+                        .deadline_ns = w->deadline_ns};
+    tcp_lane_encode(l->peer, &f->pub);
+    slist_push(&l->sending, &f->pub);
+    return 0;
+}
+
 /* Counts `sent` more bytes of the queue as gone: requests fully on the wire
- * wait for their response (v1 writes get none and complete now). */
-static void advance(lane *l, uint64_t sent)
+ * wait for their response, v1 writes for their fence's.  0 or a status. */
+static int advance(lane *l, uint64_t sent)
 {
     if (sent)
         progress(l);
     uint64_t left = sent + l->send_off;
-    bool done = false;
+    te_slice *last = NULL;
     while (l->sending.head && left >= wire_bytes(l->sending.head)) {
-        te_slice *s = slist_pop(&l->sending);
-        left -= wire_bytes(s);
-        if (!l->peer->v2 && s->opcode == TE_OP_WRITE) {
-            tcp_lane_complete(l, s, 0);
-            done = true;
-        } else {
-            slist_push(&l->flying, s);
-        }
+        last = slist_pop(&l->sending);
+        left -= wire_bytes(last);
+        slist_push(&l->flying, last);
     }
-    if (done) /* v1 writes get no answer: their send is the last I/O */
-        l->last_io_ns = te_host_table->now_ns();
     l->send_off = left;
+    if (last && !l->sending.head && !l->peer->v2 && last->opcode == TE_OP_WRITE)
+        return queue_fence(l, last);
+    return 0;
 }
 
 /* Large v2 write payloads go through a pipe with vmsplice+splice: the socket
@@ -89,8 +108,7 @@ static int send_spliced(lane *l, te_slice *s)
         return 0;
     }
     l->pipe_bytes += (size_t)n;
-    advance(l, (uint64_t)n);
-    return 0;
+    return advance(l, (uint64_t)n);
 }
 
 /* Sends as much of the queue as the socket takes.  0 or a status. */
@@ -104,7 +122,9 @@ int tcp_lane_send(lane *l)
         if (!head)
             return 0;
         if (spliced(l, head) && l->send_off >= TCP_HDR_LEN) {
-            send_spliced(l, head);
+            rc = send_spliced(l, head);
+            if (rc)
+                return rc;
             continue;
         }
         struct iovec iov[MAX_IOV];
@@ -132,7 +152,9 @@ int tcp_lane_send(lane *l)
         if (sent < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0
                                                                              : TE_ERR_PEER_CLOSED;
-        advance(l, (uint64_t)sent);
+        rc = advance(l, (uint64_t)sent);
+        if (rc)
+            return rc;
         if ((uint64_t)sent < bytes)
             return 0; /* the socket is full: wait for POLLOUT */
     }
