@@ -155,7 +155,7 @@ static inline void tcp_lane_encode(const tcp_peer *p, te_slice *s)
 }
 
 /* v1 answers no WRITE: after a lane's last queued write goes out, a fence
- * follows, a 1-byte READ of the last byte written (the lane's own slice,
+ * follows, a 1-byte READ of the last byte written (a slice the lane allocates,
  * tagged through local_mr).  A connection is served in order, so the first
  * byte of a later READ's answer shows every write before it has landed:
  * only then are they reported done (tcp_lane_send.c, tcp_lane_recv.c). */

@@ -267,7 +267,7 @@ START_TEST(v1_writes_are_done_once_the_target_has_them)
     ck_assert_int_eq(g_early, 0);
     ck_assert_int_eq(atomic_load(&g_landed), 16);
     ck_assert_int_eq(atomic_load(&g_reads), 1); /* one fence for the run */
-    submit_and_wait(16, 4096); /* again, the fence's buffer reused or not */
+    submit_and_wait(16, 4096); /* a second run gets a fence of its own */
     ck_assert_int_eq(g_early, 0);
     ck_assert_int_eq(atomic_load(&g_reads), 2);
 }
