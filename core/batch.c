@@ -92,6 +92,16 @@ void te_slice_done(te_host *h, te_slice *slice, int status)
 {
     core_slice *cs = (core_slice *)slice;
     te_task *t = cs->task;
+    if (atomic_exchange_explicit(&cs->reported, true, memory_order_acq_rel)) {
+        te_log(TE_LOG_ERROR, "core",
+               "transport %s reported a slice twice (%s of %llu bytes at remote 0x%llx, status %d); "
+               "the second report is ignored",
+               t->batch->engine->transports[cs->transport].plugin->name,
+               slice->opcode == TE_OP_WRITE ? "write" : "read",
+               (unsigned long long)slice->length,
+               (unsigned long long)slice->remote, status);
+        return;
+    }
     if (status && !cs->final && te_slice_failover(cs, status))
         return; /* counted when it lands on another transport */
     if (!status && t->seg && t->seg->health)

@@ -35,6 +35,11 @@ typedef struct core_slice {
     int route_pos;     /* its transport's position in task->route */
     int failed_status; /* why it was queued for failover */
     bool final;        /* report as is: no failover */
+    /* Set by the slice's report (te_slice_done), cleared when failover hands
+     * it to a transport again: a second report of one hand-over is a
+     * transport's bug, logged and ignored, so it cannot finish a task whose
+     * other slices are still on the wire. */
+    atomic_bool reported;
 } core_slice;
 
 typedef struct slice_chunk {

@@ -443,6 +443,7 @@ void te_batch_resubmit(te_engine *e, te_slice *s)
     te_task *t = cs->task;
     int64_t now = te_now_ns();
     int from = cs->transport, pos = next_position(t, cs->route_pos, now);
+    atomic_store(&cs->reported, false); /* reported once more: here or by its next transport */
     if (te_failover_breaks_path(cs->failed_status))
         te_segment_mark_stale(e, t->seg_id, t->seg); /* the peer may have restarted */
     if (pos < 0 || now >= s->deadline_ns) {

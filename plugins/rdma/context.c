@@ -215,6 +215,7 @@ static void clamp_caps(rdma_ctx *c, const struct ibv_device_attr *da, const rdma
      * only be noticed at the deadline: give it the largest finite count. */
     bool soft_roce = da->vendor_id == RXE_VENDOR_ID || !strncmp(c->name, "rxe", 3);
     c->qp_retry_cnt = soft_roce ? 6 : 7;
+    c->check_success = soft_roce;
 }
 
 static int setup_port(rdma_ctx *c, const rdma_config *cfg, char *why, size_t why_len)

@@ -170,7 +170,10 @@ static int post_chain(rdma_ep *ep, rdma_qp *q, int n, slice_list *failed)
     int rc = ibv_post_send(q->qp, wr, &bad);
     if (!rc)
         return k;
-    int sent = bad ? (int)(bad - wr) : 0;
+    /* WRs before *bad are queued; with no *bad the provider queued them all
+     * and failed after (rxe: its doorbell).  Either way the reset below
+     * flushes what is queued back through the CQ, once per WR. */
+    int sent = bad ? (int)(bad - wr) : k;
     for (int j = sent; j < k; j++) {
         te_slice *s = (te_slice *)(uintptr_t)wr[j].wr_id;
         slice_list_remove(&ep->posted, s);
@@ -200,7 +203,7 @@ void rdma_ep_post_locked(rdma_ep *ep, slice_list *failed, int per_qp)
             if (n <= 0)
                 break; /* full: completions post the rest */
             int sent = post_chain(ep, q, n, failed);
-            if (sent < n)
+            if (sent < n || !ep->qps)
                 return; /* the endpoint was reset */
             budget -= sent;
         }
@@ -403,6 +406,26 @@ static int wc_status(enum ibv_wc_status st)
     }
 }
 
+/* Whether a success completion of q, a QP we did not reset, can be
+ * trusted.  rdma_rxe (Linux 6.1) completes the WR at the head of a QP with
+ * success status when its completer rejects a response packet on its error
+ * path, and only then moves the QP to the error state: a read reported done
+ * whose data never came, a write that may not have landed.  On soft-RoCE a
+ * success from a QP found in the error state is therefore retried like a
+ * failure (a genuine one, a WR done just before a real error, is moved once
+ * more: harmless).  rxe writes the CQE and moves the QP in one go,
+ * microseconds before this query can run. */
+static bool success_trusted(rdma_ctx *c, rdma_qp *q)
+{
+    if (!c->check_success)
+        return true;
+    struct ibv_qp_attr a;
+    struct ibv_qp_init_attr ia;
+    if (ibv_query_qp(q->qp, &a, IBV_QP_STATE, &ia))
+        return false;
+    return a.qp_state != IBV_QPS_ERR && a.qp_state != IBV_QPS_SQE;
+}
+
 static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
 {
     for (rdma_qp **pp = &ep->retired; *pp; pp = &(*pp)->next)
@@ -414,35 +437,55 @@ static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
 }
 
 /* Accounts one completion and reports (or retries) its slice; returns the
- * endpoint, which the caller refills once per polled batch. */
+ * endpoint, which the caller refills once per polled batch (NULL for a
+ * completion it ignored). */
 static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
 {
     te_slice *s = (te_slice *)(uintptr_t)wc->wr_id;
     rdma_qp *q = s->transport_data[2];
+    if (!q || q->qp->qp_num != wc->qp_num) {
+        /* Not the QP the slice is on: a second completion of one WR.  The
+         * slice was reported or moved on by the first; touching it again
+         * would report it twice. */
+        RLOG(in, TE_LOG_ERROR, "%s: completion (%s) on QP %u for a slice not posted there; "
+             "ignored", cq->ctx->name, ibv_wc_status_str(wc->status), wc->qp_num);
+        atomic_fetch_sub(&cq->outstanding, 1);
+        return NULL;
+    }
     rdma_ep *ep = q->ep;
     slice_list one = {0};
     pthread_mutex_lock(&ep->lock);
+    /* A success on a QP we reset is genuine: the WR finished before. */
+    bool ok = wc->status == IBV_WC_SUCCESS;
+    bool doubted = ok && !q->retired && !success_trusted(cq->ctx, q);
+    int status = ok && !doubted ? 0 : doubted ? TE_ERR_ENDPOINT : wc_status(wc->status);
     slice_list_remove(&ep->posted, s);
     s->transport_data[2] = NULL;
     q->outstanding--;
     atomic_fetch_sub(&cq->outstanding, 1);
-    if (wc->status == IBV_WC_SUCCESS) {
+    if (!status) {
         rdma_rail_success(&ep->rail);
+    } else if (doubted) {
+        RLOG(in, TE_LOG_WARN,
+             "endpoint %s -> %s: a %s reported done on QP %u, which failed meanwhile with no "
+             "error completion: moved again", ep->ctx->nic_path, ep->peer_path,
+             s->opcode == TE_OP_WRITE ? "write" : "read", wc->qp_num);
+        rdma_ep_reset_locked(ep, "its QP failed without an error completion");
     } else if (!q->retired) { /* the first error of this QP; the rest flush */
         char why[96];
         snprintf(why, sizeof why, "completion error: %s", ibv_wc_status_str(wc->status));
-        if (wc_status(wc->status) == TE_ERR_ENDPOINT) /* not stale keys or a remote fault */
+        if (status == TE_ERR_ENDPOINT) /* not stale keys or a remote fault */
             rdma_rail_failed(ep, why);
         rdma_ep_reset_locked(ep, why);
     }
     if (q->retired && q->outstanding == 0)
         retired_release_locked(ep, q);
     pthread_mutex_unlock(&ep->lock);
-    if (wc->status == IBV_WC_SUCCESS) {
+    if (!status) {
         rdma_slice_finish(in, s, 0);
     } else {
         slice_list_push(&one, s);
-        rdma_retry_or_fail(in, &one, wc_status(wc->status));
+        rdma_retry_or_fail(in, &one, status);
     }
     return ep;
 }
@@ -467,6 +510,8 @@ static int poll_all(rdma_inst *in, rdma_cq *cq)
         int nt = 0;
         for (int i = 0; i < n; i++) {
             rdma_ep *ep = on_completion(in, cq, &wc[i]);
+            if (!ep)
+                continue;
             int j = 0;
             while (j < nt && touched[j] != ep)
                 j++;

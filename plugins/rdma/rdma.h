@@ -88,6 +88,9 @@ typedef struct rdma_ctx {
     enum ibv_mtu mtu;
     int max_wr, max_sge, max_inline, max_rd_atomic;
     int qp_retry_cnt; /* transport retries of a QP (7; 6 on soft-RoCE, where 7 is endless) */
+    /* Soft-RoCE: a success counts only from a QP not in the error state
+     * (rdma_rxe can complete a WR with success on its error path). */
+    bool check_success;
     int ncq;
     rdma_cq *cqs;
     atomic_uint next_cq;

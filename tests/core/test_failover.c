@@ -275,6 +275,31 @@ START_TEST(a_refused_range_is_not_retried)
 }
 END_TEST
 
+/* A transport that reports each slice done twice (testfail moves no
+ * bytes): the second report is ignored, so the request is done once every
+ * slice was reported and its bytes are counted once.  (Not with failures:
+ * a failed slice may be handed over again before the duplicate comes.) */
+START_TEST(a_slice_reported_twice_counts_once)
+{
+    setenv("TE_TESTFAIL_TWICE", "1", 1);
+    setenv("TE_TESTFAIL_STATUS", "0", 1);
+    te_request w = req(TE_OP_WRITE, 0, SIZE);
+    te_batch_id id;
+    int st;
+    uint64_t bytes = 0;
+    ck_assert_int_eq(te_batch_allocate(src, 1, &id), 0);
+    ck_assert_int_eq(te_submit(src, id, &w, 1), 0);
+    ck_assert_int_eq(te_batch_wait(src, id, -1, &st), 0);
+    ck_assert_int_eq(st, TE_TRANSFER_COMPLETED);
+    ck_assert_int_eq(te_task_status(src, id, 0, &st, &bytes), 0);
+    ck_assert_int_eq(st, TE_TRANSFER_COMPLETED);
+    ck_assert_uint_eq(bytes, SIZE);
+    ck_assert_int_eq(te_batch_free(src, id), 0);
+    ck_assert_int_eq(metric("transports", "testfail", "write_bytes"), SIZE);
+    ck_assert_int_eq(metric("failovers", "testfail", "tcp"), 0);
+}
+END_TEST
+
 START_TEST(hints_pin_the_transport)
 {
     te_test_fill(local, SIZE, 11, 0);
@@ -338,6 +363,7 @@ int main(void)
     tcase_add_test(tc, small_sync_requests_fail_over_and_land);
     tcase_add_test(tc, notification_follows_failed_over_slices_once);
     tcase_add_test(tc, a_refused_range_is_not_retried);
+    tcase_add_test(tc, a_slice_reported_twice_counts_once);
     tcase_add_test(tc, hints_pin_the_transport);
     tcase_add_test(tc, bad_hints_are_refused_with_a_reason);
     suite_add_tcase(s, tc);

@@ -45,6 +45,12 @@ if ((${#devs[@]} >= 4)); then
     env TE_TEST_BIN_DIR="$build/tests" CK_FORK=yes MC_LOG_LEVEL="${MC_LOG_LEVEL:-WARNING}" \
     timeout 600 "$build/tests/test_rdma_rails_vm"
   echo "== test_rdma_rails_vm: $((SECONDS - t0)) s"
+  # rdma_rxe's own faults, e.g. a WR completed with success on its
+  # completer's error path (it warns once per boot): context for a failure.
+  if dmesg | grep -q 'WARNING:.*rxe'; then
+    echo "guest kernel warnings from rdma_rxe:"
+    dmesg | grep -A6 'WARNING:.*rxe' | head -40
+  fi
 fi
 
 last=$((${#devs[@]} - 1))

@@ -2,7 +2,9 @@
  * reaches every peer, claims to reach other hosts, and fails every slice it
  * is handed with TE_TESTFAIL_STATUS (default TE_ERR_SOCKET, a broken path),
  * so the core must move the slices to the next transport, or, for a
- * target's refusal such as TE_ERR_ADDRESS_NOT_REGISTERED (-3), must not. */
+ * target's refusal such as TE_ERR_ADDRESS_NOT_REGISTERED (-3), must not.
+ * TE_TESTFAIL_TWICE=1 makes it a buggy transport that reports every slice
+ * twice, which the core must count once. */
 #include <stdlib.h>
 
 #include "te/plugin.h"
@@ -39,8 +41,11 @@ static int submit(void *vi, te_slice *const *slices, size_t n)
     inst *i = vi;
     const char *v = te_host_table->config(i->host, "TE_TESTFAIL_STATUS");
     int status = v ? atoi(v) : TE_ERR_SOCKET;
+    const char *twice = te_host_table->config(i->host, "TE_TESTFAIL_TWICE");
+    int reports = twice && atoi(twice) ? 2 : 1;
     for (size_t k = 0; k < n; k++)
-        te_host_table->slice_done(i->host, slices[k], status);
+        for (int r = 0; r < reports; r++)
+            te_host_table->slice_done(i->host, slices[k], status);
     return 0;
 }
 
