@@ -406,19 +406,22 @@ static int wc_status(enum ibv_wc_status st)
     }
 }
 
-/* Whether a success completion of q, a QP we did not reset, can be
- * trusted.  rdma_rxe (Linux 6.1) completes the WR at the head of a QP with
- * success status when its completer rejects a response packet on its error
- * path, and only then moves the QP to the error state: a read reported done
- * whose data never came, a write that may not have landed.  On soft-RoCE a
- * success from a QP found in the error state is therefore retried like a
- * failure (a genuine one, a WR done just before a real error, is moved once
- * more: harmless).  rxe writes the CQE and moves the QP in one go,
- * microseconds before this query can run. */
+/* Whether a success completion of q can be trusted (ep->lock held).
+ * rdma_rxe (Linux 6.1) completes the WR at the head of a QP with success
+ * status when its completer rejects a response packet on its error path
+ * (rxe_comp.c, COMPST_ERROR), and only then moves the QP to the error
+ * state: a read reported done whose data never came, a write that may not
+ * have landed.  On soft-RoCE a success from a QP in the error state, ours
+ * (reset: its CQE may predate the reset) or the device's, is therefore
+ * retried like a failure; a genuine one is moved once more, which is
+ * harmless.  rxe writes the CQE and moves the QP in one go, microseconds
+ * before this query can run. */
 static bool success_trusted(rdma_ctx *c, rdma_qp *q)
 {
     if (!c->check_success)
         return true;
+    if (q->retired)
+        return false;
     struct ibv_qp_attr a;
     struct ibv_qp_init_attr ia;
     if (ibv_query_qp(q->qp, &a, IBV_QP_STATE, &ia))
@@ -455,9 +458,8 @@ static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *w
     rdma_ep *ep = q->ep;
     slice_list one = {0};
     pthread_mutex_lock(&ep->lock);
-    /* A success on a QP we reset is genuine: the WR finished before. */
     bool ok = wc->status == IBV_WC_SUCCESS;
-    bool doubted = ok && !q->retired && !success_trusted(cq->ctx, q);
+    bool doubted = ok && !success_trusted(cq->ctx, q);
     int status = ok && !doubted ? 0 : doubted ? TE_ERR_ENDPOINT : wc_status(wc->status);
     slice_list_remove(&ep->posted, s);
     s->transport_data[2] = NULL;
@@ -465,6 +467,10 @@ static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *w
     atomic_fetch_sub(&cq->outstanding, 1);
     if (!status) {
         rdma_rail_success(&ep->rail);
+    } else if (doubted && q->retired) {
+        RLOG(in, TE_LOG_DEBUG, "endpoint %s -> %s: a %s reported done on QP %u after its reset: "
+             "moved again", ep->ctx->nic_path, ep->peer_path,
+             s->opcode == TE_OP_WRITE ? "write" : "read", wc->qp_num);
     } else if (doubted) {
         RLOG(in, TE_LOG_WARN,
              "endpoint %s -> %s: a %s reported done on QP %u, which failed meanwhile with no "

@@ -10,9 +10,10 @@ out=${1:?usage: build-image.sh OUT}
 pkgs=${TE_VM_GUEST_PKGS:?the package list comes from run-in-vm.sh}
 suite=bookworm
 # Modules copied into the image, with what they depend on: the 9p share,
-# soft-RoCE and its crc32, and the netdevs of one or several rxe devices.
+# soft-RoCE and its crc32, the netdevs of one or several rxe devices, and a
+# token bucket qdisc that drops (test_rdma_rails_vm's lossy peer).
 modules="virtio_pci 9pnet_virtio 9p rdma_rxe ib_uverbs rdma_ucm ib_umad
-crc32_generic crc32-pclmul dummy veth bridge"
+crc32_generic crc32-pclmul dummy veth bridge sch_tbf"
 log() { echo "te-rdma-vm: $*" >&2; }
 
 [[ ! -e $out ]] || { log "$out exists"; exit 1; }
