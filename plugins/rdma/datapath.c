@@ -406,7 +406,7 @@ static int wc_status(enum ibv_wc_status st)
     }
 }
 
-/* Whether a success completion of q can be trusted (ep->lock held).
+/* Whether a success completion of q can be trusted now (ep->lock held).
  * rdma_rxe (Linux 6.1) completes the WR at the head of a QP with success
  * status when its completer rejects a response packet on its error path
  * (rxe_comp.c, COMPST_ERROR), and only then moves the QP to the error
@@ -414,8 +414,9 @@ static int wc_status(enum ibv_wc_status st)
  * have landed.  On soft-RoCE a success from a QP in the error state, ours
  * (reset: its CQE may predate the reset) or the device's, is therefore
  * retried like a failure; a genuine one is moved once more, which is
- * harmless.  rxe writes the CQE and moves the QP in one go, microseconds
- * before this query can run. */
+ * harmless.  A QP still alive here may yet be failed by that path an
+ * instant later (the completer's CPU stalled between the CQE and the
+ * state change): see hold_for_proof. */
 static bool success_trusted(rdma_ctx *c, rdma_qp *q)
 {
     if (!c->check_success)
@@ -429,6 +430,55 @@ static bool success_trusted(rdma_ctx *c, rdma_qp *q)
     return a.qp_state != IBV_QPS_ERR && a.qp_state != IBV_QPS_SQE;
 }
 
+/* A probe's wr_id: its QP with the low bit set (slices and QPs are
+ * malloc'd, so their addresses are even). */
+#define PROBE_TAG 1u
+
+/* Posts a probe on q (ep->lock held): a zero-length RDMA WRITE, signaled,
+ * which the peer acknowledges without touching memory (IB C9-88: a
+ * zero-byte operation needs no valid address or key).  False when it could
+ * not be queued (no room on the CQ, the post refused). */
+static bool post_probe(rdma_ep *ep, rdma_qp *q)
+{
+    if (cq_reserve(q->cq, 1) != 1)
+        return false;
+    const te_slice *s = q->held.tail;
+    struct ibv_send_wr wr = {.wr_id = (uintptr_t)q | PROBE_TAG, .opcode = IBV_WR_RDMA_WRITE,
+                             .send_flags = IBV_SEND_SIGNALED},
+                       *bad = NULL;
+    wr.wr.rdma.remote_addr = s->remote;
+    wr.wr.rdma.rkey = slice_rkey(s);
+    int rc = ibv_post_send(q->qp, &wr, &bad);
+    if (rc && bad) {
+        atomic_fetch_sub(&q->cq->outstanding, 1);
+        return false;
+    }
+    q->outstanding++;
+    if (rc) { /* queued, then the doorbell failed (see post_chain): it flushes back */
+        char why[96];
+        snprintf(why, sizeof why, "ibv_post_send failed: %s", strerror(rc));
+        rdma_rail_failed(ep, why);
+        rdma_ep_reset_locked(ep, why);
+    }
+    return true;
+}
+
+/* On soft-RoCE a success is reported only once a later completion of the
+ * same QP is a success too (ep->lock held; s is on no list).  rxe moves a
+ * QP to ERR right after completing a WR on its error path, before it
+ * completes anything else, so a later success proves the earlier ones,
+ * whether or not it is genuine itself; a later error (a flush) leaves them
+ * unproven, and they are moved again.  A QP with nothing else on the wire
+ * gets a probe to complete after them.  Where no probe can be posted, the
+ * state check is all there is: `proven` or `unproven` gets them now. */
+static void hold_for_proof(rdma_ep *ep, rdma_qp *q, te_slice *s, slice_list *proven,
+                           slice_list *unproven)
+{
+    slice_list_push(&q->held, s);
+    if (q->outstanding == 0 && !post_probe(ep, q))
+        slice_list_append(success_trusted(ep->ctx, q) ? proven : unproven, &q->held);
+}
+
 static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
 {
     for (rdma_qp **pp = &ep->retired; *pp; pp = &(*pp)->next)
@@ -439,13 +489,49 @@ static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
         }
 }
 
-/* Accounts one completion and reports (or retries) its slice; returns the
- * endpoint, which the caller refills once per polled batch (NULL for a
- * completion it ignored). */
+/* What one completion means for its slice (NULL for a probe) on q (ep->lock
+ * held): 0 or the status to retry it with.  *reset: the endpoint is to be
+ * reset, for the reason written to why. */
+static int judge_locked(rdma_inst *in, rdma_qp *q, te_slice *s, const struct ibv_wc *wc,
+                        char *why, size_t why_len, bool *reset)
+{
+    rdma_ep *ep = q->ep;
+    bool ok = wc->status == IBV_WC_SUCCESS;
+    bool doubted = ok && s && !success_trusted(ep->ctx, q);
+    int status = ok && !doubted ? 0 : doubted ? TE_ERR_ENDPOINT : wc_status(wc->status);
+    const char *what = !s ? "probe" : s->opcode == TE_OP_WRITE ? "write" : "read";
+    *reset = false;
+    if (!status) {
+        rdma_rail_success(&ep->rail);
+    } else if (doubted && q->retired) {
+        RLOG(in, TE_LOG_DEBUG, "endpoint %s -> %s: a %s reported done on QP %u after its reset: "
+             "moved again", ep->ctx->nic_path, ep->peer_path, what, wc->qp_num);
+    } else if (doubted) {
+        RLOG(in, TE_LOG_WARN,
+             "endpoint %s -> %s: a %s reported done on QP %u, which failed meanwhile with no "
+             "error completion: moved again", ep->ctx->nic_path, ep->peer_path, what,
+             wc->qp_num);
+        snprintf(why, why_len, "its QP failed without an error completion");
+        *reset = true;
+    } else if (!q->retired) { /* the first error of this QP; the rest flush */
+        snprintf(why, why_len, "completion error%s: %s", s ? "" : " of a probe",
+                 ibv_wc_status_str(wc->status));
+        if (status == TE_ERR_ENDPOINT) /* not stale keys or a remote fault */
+            rdma_rail_failed(ep, why);
+        *reset = true;
+    }
+    return status;
+}
+
+/* Accounts one completion and reports (or retries) its slice and the
+ * successes it proves; returns the endpoint, which the caller refills once
+ * per polled batch (NULL for a completion it ignored). */
 static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *wc)
 {
-    te_slice *s = (te_slice *)(uintptr_t)wc->wr_id;
-    rdma_qp *q = s->transport_data[2];
+    bool probe = wc->wr_id & PROBE_TAG;
+    te_slice *s = probe ? NULL : (te_slice *)(uintptr_t)wc->wr_id;
+    rdma_qp *q = probe ? (rdma_qp *)(uintptr_t)(wc->wr_id & ~(uint64_t)PROBE_TAG)
+                       : s->transport_data[2];
     if (!q || q->qp->qp_num != wc->qp_num) {
         /* Not the QP the slice is on: a second completion of one WR.  The
          * slice was reported or moved on by the first; touching it again
@@ -456,40 +542,39 @@ static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *w
         return NULL;
     }
     rdma_ep *ep = q->ep;
-    slice_list one = {0};
+    slice_list one = {0}, proven = {0}, unproven = {0};
+    char why[96];
+    bool reset;
     pthread_mutex_lock(&ep->lock);
-    bool ok = wc->status == IBV_WC_SUCCESS;
-    bool doubted = ok && !success_trusted(cq->ctx, q);
-    int status = ok && !doubted ? 0 : doubted ? TE_ERR_ENDPOINT : wc_status(wc->status);
-    slice_list_remove(&ep->posted, s);
-    s->transport_data[2] = NULL;
+    /* Any success, genuine or not, proves what q completed before it. */
+    slice_list_append(wc->status == IBV_WC_SUCCESS ? &proven : &unproven, &q->held);
+    int status = judge_locked(in, q, s, wc, why, sizeof why, &reset);
+    if (s) {
+        slice_list_remove(&ep->posted, s);
+        s->transport_data[2] = NULL;
+    }
     q->outstanding--;
     atomic_fetch_sub(&cq->outstanding, 1);
-    if (!status) {
-        rdma_rail_success(&ep->rail);
-    } else if (doubted && q->retired) {
-        RLOG(in, TE_LOG_DEBUG, "endpoint %s -> %s: a %s reported done on QP %u after its reset: "
-             "moved again", ep->ctx->nic_path, ep->peer_path,
-             s->opcode == TE_OP_WRITE ? "write" : "read", wc->qp_num);
-    } else if (doubted) {
-        RLOG(in, TE_LOG_WARN,
-             "endpoint %s -> %s: a %s reported done on QP %u, which failed meanwhile with no "
-             "error completion: moved again", ep->ctx->nic_path, ep->peer_path,
-             s->opcode == TE_OP_WRITE ? "write" : "read", wc->qp_num);
-        rdma_ep_reset_locked(ep, "its QP failed without an error completion");
-    } else if (!q->retired) { /* the first error of this QP; the rest flush */
-        char why[96];
-        snprintf(why, sizeof why, "completion error: %s", ibv_wc_status_str(wc->status));
-        if (status == TE_ERR_ENDPOINT) /* not stale keys or a remote fault */
-            rdma_rail_failed(ep, why);
-        rdma_ep_reset_locked(ep, why);
+    if (s && !status && ep->ctx->check_success) {
+        rdma_testing_lose_read(in, q, s); /* nothing outside the test build */
+        hold_for_proof(ep, q, s, &proven, &unproven);
+        s = NULL;
     }
-    if (q->retired && q->outstanding == 0)
+    if (reset)
+        rdma_ep_reset_locked(ep, why); /* may free q */
+    else if (q->retired && q->outstanding == 0)
         retired_release_locked(ep, q);
     pthread_mutex_unlock(&ep->lock);
-    if (!status) {
+    te_slice *p;
+    while ((p = slice_list_pop(&proven)))
+        rdma_slice_finish(in, p, 0);
+    if (unproven.count)
+        RLOG(in, TE_LOG_DEBUG, "endpoint %s -> %s: %zu successes on QP %u not followed by "
+             "one: moved again", ep->ctx->nic_path, ep->peer_path, unproven.count, wc->qp_num);
+    rdma_retry_or_fail(in, &unproven, TE_ERR_ENDPOINT);
+    if (s && !status) {
         rdma_slice_finish(in, s, 0);
-    } else {
+    } else if (s) {
         slice_list_push(&one, s);
         rdma_retry_or_fail(in, &one, status);
     }
@@ -751,9 +836,14 @@ static void fail_everything(rdma_inst *in, bool posted_too)
             rdma_ep *ep = eps[i];
             pthread_mutex_lock(&ep->lock);
             slice_list_append(&out, &ep->pending);
-            if (posted_too)
+            if (posted_too) {
                 slice_list_append(&out, &ep->posted);
-            else if (ep->qps)
+                for (int k = 0; k < ep->nqp && ep->qps; k++)
+                    if (ep->qps[k])
+                        slice_list_append(&out, &ep->qps[k]->held);
+                for (rdma_qp *q = ep->retired; q; q = q->next)
+                    slice_list_append(&out, &q->held);
+            } else if (ep->qps)
                 rdma_ep_reset_locked(ep, "transport shutting down");
             pthread_mutex_unlock(&ep->lock);
         }

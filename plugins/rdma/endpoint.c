@@ -123,6 +123,9 @@ static bool ep_idle_locked(const rdma_ep *ep)
 {
     if (!ep->qps || ep->pending.count || ep->posted.count)
         return false;
+    for (int i = 0; i < ep->nqp; i++)
+        if (ep->qps[i] && ep->qps[i]->outstanding) /* a probe, with successes held */
+            return false;
     if (ep->state == EP_READY)
         return !ep->hs_queued || ep->hs_acking;
     return ep->state == EP_IDLE && !ep->hs_queued;

@@ -115,22 +115,23 @@ typedef struct rdma_gid_sel {
     uint8_t gid[16];
 } rdma_gid_sel;
 
+/* A FIFO of slices linked through transport_data[0] (next) and [1] (prev). */
+typedef struct slice_list {
+    te_slice *head, *tail;
+    size_t count;
+} slice_list;
+
 /* A QP.  It outlives its endpoint's use of it while WRs are outstanding. */
 typedef struct rdma_qp {
     struct ibv_qp *qp;
     struct rdma_ep *ep;
     rdma_cq *cq;
     int max_inline;  /* what the provider granted */
-    int outstanding; /* under ep->lock */
+    int outstanding; /* WRs on the wire, probes included (under ep->lock) */
+    slice_list held; /* soft-RoCE: successes waiting for a later one (under ep->lock) */
     bool retired;
     struct rdma_qp *next; /* in ep->retired */
 } rdma_qp;
-
-/* A FIFO of slices linked through transport_data[0] (next) and [1] (prev). */
-typedef struct slice_list {
-    te_slice *head, *tail;
-    size_t count;
-} slice_list;
 
 enum rdma_ep_state {
     EP_IDLE,       /* no connected QPs */
@@ -323,5 +324,21 @@ int rdma_watchdog_start(rdma_inst *in);
 void rdma_watchdog_stop(rdma_inst *in);
 void rdma_watchdog_kick(rdma_inst *in);
 void rdma_drain_all(rdma_inst *in, int64_t budget_ms);
+
+/* rdma_testing.c, compiled only into the test build of the plugin
+ * (tests/rdma, TE_RDMA_TESTING): makes a successful read completion, the last
+ * of its QP (ep->lock held, q->outstanding counted down), one that soft-RoCE
+ * reported without its bytes.  The shipped plugin has none. */
+#ifdef TE_RDMA_TESTING
+bool rdma_testing_lose_read(rdma_inst *in, rdma_qp *q, te_slice *s);
+#else
+static inline bool rdma_testing_lose_read(rdma_inst *in, rdma_qp *q, te_slice *s)
+{
+    (void)in;
+    (void)q;
+    (void)s;
+    return false;
+}
+#endif
 
 #endif

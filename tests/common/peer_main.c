@@ -4,6 +4,10 @@
  * Prints "READY <segment> <addr hex> <size> <rpc port>", then answers one
  * line per command on stdin:
  *   fill OFF LEN SEED | check OFF LEN SEED | zero OFF LEN
+ *   wrong OFF LEN SEED OLD -> "WRONG n first F last L zero Z old O older P": the
+ *                        bytes unlike SEED's fill, how many of them are 0 and
+ *                        how many hold OLD's or OLD-1's fill (what a failed
+ *                        check found)
  *   protect OFF LEN 0|1 -> pages of the buffer made inaccessible (0) or usable again (1)
  *   notifies          -> "NOTIFIES n" then n lines "name<TAB>msg"
  *   write SEG OFF LEN REMOTE SEED -> writes own [OFF,+LEN) filled with SEED to SEG
@@ -16,6 +20,37 @@
 
 #include "te/te.h"
 #include "test_util.h"
+
+/* Answers "wrong": which bytes of buf differ from seed's fill, and what they hold. */
+static void describe_wrong(const uint8_t *buf, size_t len, uint64_t seed, uint64_t old)
+{
+    uint8_t *want = malloc(len), *was = malloc(len), *before = malloc(len);
+    if (!want || !was || !before) {
+        printf("ERR out of memory\n");
+        free(want);
+        free(was);
+        free(before);
+        return;
+    }
+    te_test_fill(want, len, seed, 0);
+    te_test_fill(was, len, old, 0);
+    te_test_fill(before, len, old - 1, 0);
+    size_t n = 0, zero = 0, olds = 0, olders = 0, first = 0, last = 0;
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != want[i]) {
+            if (!n++)
+                first = i;
+            last = i;
+            zero += buf[i] == 0;
+            olds += buf[i] == was[i];
+            olders += buf[i] == before[i];
+        }
+    printf("WRONG %zu first %zu last %zu zero %zu old %zu older %zu\n", n, first, last, zero, olds,
+           olders);
+    free(want);
+    free(was);
+    free(before);
+}
 
 int main(int argc, char **argv)
 {
@@ -52,7 +87,7 @@ int main(int argc, char **argv)
            size, te_engine_rpc_port(e));
     char line[1024];
     while (fgets(line, sizeof line, stdin)) {
-        unsigned long long off, len, seed, remote;
+        unsigned long long off, len, seed, remote, old;
         char seg[512];
         if (sscanf(line, "fill %llu %llu %llu", &off, &len, &seed) == 3 && off + len <= size) {
             te_test_fill(buf + off, len, seed, 0);
@@ -64,6 +99,9 @@ int main(int argc, char **argv)
                 printf("OK\n");
             else
                 printf("BAD %lld\n", bad);
+        } else if (sscanf(line, "wrong %llu %llu %llu %llu", &off, &len, &seed, &old) == 4 &&
+                   off + len <= size) {
+            describe_wrong((const uint8_t *)buf + off, len, seed, old);
         } else if (sscanf(line, "zero %llu %llu", &off, &len) == 2 && off + len <= size) {
             memset(buf + off, 0, len);
             printf("OK\n");

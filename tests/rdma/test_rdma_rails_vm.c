@@ -11,8 +11,9 @@
  * 5 consecutive errors), and traffic returns to the NIC once its link is
  * back and the pause is over; and that reads stay verified when the peer's
  * netdevs drop what overflows a token bucket (rxe then reports some reads
- * done without their bytes, which the engine must catch).  Prints the
- * figures. */
+ * done without their bytes, which the engine must catch), also when the QP
+ * fails only after the engine looked at it (the plugin's test build).
+ * Prints the figures. */
 #include <check.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -262,16 +263,37 @@ static void describe_mismatch(uint64_t off, uint64_t len, uint64_t seed)
     printf("the peer's range checked against its fill: %s\n", reply);
 }
 
+/* Says what the peer holds where a write reported done is not: zeros, the
+ * peer's fill of the round before on this range (rounds 16 apart reuse it:
+ * seed - 31), that round's write (seed - 32, "older") or other bytes, and
+ * whether the write lands 0.5 s later. */
+static void describe_peer_mismatch(uint64_t off, uint64_t len, uint64_t seed)
+{
+    char cmd[128], reply[128];
+    snprintf(cmd, sizeof cmd, "wrong %llu %llu %llu %llu", (unsigned long long)off,
+             (unsigned long long)len, (unsigned long long)seed, (unsigned long long)seed - 31);
+    te_test_peer_cmd(&peer, cmd, reply, sizeof reply);
+    printf("write of [%llu, +%llu) reported done, the peer's range wrong: %s (slices of 64 KiB; "
+           "'old' is the peer's fill before it, 'older' the write before that)\n",
+           (unsigned long long)off, (unsigned long long)len, reply);
+    usleep(500000);
+    te_test_peer_cmd(&peer, cmd, reply, sizeof reply);
+    printf("0.5 s later: %s\n", reply);
+}
+
 /* Writes len bytes of pattern seed, the peer checks them; the peer fills the
  * range with seed + 1, it is read back and checked.  Returns failed requests. */
 static int write_then_read(uint64_t off, uint64_t len, uint64_t seed, int batch)
 {
-    char cmd[128];
+    char cmd[128], reply[128];
     te_test_fill(local + off, len, seed, 0);
     int failed = move(TE_OP_WRITE, off, len, batch);
     snprintf(cmd, sizeof cmd, "check %llu %llu %llu", (unsigned long long)off,
              (unsigned long long)len, (unsigned long long)seed);
-    peer_says("OK", cmd);
+    ck_assert_int_eq(te_test_peer_cmd(&peer, cmd, reply, sizeof reply), 0);
+    if (strcmp(reply, "OK"))
+        describe_peer_mismatch(off, len, seed);
+    ck_assert_msg(!strcmp(reply, "OK"), "peer answered '%s' to '%s'", reply, cmd);
     snprintf(cmd, sizeof cmd, "fill %llu %llu %llu", (unsigned long long)off,
              (unsigned long long)len, (unsigned long long)seed + 1);
     peer_says("OK", cmd);
@@ -417,6 +439,48 @@ START_TEST(reads_are_verified_when_the_peer_drops_responses)
 }
 END_TEST
 
+/* The same fault where the engine cannot see it coming: the test build of
+ * the plugin (tests/rdma/te-plugins-testing) zeroes every 3rd successful
+ * read that was its QP's last WR on the wire and fails the QP right after
+ * the engine found it alive, as
+ * rxe's completer does when its CPU stalls between the success and the
+ * QP's failure.  Such a success counts only once a later completion of its
+ * QP is a success too, so every read-back is right. */
+static void setup_lost_reads(void)
+{
+    const char *bin = getenv("TE_TEST_BIN_DIR");
+    char dir[512], lib[600];
+    ck_assert_msg(bin != NULL, "TE_TEST_BIN_DIR is not set");
+    snprintf(dir, sizeof dir, "%s/rdma/te-plugins-testing", bin);
+    snprintf(lib, sizeof lib, "%s/libte_rdma.so", dir);
+    ck_assert_msg(access(lib, R_OK) == 0, "%s is not built", lib);
+    setenv("MC_PLUGIN_PATH", dir, 1);
+    setenv("TE_RDMA_TEST_LOSE_READ", "3", 1);
+    retry_cnt = "9";
+    setup();
+}
+
+static void teardown_lost_reads(void)
+{
+    teardown();
+    unsetenv("MC_PLUGIN_PATH");
+    unsetenv("TE_RDMA_TEST_LOSE_READ");
+}
+
+START_TEST(reads_failed_after_their_success_are_moved_again)
+{
+    long long retries0 = metric("retries");
+    int failed = 0;
+    for (int i = 0; i < 24; i++)
+        failed += write_then_read((uint64_t)(i % 16) * 2 * MIB, 2 * MIB, 9000 + 2 * (uint64_t)i, 2);
+    long long retries = metric("retries") - retries0;
+    printf("lost reads: 24 verified rounds of a 2 MiB write and read, %d requests failed, "
+           "%lld retries\n", failed, retries);
+    ck_assert_int_eq(failed, 0);
+    ck_assert_msg(retries > 0, "no read was lost: the test build of the plugin was not used");
+}
+END_TEST
+
 /* TE_RDMA_CUT_CYCLES=N: the peer's NIC cut N times (3 s down, 2 s up)
  * under a run of verified rounds; for hunting rare failures. */
 START_TEST(peer_nic_cut_cycles)
@@ -462,5 +526,10 @@ int main(void)
     tcase_set_timeout(lossy, 240);
     tcase_add_test(lossy, reads_are_verified_when_the_peer_drops_responses);
     suite_add_tcase(s, lossy);
+    TCase *lost = tcase_create("lost_reads");
+    tcase_add_checked_fixture(lost, setup_lost_reads, teardown_lost_reads);
+    tcase_set_timeout(lost, 240);
+    tcase_add_test(lost, reads_failed_after_their_success_are_moved_again);
+    suite_add_tcase(s, lost);
     return te_test_run(s);
 }
