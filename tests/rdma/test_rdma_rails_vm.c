@@ -440,9 +440,9 @@ START_TEST(reads_are_verified_when_the_peer_drops_responses)
 END_TEST
 
 /* The same fault where the engine cannot see it coming: the test build of
- * the plugin (tests/rdma/te-plugins-testing) zeroes every 3rd successful
- * read that was its QP's last WR on the wire and fails the QP right after
- * the engine found it alive, as
+ * the plugin (tests/rdma/te-plugins-testing, loaded by the peer too, which
+ * reads nothing) zeroes every 3rd successful read that was its QP's last WR
+ * on the wire and fails the QP right after the engine found it alive, as
  * rxe's completer does when its CPU stalls between the success and the
  * QP's failure.  Such a success counts only once a later completion of its
  * QP is a success too, so every read-back is right. */
