@@ -406,21 +406,10 @@ static int wc_status(enum ibv_wc_status st)
     }
 }
 
-/* Whether a success completion of q can be trusted now (ep->lock held).
- * rdma_rxe (Linux 6.1) completes the WR at the head of a QP with success
- * status when its completer rejects a response packet on its error path
- * (rxe_comp.c, COMPST_ERROR), and only then moves the QP to the error
- * state: a read reported done whose data never came, a write that may not
- * have landed.  On soft-RoCE a success from a QP in the error state, ours
- * (reset: its CQE may predate the reset) or the device's, is therefore
- * retried like a failure; a genuine one is moved once more, which is
- * harmless.  A QP still alive here may yet be failed by that path an
- * instant later (the completer's CPU stalled between the CQE and the
- * state change): see hold_for_proof. */
-static bool success_trusted(rdma_ctx *c, rdma_qp *q)
+/* Whether q is alive (not retired, not in the error state): the last word
+ * on held successes when no probe can be posted (ep->lock held). */
+static bool qp_alive(rdma_qp *q)
 {
-    if (!c->check_success)
-        return true;
     if (q->retired)
         return false;
     struct ibv_qp_attr a;
@@ -464,19 +453,23 @@ static bool post_probe(rdma_ep *ep, rdma_qp *q)
 }
 
 /* On soft-RoCE a success is reported only once a later completion of the
- * same QP is a success too (ep->lock held; s is on no list).  rxe moves a
- * QP to ERR right after completing a WR on its error path, before it
- * completes anything else, so a later success proves the earlier ones,
- * whether or not it is genuine itself; a later error (a flush) leaves them
- * unproven, and they are moved again.  A QP with nothing else on the wire
- * gets a probe to complete after them.  Where no probe can be posted, the
- * state check is all there is: `proven` or `unproven` gets them now. */
+ * same QP is a success too (ep->lock held; s is on no list).  rdma_rxe
+ * (Linux 6.1) completes the WR at the head of a QP with success status when
+ * its completer rejects a response packet on its error path (rxe_comp.c,
+ * COMPST_ERROR: a read reported done whose data never came), and moves the
+ * QP to ERR right after, before it completes anything else.  So a later
+ * success proves the earlier ones, whether or not it is genuine itself; a
+ * later error (a flush, also on a QP we reset) leaves them unproven, and
+ * they are moved again, which for a genuine one is harmless.  A QP with
+ * nothing else on the wire gets a probe to complete after them; where none
+ * can be posted, the QP's state decides: `proven` or `unproven` gets them
+ * now. */
 static void hold_for_proof(rdma_ep *ep, rdma_qp *q, te_slice *s, slice_list *proven,
                            slice_list *unproven)
 {
     slice_list_push(&q->held, s);
     if (q->outstanding == 0 && !post_probe(ep, q))
-        slice_list_append(success_trusted(ep->ctx, q) ? proven : unproven, &q->held);
+        slice_list_append(qp_alive(q) ? proven : unproven, &q->held);
 }
 
 static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
@@ -491,28 +484,15 @@ static void retired_release_locked(rdma_ep *ep, rdma_qp *q)
 
 /* What one completion means for its slice (NULL for a probe) on q (ep->lock
  * held): 0 or the status to retry it with.  *reset: the endpoint is to be
- * reset, for the reason written to why. */
-static int judge_locked(rdma_inst *in, rdma_qp *q, te_slice *s, const struct ibv_wc *wc,
+ * reset (the QP's first error), for the reason written to why. */
+static int judge_locked(rdma_qp *q, te_slice *s, const struct ibv_wc *wc,
                         char *why, size_t why_len, bool *reset)
 {
     rdma_ep *ep = q->ep;
-    bool ok = wc->status == IBV_WC_SUCCESS;
-    bool doubted = ok && s && !success_trusted(ep->ctx, q);
-    int status = ok && !doubted ? 0 : doubted ? TE_ERR_ENDPOINT : wc_status(wc->status);
-    const char *what = !s ? "probe" : s->opcode == TE_OP_WRITE ? "write" : "read";
+    int status = wc->status == IBV_WC_SUCCESS ? 0 : wc_status(wc->status);
     *reset = false;
     if (!status) {
         rdma_rail_success(&ep->rail);
-    } else if (doubted && q->retired) {
-        RLOG(in, TE_LOG_DEBUG, "endpoint %s -> %s: a %s reported done on QP %u after its reset: "
-             "moved again", ep->ctx->nic_path, ep->peer_path, what, wc->qp_num);
-    } else if (doubted) {
-        RLOG(in, TE_LOG_WARN,
-             "endpoint %s -> %s: a %s reported done on QP %u, which failed meanwhile with no "
-             "error completion: moved again", ep->ctx->nic_path, ep->peer_path, what,
-             wc->qp_num);
-        snprintf(why, why_len, "its QP failed without an error completion");
-        *reset = true;
     } else if (!q->retired) { /* the first error of this QP; the rest flush */
         snprintf(why, why_len, "completion error%s: %s", s ? "" : " of a probe",
                  ibv_wc_status_str(wc->status));
@@ -548,7 +528,7 @@ static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *w
     pthread_mutex_lock(&ep->lock);
     /* Any success, genuine or not, proves what q completed before it. */
     slice_list_append(wc->status == IBV_WC_SUCCESS ? &proven : &unproven, &q->held);
-    int status = judge_locked(in, q, s, wc, why, sizeof why, &reset);
+    int status = judge_locked(q, s, wc, why, sizeof why, &reset);
     if (s) {
         slice_list_remove(&ep->posted, s);
         s->transport_data[2] = NULL;
@@ -569,7 +549,7 @@ static rdma_ep *on_completion(rdma_inst *in, rdma_cq *cq, const struct ibv_wc *w
     while ((p = slice_list_pop(&proven)))
         rdma_slice_finish(in, p, 0);
     if (unproven.count)
-        RLOG(in, TE_LOG_DEBUG, "endpoint %s -> %s: %zu successes on QP %u not followed by "
+        RLOG(in, TE_LOG_INFO, "endpoint %s -> %s: %zu successes on QP %u not followed by "
              "one: moved again", ep->ctx->nic_path, ep->peer_path, unproven.count, wc->qp_num);
     rdma_retry_or_fail(in, &unproven, TE_ERR_ENDPOINT);
     if (s && !status) {

@@ -6,8 +6,8 @@
  *       soft-RoCE device that was its QP's last WR on the wire is made what
  *       rdma_rxe's completer error path makes of one (rxe_comp.c, Linux
  *       6.1): its bytes are zeroed (the data never came) and its QP is moved
- *       to ERR, after the engine checked that the QP was alive, as when the
- *       completer's CPU stalls between the two.  Only the last WR: rxe fails
+ *       to ERR after the engine polled the success, as when the completer's
+ *       CPU stalls between the two.  Only the last WR: rxe fails
  *       the QP before it completes anything after the bogus success, and a
  *       later WR may have completed already when this seam runs. */
 #include <stdatomic.h>

@@ -12,7 +12,7 @@
  * back and the pause is over; and that reads stay verified when the peer's
  * netdevs drop what overflows a token bucket (rxe then reports some reads
  * done without their bytes, which the engine must catch), also when the QP
- * fails only after the engine looked at it (the plugin's test build).
+ * fails only after the engine polled the success (the plugin's test build).
  * Prints the figures. */
 #include <check.h>
 #include <jansson.h>
@@ -442,7 +442,7 @@ END_TEST
 /* The same fault where the engine cannot see it coming: the test build of
  * the plugin (tests/rdma/te-plugins-testing, loaded by the peer too, which
  * reads nothing) zeroes every 3rd successful read that was its QP's last WR
- * on the wire and fails the QP right after the engine found it alive, as
+ * on the wire and fails the QP right after the engine polled the success, as
  * rxe's completer does when its CPU stalls between the success and the
  * QP's failure.  Such a success counts only once a later completion of its
  * QP is a success too, so every read-back is right. */
